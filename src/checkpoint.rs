@@ -1,0 +1,1 @@
+//! Durable per-(organization, sink) cursor (being written).

@@ -1,0 +1,1 @@
+//! Codacy API client (being written).

@@ -1,0 +1,570 @@
+//! Typed configuration: TOML through the `config` crate, validated at start-up. Every error names
+//! the file, the key and the problem; a bad configuration never starts the agent.
+
+use crate::event::{OrgRef, Provider};
+use crate::format::{Format, FormatOptions};
+use crate::secret::Secret;
+use crate::sink::{SinkKind, SinkSpec};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/codacy-audit-forwarder/config.toml";
+/// Codacy keeps audit events for one year; a backfill never reaches further.
+pub const RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Environment variable holding the API token; wins over every other source.
+pub const TOKEN_ENV: &str = "CODACY_API_TOKEN";
+/// Prefix of environment overrides: `CODACY_FORWARDER__AGENT__POLL_INTERVAL=30s`.
+pub const ENV_PREFIX: &str = "CODACY_FORWARDER";
+
+/// A configuration problem: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "configuration error in {}: {}", self.file, self.message)
+        } else {
+            write!(
+                f,
+                "configuration error in {}: key `{}`: {}",
+                self.file, self.key, self.message
+            )
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodacyConfig {
+    pub base_url: String,
+    pub api_token: Secret,
+    /// Where the token came from (for `check` and logs; never the token itself).
+    pub token_source: String,
+    pub page_limit: u32,
+    pub request_timeout: Duration,
+    /// Attempts per request before a poll gives up (it is retried next poll).
+    pub max_attempts: u32,
+    /// Longest backoff between attempts.
+    pub max_backoff: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    pub state_dir: PathBuf,
+    pub poll_interval: Duration,
+    pub initial_lookback: Duration,
+    pub overlap: Duration,
+    /// The most events one fetch slice may hold in memory before the slice is split.
+    pub max_events_in_memory: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TelemetryConfig {
+    /// `/metrics` and `/health` listen address; off when unset.
+    pub listen: Option<SocketAddr>,
+    /// `/health` turns 503 when a pipeline made no progress for this many poll intervals.
+    pub health_stale_intervals: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this came from (for messages).
+    pub source: String,
+    pub codacy: CodacyConfig,
+    pub agent: AgentConfig,
+    pub organizations: Vec<OrgRef>,
+    pub sinks: Vec<SinkSpec>,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    codacy: RawCodacy,
+    #[serde(default)]
+    agent: RawAgent,
+    #[serde(default)]
+    organizations: Vec<RawOrg>,
+    #[serde(default)]
+    sinks: Vec<Map<String, Value>>,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCodacy {
+    base_url: Option<String>,
+    api_token_file: Option<PathBuf>,
+    page_limit: Option<u32>,
+    request_timeout: Option<String>,
+    max_attempts: Option<u32>,
+    max_backoff: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    state_dir: Option<PathBuf>,
+    poll_interval: Option<String>,
+    initial_lookback: Option<String>,
+    overlap: Option<String>,
+    max_events_in_memory: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrg {
+    provider: String,
+    name: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    listen: Option<String>,
+    health_stale_intervals: Option<u32>,
+}
+
+/// Where the token may come from, in order of precedence (first wins).
+#[derive(Debug, Clone, Default)]
+pub struct TokenSources {
+    pub env: Option<String>,
+    pub credentials_directory: Option<PathBuf>,
+}
+
+impl TokenSources {
+    /// The process environment: `CODACY_API_TOKEN` and systemd's `CREDENTIALS_DIRECTORY`.
+    pub fn from_env() -> Self {
+        TokenSources {
+            env: std::env::var(TOKEN_ENV).ok().filter(|s| !s.trim().is_empty()),
+            credentials_directory: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates a configuration file, with `CODACY_FORWARDER__...` overrides and the
+    /// token from the environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        if !path.exists() {
+            return Err(ConfigError {
+                file,
+                key: String::new(),
+                message: "file not found (pass --config PATH or create it from config/example.toml)"
+                    .into(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::from_toml(&text, &file, &TokenSources::from_env(), true)
+    }
+
+    /// Parses configuration text. `file` names it in errors; `env_overrides` applies
+    /// `CODACY_FORWARDER__SECTION__KEY` variables.
+    pub fn from_toml(
+        text: &str,
+        file: &str,
+        tokens: &TokenSources,
+        env_overrides: bool,
+    ) -> Result<Config, ConfigError> {
+        let err = |key: &str, message: String| ConfigError {
+            file: file.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml));
+        if env_overrides {
+            builder = builder.add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__"),
+            );
+        }
+        let built = builder.build().map_err(|e| err("", format!("{e}")))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(built).map_err(|e| {
+            let path = e.path().to_string();
+            err(if path == "." { "" } else { &path }, e.into_inner().to_string())
+        })?;
+
+        let codacy = {
+            let c = raw.codacy;
+            let base_url = c
+                .base_url
+                .unwrap_or_else(|| "https://app.codacy.com".to_string());
+            let parsed = reqwest::Url::parse(&base_url)
+                .map_err(|e| err("codacy.base_url", format!("{base_url:?} is not a URL: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(err(
+                    "codacy.base_url",
+                    format!("{base_url:?} must be an http(s) URL such as https://app.codacy.com"),
+                ));
+            }
+            let page_limit = c.page_limit.unwrap_or(1000);
+            if !(1..=1000).contains(&page_limit) {
+                return Err(err(
+                    "codacy.page_limit",
+                    format!("{page_limit} is out of range; the API accepts 1 to 1000"),
+                ));
+            }
+            let (api_token, token_source) =
+                resolve_token(c.api_token_file.as_deref(), tokens).map_err(|m| {
+                    err(
+                        if c.api_token_file.is_some() { "codacy.api_token_file" } else { "codacy.api_token_file" },
+                        m,
+                    )
+                })?;
+            CodacyConfig {
+                base_url: base_url.trim_end_matches('/').to_string(),
+                api_token,
+                token_source,
+                page_limit,
+                request_timeout: duration(
+                    c.request_timeout.as_deref(),
+                    "30s",
+                    "codacy.request_timeout",
+                    file,
+                )?,
+                max_attempts: c.max_attempts.unwrap_or(6).max(1),
+                max_backoff: duration(c.max_backoff.as_deref(), "60s", "codacy.max_backoff", file)?,
+            }
+        };
+
+        let agent = {
+            let a = raw.agent;
+            let initial_lookback = duration(
+                a.initial_lookback.as_deref(),
+                "24h",
+                "agent.initial_lookback",
+                file,
+            )?;
+            if initial_lookback > RETENTION {
+                return Err(err(
+                    "agent.initial_lookback",
+                    format!(
+                        "{} is longer than Codacy's one-year retention; use at most 365d",
+                        humantime::format_duration(initial_lookback)
+                    ),
+                ));
+            }
+            let poll_interval =
+                duration(a.poll_interval.as_deref(), "60s", "agent.poll_interval", file)?;
+            if poll_interval < Duration::from_secs(1) {
+                return Err(err(
+                    "agent.poll_interval",
+                    "must be at least 1s (Codacy rate-limits aggressive polling)".into(),
+                ));
+            }
+            let overlap = duration(a.overlap.as_deref(), "10m", "agent.overlap", file)?;
+            if overlap > Duration::from_secs(7 * 24 * 3600) {
+                return Err(err(
+                    "agent.overlap",
+                    "must be at most 7d (every poll re-reads this window)".into(),
+                ));
+            }
+            AgentConfig {
+                state_dir: a
+                    .state_dir
+                    .unwrap_or_else(|| PathBuf::from("/var/lib/codacy-audit-forwarder")),
+                poll_interval,
+                initial_lookback,
+                overlap,
+                max_events_in_memory: a.max_events_in_memory.unwrap_or(50_000).max(1),
+            }
+        };
+
+        let mut organizations = Vec::new();
+        for (i, o) in raw.organizations.into_iter().enumerate() {
+            let provider: Provider = o
+                .provider
+                .parse()
+                .map_err(|m| err(&format!("organizations[{i}].provider"), m))?;
+            if o.name.trim().is_empty() {
+                return Err(err(
+                    &format!("organizations[{i}].name"),
+                    "must not be empty".into(),
+                ));
+            }
+            let org = OrgRef::new(provider, o.name);
+            if organizations.contains(&org) {
+                return Err(err(
+                    &format!("organizations[{i}]"),
+                    format!("organization {org} is listed twice"),
+                ));
+            }
+            organizations.push(org);
+        }
+        if organizations.is_empty() {
+            return Err(err(
+                "organizations",
+                "no organization configured; add an [[organizations]] table with provider and name"
+                    .into(),
+            ));
+        }
+
+        let mut sinks = Vec::new();
+        let mut names = BTreeSet::new();
+        for (i, table) in raw.sinks.into_iter().enumerate() {
+            let spec = parse_sink(i, table).map_err(|(key, m)| err(&key, m))?;
+            if !names.insert(spec.name.clone()) {
+                return Err(err(
+                    &format!("sinks[{i}].name"),
+                    format!(
+                        "sink name {:?} is used twice; names must be unique (they name checkpoints)",
+                        spec.name
+                    ),
+                ));
+            }
+            sinks.push(spec);
+        }
+        if sinks.is_empty() {
+            return Err(err(
+                "sinks",
+                "no sink configured; add a [[sinks]] table (e.g. type = \"file\")".into(),
+            ));
+        }
+
+        let telemetry = TelemetryConfig {
+            listen: match raw.telemetry.listen {
+                None => None,
+                Some(s) if s.is_empty() => None,
+                Some(s) => Some(s.parse().map_err(|e| {
+                    err(
+                        "telemetry.listen",
+                        format!("{s:?} is not an address like 127.0.0.1:9464: {e}"),
+                    )
+                })?),
+            },
+            health_stale_intervals: raw.telemetry.health_stale_intervals.unwrap_or(3).max(1),
+        };
+
+        Ok(Config {
+            source: file.to_string(),
+            codacy,
+            agent,
+            organizations,
+            sinks,
+            telemetry,
+        })
+    }
+}
+
+fn duration(v: Option<&str>, default: &str, key: &str, file: &str) -> Result<Duration, ConfigError> {
+    let s = v.unwrap_or(default);
+    humantime::parse_duration(s).map_err(|e| ConfigError {
+        file: file.to_string(),
+        key: key.to_string(),
+        message: format!("{s:?} is not a duration ({e}); write e.g. \"30s\", \"10m\", \"24h\", \"7d\""),
+    })
+}
+
+/// Token precedence: env `CODACY_API_TOKEN`, then `api_token_file`, then
+/// `$CREDENTIALS_DIRECTORY/api-token` (systemd `LoadCredential=`).
+fn resolve_token(file: Option<&Path>, sources: &TokenSources) -> Result<(Secret, String), String> {
+    if let Some(t) = &sources.env {
+        return Ok((Secret::new(t.trim()), format!("environment variable {TOKEN_ENV}")));
+    }
+    if let Some(path) = file {
+        return Secret::from_file(path).map(|s| (s, format!("file {}", path.display())));
+    }
+    if let Some(dir) = &sources.credentials_directory {
+        let path = dir.join("api-token");
+        if path.exists() {
+            return Secret::from_file(&path)
+                .map(|s| (s, format!("systemd credential {}", path.display())));
+        }
+    }
+    Err(format!(
+        "no API token: set {TOKEN_ENV}, or codacy.api_token_file, or LoadCredential=api-token:... in the systemd unit"
+    ))
+}
+
+/// Splits one `[[sinks]]` table into common keys and the kind's own keys.
+fn parse_sink(i: usize, mut table: Map<String, Value>) -> Result<SinkSpec, (String, String)> {
+    let key = |k: &str| format!("sinks[{i}].{k}");
+    let take_str = |table: &mut Map<String, Value>, k: &str| -> Result<Option<String>, (String, String)> {
+        match table.remove(k) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err((key(k), format!("must be a string, found {other}"))),
+        }
+    };
+    let name = take_str(&mut table, "name")?
+        .ok_or_else(|| (key("name"), "missing; every sink needs a unique name".to_string()))?;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err((
+            key("name"),
+            format!("{name:?} may use only letters, digits, '-', '_' and '.' (it names files)"),
+        ));
+    }
+    let type_name = take_str(&mut table, "type")?.ok_or_else(|| {
+        (
+            key("type"),
+            "missing; one of file, syslog, kafka, http, splunk_hec, elasticsearch".to_string(),
+        )
+    })?;
+    let format: Format = match take_str(&mut table, "format")? {
+        None => Format::Json,
+        Some(f) => f.parse().map_err(|m| (key("format"), m))?,
+    };
+    let mut format_options = FormatOptions::default();
+    if let Some(ns) = take_str(&mut table, "ecs_namespace")? {
+        crate::format::ecs::validate_namespace(&ns).map_err(|m| (key("ecs_namespace"), m))?;
+        format_options.ecs_namespace = ns;
+    }
+    match table.remove("include_original") {
+        None => {}
+        Some(Value::Bool(b)) => format_options.include_original = b,
+        Some(other) => {
+            return Err((
+                key("include_original"),
+                format!("must be true or false, found {other}"),
+            ))
+        }
+    }
+    if let Some(h) = take_str(&mut table, "hostname")? {
+        // Shared with the syslog sink, which also needs it: keep it in the table too.
+        format_options.hostname = h.clone();
+        table.insert("hostname".into(), Value::String(h));
+    }
+    let batch_max_events = match table.remove("batch_max_events") {
+        None => 500,
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| (1..=100_000).contains(&n)) => {
+            n.as_u64().unwrap_or(500) as usize
+        }
+        Some(other) => {
+            return Err((
+                key("batch_max_events"),
+                format!("must be a number from 1 to 100000, found {other}"),
+            ))
+        }
+    };
+    let kind = SinkKind::parse(&type_name, Value::Object(table)).map_err(|m| {
+        // Kind errors come as "key `x`: ..." or a plain message.
+        match m.strip_prefix("key `").and_then(|r| r.split_once("`: ")) {
+            Some((k, rest)) => (key(k), rest.to_string()),
+            None => (format!("sinks[{i}]"), format!("({type_name} sink {name:?}) {m}")),
+        }
+    })?;
+    kind.validate(format)
+        .map_err(|m| (format!("sinks[{i}]"), format!("({type_name} sink {name:?}) {m}")))?;
+    Ok(SinkSpec {
+        name,
+        format,
+        format_options,
+        batch_max_events,
+        kind,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[codacy]
+base_url = "https://app.codacy.com"
+page_limit = 1000
+request_timeout = "30s"
+
+[agent]
+state_dir = "/tmp/x"
+poll_interval = "60s"
+initial_lookback = "24h"
+overlap = "10m"
+
+[[organizations]]
+provider = "gh"
+name = "acme"
+
+[[sinks]]
+name = "archive"
+type = "file"
+path = "/tmp/x/audit.ndjson"
+format = "json"
+"#;
+
+    fn tokens() -> TokenSources {
+        TokenSources {
+            env: Some("tok".into()),
+            credentials_directory: None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, "test.toml", &tokens(), false)
+    }
+
+    #[test]
+    fn the_documented_keys_work() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.codacy.page_limit, 1000);
+        assert_eq!(c.agent.overlap, Duration::from_secs(600));
+        assert_eq!(c.organizations, vec![OrgRef::new(Provider::Gh, "acme")]);
+        assert_eq!(c.sinks[0].name, "archive");
+        assert_eq!(c.codacy.api_token.expose(), "tok");
+    }
+
+    fn error_for(text: &str) -> ConfigError {
+        parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = error_for(&GOOD.replace("poll_interval = \"60s\"", "poll_interval = \"often\""));
+        assert_eq!(e.key, "agent.poll_interval");
+        assert!(e.to_string().contains("test.toml"));
+        let e = error_for(&GOOD.replace("provider = \"gh\"", "provider = \"github\""));
+        assert_eq!(e.key, "organizations[0].provider");
+        let e = error_for(&GOOD.replace("[agent]", "[agent]\npoll_intervall = \"1s\""));
+        assert!(e.key.contains("agent") && e.message.contains("poll_intervall"), "{e}");
+        let e = error_for(&format!("{GOOD}\n[[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"/tmp/y\"\n"));
+        assert_eq!(e.key, "sinks[1].name");
+        let e = error_for(&GOOD.replace("initial_lookback = \"24h\"", "initial_lookback = \"400d\""));
+        assert_eq!(e.key, "agent.initial_lookback");
+        let e = error_for(&GOOD.replace("format = \"json\"", "format = \"xml\""));
+        assert_eq!(e.key, "sinks[0].format");
+        let e = error_for(&GOOD.replace("path = \"/tmp/x/audit.ndjson\"", "path = \"/tmp/x/audit.ndjson\"\nmode = \"rw\"\ncolour = 1"));
+        assert!(e.key.starts_with("sinks[0]"), "{e}");
+    }
+
+    #[test]
+    fn missing_token_is_an_error_naming_the_sources() {
+        let e = Config::from_toml(GOOD, "t.toml", &TokenSources::default(), false).unwrap_err();
+        assert!(e.message.contains(TOKEN_ENV), "{e}");
+    }
+
+    #[test]
+    fn token_precedence_env_then_file_then_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("api-token"), "from-cred\n").unwrap();
+        let file = dir.path().join("tokfile");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let cred = TokenSources {
+            env: None,
+            credentials_directory: Some(dir.path().to_path_buf()),
+        };
+        assert_eq!(resolve_token(None, &cred).unwrap().0.expose(), "from-cred");
+        assert_eq!(resolve_token(Some(&file), &cred).unwrap().0.expose(), "from-file");
+        assert_eq!(resolve_token(Some(&file), &tokens()).unwrap().0.expose(), "tok");
+    }
+}

@@ -1,0 +1,102 @@
+//! Dead-letter files: records a destination rejected for good, and events the API sent that could
+//! not be parsed, go to NDJSON files in `state_dir/dead-letter/` with the reason. Nothing is ever
+//! dropped silently.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+/// Appends entries to one dead-letter file; each append is fsynced before it returns.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    path: Arc<PathBuf>,
+    lock: Arc<Mutex<()>>,
+}
+
+impl DeadLetter {
+    /// A dead-letter file `state_dir/dead-letter/<name>.ndjson` (created on first write).
+    pub fn in_state_dir(state_dir: &Path, name: &str) -> Self {
+        DeadLetter::at(state_dir.join("dead-letter").join(format!("{name}.ndjson")))
+    }
+
+    pub fn at(path: PathBuf) -> Self {
+        DeadLetter {
+            path: Arc::new(path),
+            lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes one entry `{time, reason, ...fields}`; `fields` is merged in (an object).
+    pub async fn write(&self, time_ms: i64, reason: &str, fields: Value) -> std::io::Result<()> {
+        let mut entry = json!({
+            "time": chrono::DateTime::from_timestamp_millis(time_ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            "reason": reason,
+        });
+        if let (Value::Object(e), Value::Object(f)) = (&mut entry, fields) {
+            e.extend(f);
+        }
+        let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+        line.push(b'\n');
+        let _guard = self.lock.lock().await;
+        if let Some(dir) = self.path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let mut f = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&*self.path)
+            .await?;
+        f.write_all(&line).await?;
+        f.sync_data().await?;
+        Ok(())
+    }
+
+    /// Writes a rejected record of a sink: its id, organization, and the record as text.
+    pub async fn write_record(
+        &self,
+        time_ms: i64,
+        sink: &str,
+        record: &crate::sink::Record,
+        reason: &str,
+    ) -> std::io::Result<()> {
+        self.write(
+            time_ms,
+            reason,
+            json!({
+                "sink": sink,
+                "organization": record.org.key(),
+                "event_id": record.event_id.as_str(),
+                "event_timestamp_ms": record.timestamp_ms,
+                "format": record.format.as_str(),
+                "record": String::from_utf8_lossy(&record.payload),
+            }),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn appends_one_json_line_per_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetter::in_state_dir(dir.path(), "es");
+        dl.write(0, "mapper_parsing_exception", json!({"x": 1})).await.unwrap();
+        dl.write(1, "second", json!({})).await.unwrap();
+        let text = std::fs::read_to_string(dl.path()).unwrap();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["reason"], "mapper_parsing_exception");
+        assert_eq!(lines[0]["x"], 1);
+        assert_eq!(lines[0]["time"], "1970-01-01T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,1 @@
+//! Crate-wide error type (being written).

@@ -1,0 +1,17 @@
+//! codacy-audit-forwarder: poll Codacy's audit log, checkpoint per (organization, sink), encode, deliver.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over this library; tests and benches use the library directly.
+
+pub mod checkpoint;
+pub mod clock;
+pub mod codacy;
+pub mod config;
+pub mod deadletter;
+pub mod error;
+pub mod event;
+pub mod format;
+pub mod pipeline;
+pub mod secret;
+pub mod simulator;
+pub mod sink;
+pub mod telemetry;

@@ -1,0 +1,1 @@
+//! Poll loop (being written).

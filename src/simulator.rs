@@ -1,0 +1,1 @@
+//! Embedded Codacy API simulator (being written).

@@ -1,0 +1,390 @@
+//! `type = "file"`: append-only NDJSON that Filebeat, Splunk UF or `tail -F | jq` can follow.
+//!
+//! A batch is acknowledged only after it is written and fsynced. A failed write is rolled back
+//! (truncated to the length before it), so a retry never leaves half a line. The file is reopened
+//! when its path no longer names the open file (moved away by logrotate, deleted) and on SIGHUP.
+
+use super::{Record, Sink, SinkContext, SinkError};
+use async_trait::async_trait;
+use serde::Deserialize;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    pub path: PathBuf,
+    /// Permissions of a newly created file: an octal string ("0640") or a TOML octal (0o640).
+    #[serde(default)]
+    pub mode: Option<FileMode>,
+    /// Rotate when the file would grow past this many bytes (off when unset).
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// Rotated files kept (`audit.ndjson.1` .. `.N`); default 5.
+    #[serde(default)]
+    pub max_files: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum FileMode {
+    Number(u32),
+    Text(String2),
+}
+
+/// A mode given as text; parsed in `validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct String2(u32);
+
+impl TryFrom<String> for String2 {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        u32::from_str_radix(s.trim_start_matches("0o"), 8)
+            .map(String2)
+            .map_err(|_| format!("mode {s:?} is not an octal permission such as \"0640\""))
+    }
+}
+
+impl FileSinkConfig {
+    pub const DEFAULT_MODE: u32 = 0o640;
+
+    pub fn mode_bits(&self) -> u32 {
+        match self.mode {
+            None => Self::DEFAULT_MODE,
+            Some(FileMode::Number(n)) => n,
+            Some(FileMode::Text(String2(n))) => n,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.path.as_os_str().is_empty() {
+            return Err("key `path`: must not be empty".into());
+        }
+        if self.mode_bits() > 0o777 {
+            return Err(format!(
+                "key `mode`: {:o} is not a permission (at most 0777)",
+                self.mode_bits()
+            ));
+        }
+        if self.max_bytes == Some(0) {
+            return Err("key `max_bytes`: must be positive (leave it out to never rotate)".into());
+        }
+        if self.max_files == Some(0) {
+            return Err("key `max_files`: must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Open {
+    file: File,
+    dev: u64,
+    ino: u64,
+    len: u64,
+}
+
+#[derive(Debug)]
+struct State {
+    config: FileSinkConfig,
+    open: Option<Open>,
+}
+
+pub struct FileSink {
+    ctx: SinkContext,
+    state: Arc<Mutex<State>>,
+}
+
+/// Why the directory of `path` cannot take our file, in words a user can act on.
+fn directory_problem(path: &Path) -> Option<String> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match std::fs::metadata(dir) {
+        Err(_) => Some(format!(
+            "directory {} does not exist; create it (and let the service user write to it) or change `path`",
+            dir.display()
+        )),
+        Ok(m) if !m.is_dir() => Some(format!("{} is not a directory", dir.display())),
+        Ok(_) => None,
+    }
+}
+
+impl State {
+    fn open(&mut self) -> Result<&mut Open, SinkError> {
+        let path = self.config.path.clone();
+        // Reopen when the path no longer names the file we hold (rotated away or replaced).
+        if let Some(o) = &self.open {
+            match std::fs::metadata(&path) {
+                Ok(m) if m.dev() == o.dev && m.ino() == o.ino => {}
+                _ => self.open = None,
+            }
+        }
+        if self.open.is_none() {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(self.config.mode_bits())
+                .open(&path)
+                .map_err(|e| {
+                    let hint = directory_problem(&path).unwrap_or_else(|| match e.kind() {
+                        std::io::ErrorKind::PermissionDenied => {
+                            "the service user may not write there; fix ownership or permissions".into()
+                        }
+                        _ => "check the path".into(),
+                    });
+                    SinkError::transient(format!("cannot open {}: {e}; {hint}", path.display()))
+                })?;
+            let meta = file
+                .metadata()
+                .map_err(|e| SinkError::transient(format!("cannot stat {}: {e}", path.display())))?;
+            if meta.len() == 0 {
+                // umask may have narrowed the mode; a fresh file gets exactly what was asked.
+                let _ = file.set_permissions(std::fs::Permissions::from_mode(self.config.mode_bits()));
+            }
+            self.open = Some(Open {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                len: meta.len(),
+                file,
+            });
+        }
+        self.open
+            .as_mut()
+            .ok_or_else(|| SinkError::transient("file not open"))
+    }
+
+    fn rotate(&mut self) -> Result<(), SinkError> {
+        let path = self.config.path.clone();
+        let keep = self.config.max_files.unwrap_or(5);
+        let numbered = |n: u32| {
+            let mut p = path.clone().into_os_string();
+            p.push(format!(".{n}"));
+            PathBuf::from(p)
+        };
+        let _ = std::fs::remove_file(numbered(keep));
+        for n in (1..keep).rev() {
+            let from = numbered(n);
+            if from.exists() {
+                std::fs::rename(&from, numbered(n + 1)).map_err(|e| {
+                    SinkError::transient(format!("cannot rotate {}: {e}", from.display()))
+                })?;
+            }
+        }
+        std::fs::rename(&path, numbered(1))
+            .map_err(|e| SinkError::transient(format!("cannot rotate {}: {e}", path.display())))?;
+        self.open = None;
+        tracing::info!(path = %path.display(), kept = keep, "rotated file sink");
+        Ok(())
+    }
+
+    fn write(&mut self, buf: &[u8]) -> Result<(), SinkError> {
+        if let Some(max) = self.config.max_bytes {
+            let len = self.open()?.len;
+            if len > 0 && len + buf.len() as u64 > max {
+                self.rotate()?;
+            }
+        }
+        let path = self.config.path.clone();
+        let open = self.open()?;
+        let before = open.len;
+        let result = open.file.write_all(buf).and_then(|_| open.file.sync_data());
+        match result {
+            Ok(()) => {
+                open.len = before + buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Roll back a partial append so the retry does not follow half a line.
+                let _ = open.file.set_len(before);
+                self.open = None;
+                Err(SinkError::transient(format!(
+                    "cannot write {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+}
+
+impl FileSink {
+    /// Opens (creating if needed) the file. A missing directory is a start-up error.
+    pub async fn open(config: FileSinkConfig, ctx: SinkContext) -> Result<FileSink, SinkError> {
+        if let Some(problem) = directory_problem(&config.path) {
+            return Err(SinkError::fatal(format!(
+                "file sink {:?}: {}: {problem}",
+                ctx.name,
+                config.path.display()
+            )));
+        }
+        let state = Arc::new(Mutex::new(State { config, open: None }));
+        let s = state.clone();
+        let name = ctx.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut st = s.lock().unwrap_or_else(|p| p.into_inner());
+            st.open().map(|_| ())
+        })
+        .await
+        .map_err(|e| SinkError::fatal(format!("file sink {name:?}: {e}")))?
+        .map_err(|e| SinkError::fatal(format!("file sink {name:?}: {}", e.message)))?;
+        Ok(FileSink { ctx, state })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, SinkError> + Send + 'static,
+    ) -> Result<T, SinkError> {
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut st)
+        })
+        .await
+        .map_err(|e| SinkError::transient(format!("file sink {:?}: {e}", self.ctx.name)))?
+    }
+}
+
+#[async_trait]
+impl Sink for FileSink {
+    async fn deliver(&self, batch: &[Record]) -> Result<(), SinkError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(batch.iter().map(|r| r.payload.len() + 1).sum());
+        for r in batch {
+            buf.extend_from_slice(&r.payload);
+            buf.push(b'\n');
+        }
+        self.blocking(move |st| st.write(&buf)).await
+    }
+
+    async fn check(&self) -> Result<String, SinkError> {
+        let path = self.blocking(|st| st.open().map(|_| ())).await;
+        path.map(|_| "file open for appending".to_string())
+    }
+
+    async fn reopen(&self) {
+        let _ = self
+            .blocking(|st| {
+                st.open = None;
+                Ok(())
+            })
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventId, OrgRef, Provider};
+    use crate::format::Format;
+
+    fn ctx(dir: &Path) -> SinkContext {
+        SinkContext {
+            name: "t".into(),
+            state_dir: dir.to_path_buf(),
+            dead_letter: crate::deadletter::DeadLetter::in_state_dir(dir, "t"),
+            metrics: Arc::new(crate::telemetry::Metrics::new()),
+            clock: crate::clock::system(),
+        }
+    }
+
+    fn rec(text: &str) -> Record {
+        Record {
+            event_id: EventId::compute(&OrgRef::new(Provider::Gh, "a"), text.as_bytes(), 0),
+            org: Arc::new(OrgRef::new(Provider::Gh, "a")),
+            timestamp_ms: 0,
+            action: "a".into(),
+            severity: 3,
+            format: Format::Json,
+            payload: text.as_bytes().into(),
+        }
+    }
+
+    fn config(path: PathBuf) -> FileSinkConfig {
+        FileSinkConfig {
+            path,
+            mode: None,
+            max_bytes: None,
+            max_files: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_lines_with_the_configured_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        let sink = FileSink::open(config(path.clone()), ctx(dir.path())).await.unwrap();
+        sink.deliver(&[rec("{\"a\":1}"), rec("{\"b\":2}")]).await.unwrap();
+        sink.deliver(&[rec("{\"c\":3}")]).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+    }
+
+    #[tokio::test]
+    async fn missing_directory_is_a_clear_startup_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = FileSink::open(config(dir.path().join("nope/out.ndjson")), ctx(dir.path()))
+            .await
+            .err()
+            .unwrap();
+        assert!(err.message.contains("does not exist"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn reopens_when_the_file_is_moved_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        let sink = FileSink::open(config(path.clone()), ctx(dir.path())).await.unwrap();
+        sink.deliver(&[rec("1")]).await.unwrap();
+        std::fs::rename(&path, dir.path().join("out.ndjson.old")).unwrap();
+        sink.deliver(&[rec("2")]).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "2\n");
+    }
+
+    #[tokio::test]
+    async fn a_path_that_cannot_be_written_fails_then_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        let sink = FileSink::open(config(path.clone()), ctx(dir.path())).await.unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(sink.deliver(&[rec("1")]).await.is_err());
+        std::fs::remove_dir(&path).unwrap();
+        sink.deliver(&[rec("1")]).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
+    }
+
+    #[tokio::test]
+    async fn rotates_by_size_keeping_max_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        let mut c = config(path.clone());
+        c.max_bytes = Some(10);
+        c.max_files = Some(2);
+        let sink = FileSink::open(c, ctx(dir.path())).await.unwrap();
+        for i in 0..5 {
+            sink.deliver(&[rec(&format!("line-{i}"))]).await.unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "line-4\n");
+        assert_eq!(std::fs::read_to_string(dir.path().join("out.ndjson.1")).unwrap(), "line-3\n");
+        assert_eq!(std::fs::read_to_string(dir.path().join("out.ndjson.2")).unwrap(), "line-2\n");
+        assert!(!dir.path().join("out.ndjson.3").exists());
+    }
+
+    #[test]
+    fn mode_accepts_octal_text_and_numbers() {
+        let c: FileSinkConfig = serde_json::from_value(serde_json::json!({"path": "/x", "mode": "0600"})).unwrap();
+        assert_eq!(c.mode_bits(), 0o600);
+        let c: FileSinkConfig = serde_json::from_value(serde_json::json!({"path": "/x", "mode": 0o644})).unwrap();
+        assert_eq!(c.mode_bits(), 0o644);
+    }
+}
