@@ -147,7 +147,9 @@ impl TokenSources {
     /// The process environment: `CODACY_API_TOKEN` and systemd's `CREDENTIALS_DIRECTORY`.
     pub fn from_env() -> Self {
         TokenSources {
-            env: std::env::var(TOKEN_ENV).ok().filter(|s| !s.trim().is_empty()),
+            env: std::env::var(TOKEN_ENV)
+                .ok()
+                .filter(|s| !s.trim().is_empty()),
             credentials_directory: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
         }
     }
@@ -162,8 +164,9 @@ impl Config {
             return Err(ConfigError {
                 file,
                 key: String::new(),
-                message: "file not found (pass --config PATH or create it from config/example.toml)"
-                    .into(),
+                message:
+                    "file not found (pass --config PATH or create it from config/example.toml)"
+                        .into(),
             });
         }
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -199,7 +202,10 @@ impl Config {
         let built = builder.build().map_err(|e| err("", format!("{e}")))?;
         let raw: RawConfig = serde_path_to_error::deserialize(built).map_err(|e| {
             let path = e.path().to_string();
-            err(if path == "." { "" } else { &path }, e.into_inner().to_string())
+            err(
+                if path == "." { "" } else { &path },
+                e.into_inner().to_string(),
+            )
         })?;
 
         let codacy = {
@@ -222,10 +228,14 @@ impl Config {
                     format!("{page_limit} is out of range; the API accepts 1 to 1000"),
                 ));
             }
-            let (api_token, token_source) =
-                resolve_token(c.api_token_file.as_deref(), tokens).map_err(|m| {
+            let (api_token, token_source) = resolve_token(c.api_token_file.as_deref(), tokens)
+                .map_err(|m| {
                     err(
-                        if c.api_token_file.is_some() { "codacy.api_token_file" } else { "codacy.api_token_file" },
+                        if c.api_token_file.is_some() {
+                            "codacy.api_token_file"
+                        } else {
+                            "codacy.api_token_file"
+                        },
                         m,
                     )
                 })?;
@@ -262,8 +272,12 @@ impl Config {
                     ),
                 ));
             }
-            let poll_interval =
-                duration(a.poll_interval.as_deref(), "60s", "agent.poll_interval", file)?;
+            let poll_interval = duration(
+                a.poll_interval.as_deref(),
+                "60s",
+                "agent.poll_interval",
+                file,
+            )?;
             if poll_interval < Duration::from_secs(1) {
                 return Err(err(
                     "agent.poll_interval",
@@ -364,12 +378,19 @@ impl Config {
     }
 }
 
-fn duration(v: Option<&str>, default: &str, key: &str, file: &str) -> Result<Duration, ConfigError> {
+fn duration(
+    v: Option<&str>,
+    default: &str,
+    key: &str,
+    file: &str,
+) -> Result<Duration, ConfigError> {
     let s = v.unwrap_or(default);
     humantime::parse_duration(s).map_err(|e| ConfigError {
         file: file.to_string(),
         key: key.to_string(),
-        message: format!("{s:?} is not a duration ({e}); write e.g. \"30s\", \"10m\", \"24h\", \"7d\""),
+        message: format!(
+            "{s:?} is not a duration ({e}); write e.g. \"30s\", \"10m\", \"24h\", \"7d\""
+        ),
     })
 }
 
@@ -377,7 +398,10 @@ fn duration(v: Option<&str>, default: &str, key: &str, file: &str) -> Result<Dur
 /// `$CREDENTIALS_DIRECTORY/api-token` (systemd `LoadCredential=`).
 fn resolve_token(file: Option<&Path>, sources: &TokenSources) -> Result<(Secret, String), String> {
     if let Some(t) = &sources.env {
-        return Ok((Secret::new(t.trim()), format!("environment variable {TOKEN_ENV}")));
+        return Ok((
+            Secret::new(t.trim()),
+            format!("environment variable {TOKEN_ENV}"),
+        ));
     }
     if let Some(path) = file {
         return Secret::from_file(path).map(|s| (s, format!("file {}", path.display())));
@@ -397,15 +421,20 @@ fn resolve_token(file: Option<&Path>, sources: &TokenSources) -> Result<(Secret,
 /// Splits one `[[sinks]]` table into common keys and the kind's own keys.
 fn parse_sink(i: usize, mut table: Map<String, Value>) -> Result<SinkSpec, (String, String)> {
     let key = |k: &str| format!("sinks[{i}].{k}");
-    let take_str = |table: &mut Map<String, Value>, k: &str| -> Result<Option<String>, (String, String)> {
-        match table.remove(k) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err((key(k), format!("must be a string, found {other}"))),
-        }
-    };
-    let name = take_str(&mut table, "name")?
-        .ok_or_else(|| (key("name"), "missing; every sink needs a unique name".to_string()))?;
+    let take_str =
+        |table: &mut Map<String, Value>, k: &str| -> Result<Option<String>, (String, String)> {
+            match table.remove(k) {
+                None => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s)),
+                Some(other) => Err((key(k), format!("must be a string, found {other}"))),
+            }
+        };
+    let name = take_str(&mut table, "name")?.ok_or_else(|| {
+        (
+            key("name"),
+            "missing; every sink needs a unique name".to_string(),
+        )
+    })?;
     if name.is_empty()
         || !name
             .chars()
@@ -462,11 +491,18 @@ fn parse_sink(i: usize, mut table: Map<String, Value>) -> Result<SinkSpec, (Stri
         // Kind errors come as "key `x`: ..." or a plain message.
         match m.strip_prefix("key `").and_then(|r| r.split_once("`: ")) {
             Some((k, rest)) => (key(k), rest.to_string()),
-            None => (format!("sinks[{i}]"), format!("({type_name} sink {name:?}) {m}")),
+            None => (
+                format!("sinks[{i}]"),
+                format!("({type_name} sink {name:?}) {m}"),
+            ),
         }
     })?;
-    kind.validate(format)
-        .map_err(|m| (format!("sinks[{i}]"), format!("({type_name} sink {name:?}) {m}")))?;
+    kind.validate(format).map_err(|m| {
+        (
+            format!("sinks[{i}]"),
+            format!("({type_name} sink {name:?}) {m}"),
+        )
+    })?;
     Ok(SinkSpec {
         name,
         format,
@@ -536,14 +572,23 @@ format = "json"
         let e = error_for(&GOOD.replace("provider = \"gh\"", "provider = \"github\""));
         assert_eq!(e.key, "organizations[0].provider");
         let e = error_for(&GOOD.replace("[agent]", "[agent]\npoll_intervall = \"1s\""));
-        assert!(e.key.contains("agent") && e.message.contains("poll_intervall"), "{e}");
-        let e = error_for(&format!("{GOOD}\n[[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"/tmp/y\"\n"));
+        assert!(
+            e.key.contains("agent") && e.message.contains("poll_intervall"),
+            "{e}"
+        );
+        let e = error_for(&format!(
+            "{GOOD}\n[[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"/tmp/y\"\n"
+        ));
         assert_eq!(e.key, "sinks[1].name");
-        let e = error_for(&GOOD.replace("initial_lookback = \"24h\"", "initial_lookback = \"400d\""));
+        let e =
+            error_for(&GOOD.replace("initial_lookback = \"24h\"", "initial_lookback = \"400d\""));
         assert_eq!(e.key, "agent.initial_lookback");
         let e = error_for(&GOOD.replace("format = \"json\"", "format = \"xml\""));
         assert_eq!(e.key, "sinks[0].format");
-        let e = error_for(&GOOD.replace("path = \"/tmp/x/audit.ndjson\"", "path = \"/tmp/x/audit.ndjson\"\nmode = \"rw\"\ncolour = 1"));
+        let e = error_for(&GOOD.replace(
+            "path = \"/tmp/x/audit.ndjson\"",
+            "path = \"/tmp/x/audit.ndjson\"\nmode = \"rw\"\ncolour = 1",
+        ));
         assert!(e.key.starts_with("sinks[0]"), "{e}");
     }
 
@@ -564,7 +609,13 @@ format = "json"
             credentials_directory: Some(dir.path().to_path_buf()),
         };
         assert_eq!(resolve_token(None, &cred).unwrap().0.expose(), "from-cred");
-        assert_eq!(resolve_token(Some(&file), &cred).unwrap().0.expose(), "from-file");
-        assert_eq!(resolve_token(Some(&file), &tokens()).unwrap().0.expose(), "tok");
+        assert_eq!(
+            resolve_token(Some(&file), &cred).unwrap().0.expose(),
+            "from-file"
+        );
+        assert_eq!(
+            resolve_token(Some(&file), &tokens()).unwrap().0.expose(),
+            "tok"
+        );
     }
 }

@@ -90,10 +90,15 @@ mod tests {
     async fn appends_one_json_line_per_entry() {
         let dir = tempfile::tempdir().unwrap();
         let dl = DeadLetter::in_state_dir(dir.path(), "es");
-        dl.write(0, "mapper_parsing_exception", json!({"x": 1})).await.unwrap();
+        dl.write(0, "mapper_parsing_exception", json!({"x": 1}))
+            .await
+            .unwrap();
         dl.write(1, "second", json!({})).await.unwrap();
         let text = std::fs::read_to_string(dl.path()).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["reason"], "mapper_parsing_exception");
         assert_eq!(lines[0]["x"], 1);

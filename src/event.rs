@@ -259,7 +259,9 @@ fn write_canonical_map(map: &Map<String, Value>, out: &mut Vec<u8>) {
 
 /// Stable identity of one event occurrence: hex SHA-256 over provider, organization, the event's
 /// canonical JSON and its occurrence number among identical events (first = 0).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct EventId(String);
 
@@ -282,8 +284,10 @@ impl EventId {
 
     /// Accepts a previously computed id (e.g. read back from a checkpoint).
     pub fn from_hex(s: &str) -> Option<Self> {
-        (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-            .then(|| EventId(s.to_string()))
+        (s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then(|| EventId(s.to_string()))
     }
 }
 
@@ -311,11 +315,13 @@ pub fn identify(
     mut events: Vec<AuditEvent>,
     fetched_at_ms: i64,
 ) -> Vec<IdentifiedEvent> {
-    let mut keyed: Vec<(Vec<u8>, AuditEvent)> = events
-        .drain(..)
-        .map(|e| (e.canonical_json(), e))
-        .collect();
-    keyed.sort_by(|a, b| a.1.timestamp_ms.cmp(&b.1.timestamp_ms).then_with(|| a.0.cmp(&b.0)));
+    let mut keyed: Vec<(Vec<u8>, AuditEvent)> =
+        events.drain(..).map(|e| (e.canonical_json(), e)).collect();
+    keyed.sort_by(|a, b| {
+        a.1.timestamp_ms
+            .cmp(&b.1.timestamp_ms)
+            .then_with(|| a.0.cmp(&b.0))
+    });
     let mut out = Vec::with_capacity(keyed.len());
     let mut occurrence = 0u32;
     for i in 0..keyed.len() {
@@ -400,10 +406,12 @@ mod tests {
 
     #[test]
     fn canonical_json_ignores_key_order() {
-        let a = AuditEvent::from_value(json!({"timestamp": 1, "action": "a", "d": {"y": 1, "x": 2}}))
-            .unwrap();
-        let b = AuditEvent::from_value(json!({"d": {"x": 2, "y": 1}, "action": "a", "timestamp": 1}))
-            .unwrap();
+        let a =
+            AuditEvent::from_value(json!({"timestamp": 1, "action": "a", "d": {"y": 1, "x": 2}}))
+                .unwrap();
+        let b =
+            AuditEvent::from_value(json!({"d": {"x": 2, "y": 1}, "action": "a", "timestamp": 1}))
+                .unwrap();
         assert_eq!(a.canonical_json(), b.canonical_json());
         assert_eq!(
             String::from_utf8(a.canonical_json()).unwrap(),
@@ -428,7 +436,10 @@ mod tests {
         assert_eq!(first, second);
         assert_eq!(first.len(), 3);
         assert_eq!(
-            first.iter().collect::<std::collections::BTreeSet<_>>().len(),
+            first
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
             3
         );
     }

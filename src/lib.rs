@@ -15,3 +15,4 @@ pub mod secret;
 pub mod simulator;
 pub mod sink;
 pub mod telemetry;
+pub mod tls;

@@ -24,16 +24,56 @@ pub struct PipelineStatus {
 
 /// All metric names in one place, with their help text.
 pub const METRICS: &[(&str, &str, &str)] = &[
-    ("codacy_forwarder_events_fetched_total", "counter", "Events fetched from the Codacy API (after window filtering)."),
-    ("codacy_forwarder_events_delivered_total", "counter", "Events acknowledged by a sink."),
-    ("codacy_forwarder_events_dead_lettered_total", "counter", "Records a sink rejected for good, written to its dead-letter file."),
-    ("codacy_forwarder_events_invalid_total", "counter", "Events from the API that could not be parsed (dead-lettered)."),
-    ("codacy_forwarder_api_requests_total", "counter", "Requests to the Codacy API by HTTP status (or 'error' for transport failures)."),
-    ("codacy_forwarder_retries_total", "counter", "Retries after a transient failure, by component."),
-    ("codacy_forwarder_checkpoint_lag_seconds", "gauge", "Now minus the checkpoint cursor, per organization and sink."),
-    ("codacy_forwarder_checkpoint_timestamp_seconds", "gauge", "Checkpoint cursor (epoch seconds) per organization and sink."),
-    ("codacy_forwarder_last_successful_poll_timestamp_seconds", "gauge", "When the last poll of an organization completed (epoch seconds)."),
-    ("codacy_forwarder_build_info", "gauge", "Build information; always 1."),
+    (
+        "codacy_forwarder_events_fetched_total",
+        "counter",
+        "Events fetched from the Codacy API (after window filtering).",
+    ),
+    (
+        "codacy_forwarder_events_delivered_total",
+        "counter",
+        "Events acknowledged by a sink.",
+    ),
+    (
+        "codacy_forwarder_events_dead_lettered_total",
+        "counter",
+        "Records a sink rejected for good, written to its dead-letter file.",
+    ),
+    (
+        "codacy_forwarder_events_invalid_total",
+        "counter",
+        "Events from the API that could not be parsed (dead-lettered).",
+    ),
+    (
+        "codacy_forwarder_api_requests_total",
+        "counter",
+        "Requests to the Codacy API by HTTP status (or 'error' for transport failures).",
+    ),
+    (
+        "codacy_forwarder_retries_total",
+        "counter",
+        "Retries after a transient failure, by component.",
+    ),
+    (
+        "codacy_forwarder_checkpoint_lag_seconds",
+        "gauge",
+        "Now minus the checkpoint cursor, per organization and sink.",
+    ),
+    (
+        "codacy_forwarder_checkpoint_timestamp_seconds",
+        "gauge",
+        "Checkpoint cursor (epoch seconds) per organization and sink.",
+    ),
+    (
+        "codacy_forwarder_last_successful_poll_timestamp_seconds",
+        "gauge",
+        "When the last poll of an organization completed (epoch seconds).",
+    ),
+    (
+        "codacy_forwarder_build_info",
+        "gauge",
+        "Build information; always 1.",
+    ),
 ];
 
 #[derive(Debug, Default)]
@@ -62,7 +102,11 @@ impl Metrics {
     }
 
     pub fn add(&self, name: &'static str, pairs: &[(&'static str, &str)], n: u64) {
-        *self.lock().counters.entry((name, labels(pairs))).or_default() += n;
+        *self
+            .lock()
+            .counters
+            .entry((name, labels(pairs)))
+            .or_default() += n;
     }
 
     pub fn set_gauge(&self, name: &'static str, pairs: &[(&'static str, &str)], v: f64) {
@@ -82,7 +126,11 @@ impl Metrics {
     }
 
     pub fn events_fetched(&self, org: &str, n: u64) {
-        self.add("codacy_forwarder_events_fetched_total", &[("organization", org)], n);
+        self.add(
+            "codacy_forwarder_events_fetched_total",
+            &[("organization", org)],
+            n,
+        );
     }
 
     pub fn events_delivered(&self, org: &str, sink: &str, n: u64) {
@@ -102,7 +150,11 @@ impl Metrics {
     }
 
     pub fn events_invalid(&self, org: &str, n: u64) {
-        self.add("codacy_forwarder_events_invalid_total", &[("organization", org)], n);
+        self.add(
+            "codacy_forwarder_events_invalid_total",
+            &[("organization", org)],
+            n,
+        );
     }
 
     pub fn api_request(&self, org: &str, status: &str) {
@@ -114,7 +166,11 @@ impl Metrics {
     }
 
     pub fn retry(&self, component: &str) {
-        self.add("codacy_forwarder_retries_total", &[("component", component)], 1);
+        self.add(
+            "codacy_forwarder_retries_total",
+            &[("component", component)],
+            1,
+        );
     }
 
     pub fn checkpoint(&self, org: &str, sink: &str, cursor_ms: i64, now_ms: i64) {
@@ -220,7 +276,9 @@ fn format_float(v: f64) -> String {
 }
 
 fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -248,7 +306,9 @@ mod tests {
         let m = Metrics::new();
         m.failure("gh/acme", "siem", "connection refused");
         assert_eq!(
-            m.statuses()[&("gh/acme".to_string(), "siem".to_string())].last_error.as_deref(),
+            m.statuses()[&("gh/acme".to_string(), "siem".to_string())]
+                .last_error
+                .as_deref(),
             Some("connection refused")
         );
         m.success("gh/acme", "siem", 5);

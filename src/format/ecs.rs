@@ -22,7 +22,11 @@ pub fn validate_namespace(ns: &str) -> Result<(), String> {
         return Err(format!("{ns:?} must be 1 to 100 characters"));
     }
     if let Some(c) = ns.chars().find(|c| {
-        c.is_uppercase() || matches!(c, '-' | '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ',' | '#' | ' ')
+        c.is_uppercase()
+            || matches!(
+                c,
+                '-' | '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ',' | '#' | ' '
+            )
     }) {
         return Err(format!(
             "{ns:?} contains {c:?}; a data stream namespace is lowercase without - \\ / * ? \" < > | , # or spaces"

@@ -52,12 +52,16 @@ mod tests {
 
     #[test]
     fn keeps_fields_in_order_and_adds_provenance() {
-        let ev = one(json!({"timestamp": "2024-07-01T09:45:30.656Z", "action": "user.login",
-                            "zeta": {"k": [1, null]}, "actor": "a@b.c"}));
+        let ev = one(
+            json!({"timestamp": "2024-07-01T09:45:30.656Z", "action": "user.login",
+                            "zeta": {"k": [1, null]}, "actor": "a@b.c"}),
+        );
         let mut out = Vec::new();
         encode(&ev, &mut out);
         let line = String::from_utf8(out).unwrap();
-        assert!(line.starts_with(r#"{"timestamp":"2024-07-01T09:45:30.656Z","action":"user.login","zeta""#));
+        assert!(line.starts_with(
+            r#"{"timestamp":"2024-07-01T09:45:30.656Z","action":"user.login","zeta""#
+        ));
         let parsed: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(parsed["event_id"], json!(ev.id.as_str()));
         assert_eq!(parsed["provider"], json!("gh"));

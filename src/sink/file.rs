@@ -134,18 +134,20 @@ impl State {
                 .map_err(|e| {
                     let hint = directory_problem(&path).unwrap_or_else(|| match e.kind() {
                         std::io::ErrorKind::PermissionDenied => {
-                            "the service user may not write there; fix ownership or permissions".into()
+                            "the service user may not write there; fix ownership or permissions"
+                                .into()
                         }
                         _ => "check the path".into(),
                     });
                     SinkError::transient(format!("cannot open {}: {e}; {hint}", path.display()))
                 })?;
-            let meta = file
-                .metadata()
-                .map_err(|e| SinkError::transient(format!("cannot stat {}: {e}", path.display())))?;
+            let meta = file.metadata().map_err(|e| {
+                SinkError::transient(format!("cannot stat {}: {e}", path.display()))
+            })?;
             if meta.len() == 0 {
                 // umask may have narrowed the mode; a fresh file gets exactly what was asked.
-                let _ = file.set_permissions(std::fs::Permissions::from_mode(self.config.mode_bits()));
+                let _ =
+                    file.set_permissions(std::fs::Permissions::from_mode(self.config.mode_bits()));
             }
             self.open = Some(Open {
                 dev: meta.dev(),
@@ -319,14 +321,21 @@ mod tests {
     async fn appends_lines_with_the_configured_mode() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.ndjson");
-        let sink = FileSink::open(config(path.clone()), ctx(dir.path())).await.unwrap();
-        sink.deliver(&[rec("{\"a\":1}"), rec("{\"b\":2}")]).await.unwrap();
+        let sink = FileSink::open(config(path.clone()), ctx(dir.path()))
+            .await
+            .unwrap();
+        sink.deliver(&[rec("{\"a\":1}"), rec("{\"b\":2}")])
+            .await
+            .unwrap();
         sink.deliver(&[rec("{\"c\":3}")]).await.unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n"
         );
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
     }
 
     #[tokio::test]
@@ -343,7 +352,9 @@ mod tests {
     async fn reopens_when_the_file_is_moved_away() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.ndjson");
-        let sink = FileSink::open(config(path.clone()), ctx(dir.path())).await.unwrap();
+        let sink = FileSink::open(config(path.clone()), ctx(dir.path()))
+            .await
+            .unwrap();
         sink.deliver(&[rec("1")]).await.unwrap();
         std::fs::rename(&path, dir.path().join("out.ndjson.old")).unwrap();
         sink.deliver(&[rec("2")]).await.unwrap();
@@ -354,7 +365,9 @@ mod tests {
     async fn a_path_that_cannot_be_written_fails_then_recovers() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.ndjson");
-        let sink = FileSink::open(config(path.clone()), ctx(dir.path())).await.unwrap();
+        let sink = FileSink::open(config(path.clone()), ctx(dir.path()))
+            .await
+            .unwrap();
         std::fs::remove_file(&path).unwrap();
         std::fs::create_dir(&path).unwrap();
         assert!(sink.deliver(&[rec("1")]).await.is_err());
@@ -375,16 +388,24 @@ mod tests {
             sink.deliver(&[rec(&format!("line-{i}"))]).await.unwrap();
         }
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "line-4\n");
-        assert_eq!(std::fs::read_to_string(dir.path().join("out.ndjson.1")).unwrap(), "line-3\n");
-        assert_eq!(std::fs::read_to_string(dir.path().join("out.ndjson.2")).unwrap(), "line-2\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out.ndjson.1")).unwrap(),
+            "line-3\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out.ndjson.2")).unwrap(),
+            "line-2\n"
+        );
         assert!(!dir.path().join("out.ndjson.3").exists());
     }
 
     #[test]
     fn mode_accepts_octal_text_and_numbers() {
-        let c: FileSinkConfig = serde_json::from_value(serde_json::json!({"path": "/x", "mode": "0600"})).unwrap();
+        let c: FileSinkConfig =
+            serde_json::from_value(serde_json::json!({"path": "/x", "mode": "0600"})).unwrap();
         assert_eq!(c.mode_bits(), 0o600);
-        let c: FileSinkConfig = serde_json::from_value(serde_json::json!({"path": "/x", "mode": 0o644})).unwrap();
+        let c: FileSinkConfig =
+            serde_json::from_value(serde_json::json!({"path": "/x", "mode": 0o644})).unwrap();
         assert_eq!(c.mode_bits(), 0o644);
     }
 }
