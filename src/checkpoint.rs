@@ -1,1 +1,331 @@
-//! Durable per-(organization, sink) cursor (being written).
+//! Durable cursor per (organization, sink).
+//!
+//! Invariant kept by the pipeline: every event with a timestamp below `cursor_ms` that the API
+//! held when it was fetched has been delivered to this sink, and every event delivered at or above
+//! `cursor_ms - overlap` is listed in `recent`. Each poll re-reads from `cursor_ms - overlap`, so
+//! late events (a timestamp already passed) are still caught within the overlap, and `recent`
+//! keeps what was delivered from being delivered twice.
+//!
+//! One format, versioned, human-readable JSON, written with write-temp + fsync + rename +
+//! fsync(dir). A corrupt or future-version file is an error, never a silent reset.
+
+use crate::event::{EventId, OrgRef};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const VERSION: u32 = 1;
+
+/// The pure cursor logic, independent of files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// Never deliver events older than this (first start: now - initial_lookback).
+    pub start_ms: i64,
+    /// Everything below this was delivered (see module docs).
+    pub cursor_ms: i64,
+    /// Ids delivered at or above `cursor_ms - overlap`, with their timestamps.
+    pub recent: BTreeMap<EventId, i64>,
+}
+
+impl Cursor {
+    /// A new sink or organization: start at `start_ms`.
+    pub fn starting_at(start_ms: i64) -> Self {
+        Cursor {
+            start_ms,
+            cursor_ms: start_ms,
+            recent: BTreeMap::new(),
+        }
+    }
+
+    /// The earliest timestamp the next fetch must include for this sink.
+    pub fn fetch_from(&self, overlap_ms: i64) -> i64 {
+        (self.cursor_ms - overlap_ms).max(self.start_ms)
+    }
+
+    /// Whether the event still has to be delivered to this sink.
+    pub fn wants(&self, id: &EventId, timestamp_ms: i64, overlap_ms: i64) -> bool {
+        timestamp_ms >= self.fetch_from(overlap_ms) && !self.recent.contains_key(id)
+    }
+
+    /// Records a delivered batch (sorted by timestamp) and moves the cursor to `up_to_ms` (never
+    /// backwards). Pass the last delivered timestamp mid-window, the window's end after it.
+    pub fn advance<'a>(
+        &mut self,
+        delivered: impl IntoIterator<Item = (&'a EventId, i64)>,
+        up_to_ms: i64,
+        overlap_ms: i64,
+    ) {
+        for (id, ts) in delivered {
+            self.recent.insert(id.clone(), ts);
+        }
+        self.cursor_ms = self.cursor_ms.max(up_to_ms);
+        let keep_from = self.cursor_ms - overlap_ms;
+        self.recent.retain(|_, ts| *ts >= keep_from);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint {path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("checkpoint {path} is corrupt ({reason}); it was not reset. Inspect it, restore it from backup, or move it away to restart this sink from agent.initial_lookback (or use `state reset`)")]
+    Corrupt { path: String, reason: String },
+    #[error("checkpoint {path} has version {found}, newer than this agent understands ({VERSION}); upgrade the agent or restore an older state directory")]
+    FutureVersion { path: String, found: u32 },
+    #[error("checkpoint {path}: cannot write: {source}; check that the state directory is writable by the service user")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct OnDisk {
+    version: u32,
+    organization: String,
+    sink: String,
+    /// Human-readable copy of `cursor_ms`.
+    cursor: String,
+    cursor_ms: i64,
+    start_ms: i64,
+    /// `event id -> timestamp ms` for events delivered inside the overlap window.
+    recent: BTreeMap<String, i64>,
+    updated: String,
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// `state_dir/checkpoints/<provider>/<organization, percent-encoded>/<sink>.json`
+pub fn path_for(state_dir: &Path, org: &OrgRef, sink: &str) -> PathBuf {
+    let mut enc = String::new();
+    for b in org.name.bytes() {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.') && !(enc.is_empty() && b == b'.')
+        {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    state_dir
+        .join("checkpoints")
+        .join(org.provider.as_str())
+        .join(enc)
+        .join(format!("{sink}.json"))
+}
+
+/// Reads a checkpoint; `Ok(None)` when there is none yet.
+pub fn load(path: &Path) -> Result<Option<Cursor>, CheckpointError> {
+    let p = path.display().to_string();
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(CheckpointError::Read { path: p, source }),
+    };
+    let version = serde_json::from_slice::<serde_json::Value>(&text)
+        .map_err(|e| CheckpointError::Corrupt {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?
+        .get("version")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| CheckpointError::Corrupt {
+            path: p.clone(),
+            reason: "no version".into(),
+        })?;
+    if version > VERSION as u64 {
+        return Err(CheckpointError::FutureVersion {
+            path: p,
+            found: version.min(u32::MAX as u64) as u32,
+        });
+    }
+    let disk: OnDisk = serde_json::from_slice(&text).map_err(|e| CheckpointError::Corrupt {
+        path: p.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut recent = BTreeMap::new();
+    for (id, ts) in disk.recent {
+        let id = EventId::from_hex(&id).ok_or_else(|| CheckpointError::Corrupt {
+            path: p.clone(),
+            reason: format!("{id:?} is not an event id"),
+        })?;
+        recent.insert(id, ts);
+    }
+    Ok(Some(Cursor {
+        start_ms: disk.start_ms,
+        cursor_ms: disk.cursor_ms,
+        recent,
+    }))
+}
+
+/// Writes a checkpoint atomically and durably (blocking; call from `spawn_blocking`).
+pub fn store(
+    path: &Path,
+    org: &OrgRef,
+    sink: &str,
+    cursor: &Cursor,
+    now_ms: i64,
+) -> Result<(), CheckpointError> {
+    let p = path.display().to_string();
+    let werr = |source| CheckpointError::Write {
+        path: p.clone(),
+        source,
+    };
+    let disk = OnDisk {
+        version: VERSION,
+        organization: org.key(),
+        sink: sink.to_string(),
+        cursor: rfc3339(cursor.cursor_ms),
+        cursor_ms: cursor.cursor_ms,
+        start_ms: cursor.start_ms,
+        recent: cursor
+            .recent
+            .iter()
+            .map(|(id, ts)| (id.as_str().to_string(), *ts))
+            .collect(),
+        updated: rfc3339(now_ms),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&disk).map_err(|e| werr(std::io::Error::other(e)))?;
+    bytes.push(b'\n');
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(werr)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("checkpoint")
+    ));
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(werr)?;
+        f.write_all(&bytes).map_err(werr)?;
+        f.sync_all().map_err(werr)?;
+    }
+    std::fs::rename(&tmp, path).map_err(werr)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(werr)?;
+    Ok(())
+}
+
+/// Async wrapper: the fsyncs run on the blocking pool.
+pub async fn store_async(
+    path: PathBuf,
+    org: OrgRef,
+    sink: String,
+    cursor: Cursor,
+    now_ms: i64,
+) -> Result<(), CheckpointError> {
+    let p = path.display().to_string();
+    tokio::task::spawn_blocking(move || store(&path, &org, &sink, &cursor, now_ms))
+        .await
+        .map_err(|e| CheckpointError::Write {
+            path: p,
+            source: std::io::Error::other(e),
+        })?
+}
+
+/// Every checkpoint under a state directory: (path, organization key, sink, cursor or error).
+pub fn list(state_dir: &Path) -> Vec<(PathBuf, Result<(String, String, Cursor), CheckpointError>)> {
+    let mut out = Vec::new();
+    let root = state_dir.join("checkpoints");
+    let Ok(providers) = std::fs::read_dir(&root) else {
+        return out;
+    };
+    for prov in providers.flatten() {
+        let Ok(orgs) = std::fs::read_dir(prov.path()) else {
+            continue;
+        };
+        for org in orgs.flatten() {
+            let Ok(files) = std::fs::read_dir(org.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let path = f.path();
+                if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                    continue;
+                }
+                let res = std::fs::read(&path)
+                    .map_err(|source| CheckpointError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    })
+                    .and_then(|bytes| {
+                        let d: OnDisk = serde_json::from_slice(&bytes).map_err(|e| {
+                            CheckpointError::Corrupt {
+                                path: path.display().to_string(),
+                                reason: e.to_string(),
+                            }
+                        })?;
+                        let cursor = load(&path)?.ok_or_else(|| CheckpointError::Corrupt {
+                            path: path.display().to_string(),
+                            reason: "vanished".into(),
+                        })?;
+                        Ok((d.organization, d.sink, cursor))
+                    });
+                out.push((path, res));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Provider;
+
+    fn id(n: u8) -> EventId {
+        EventId::compute(&OrgRef::new(Provider::Gh, "a"), &[n], 0)
+    }
+
+    #[test]
+    fn round_trips_and_is_human_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = OrgRef::new(Provider::Gh, "acme corp/x");
+        let path = path_for(dir.path(), &org, "archive");
+        assert!(path.to_string_lossy().contains("acme%20corp%2Fx"));
+        assert_eq!(load(&path).unwrap(), None);
+        let mut c = Cursor::starting_at(1_000);
+        c.advance([(&id(1), 1_500)], 2_000, 1_000);
+        store(&path, &org, "archive", &c, 3_000).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(c));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"version\": 1") && text.contains("1970-01-01T00:00:02.000Z"));
+    }
+
+    #[test]
+    fn corrupt_and_future_files_are_errors_not_resets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, "{\"version\": 1, \"cursor_ms\": ").unwrap();
+        assert!(matches!(load(&path), Err(CheckpointError::Corrupt { .. })));
+        std::fs::write(&path, "{\"version\": 2}").unwrap();
+        let e = load(&path).unwrap_err();
+        assert!(matches!(e, CheckpointError::FutureVersion { found: 2, .. }));
+        assert!(e.to_string().contains("upgrade"));
+    }
+
+    #[test]
+    fn overlap_keeps_recent_ids_and_prunes_old_ones() {
+        let mut c = Cursor::starting_at(0);
+        c.advance([(&id(1), 100), (&id(2), 900)], 1_000, 500);
+        assert!(!c.wants(&id(2), 900, 500));
+        assert!(!c.recent.contains_key(&id(1)));
+        // A late event inside the overlap is still wanted; one before it is not.
+        assert!(c.wants(&id(3), 600, 500));
+        assert!(!c.wants(&id(4), 400, 500));
+        // The cursor never moves backwards.
+        c.advance([], 10, 500);
+        assert_eq!(c.cursor_ms, 1_000);
+        assert_eq!(c.fetch_from(500), 500);
+    }
+}

@@ -41,6 +41,26 @@ impl Clock for TokioClock {
     }
 }
 
+/// A clock that moves only when told to (property tests).
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn new(now_ms: i64) -> Self {
+        ManualClock(std::sync::atomic::AtomicI64::new(now_ms))
+    }
+
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 pub type SharedClock = Arc<dyn Clock>;
 
 pub fn system() -> SharedClock {

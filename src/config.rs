@@ -229,16 +229,7 @@ impl Config {
                 ));
             }
             let (api_token, token_source) = resolve_token(c.api_token_file.as_deref(), tokens)
-                .map_err(|m| {
-                    err(
-                        if c.api_token_file.is_some() {
-                            "codacy.api_token_file"
-                        } else {
-                            "codacy.api_token_file"
-                        },
-                        m,
-                    )
-                })?;
+                .map_err(|m| err("codacy.api_token_file", m))?;
             CodacyConfig {
                 base_url: base_url.trim_end_matches('/').to_string(),
                 api_token,

@@ -2,17 +2,21 @@
 //!
 //! The binary (`src/main.rs`) is a thin CLI over this library; tests and benches use the library directly.
 
+pub mod agent;
 pub mod checkpoint;
+pub mod cli;
 pub mod clock;
 pub mod codacy;
 pub mod config;
 pub mod deadletter;
-pub mod error;
+pub mod demo;
 pub mod event;
 pub mod format;
+pub mod lock;
 pub mod pipeline;
 pub mod secret;
 pub mod simulator;
 pub mod sink;
+pub mod status;
 pub mod telemetry;
 pub mod tls;

@@ -1,1 +1,241 @@
-fn main() {}
+//! CLI only: parse, load config, run, map errors to exit codes (0 ok, 1 failure, 2 configuration).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use codacy_audit_forwarder::agent::{self, StartError};
+use codacy_audit_forwarder::clock::{self, SharedClock};
+use codacy_audit_forwarder::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
+use codacy_audit_forwarder::telemetry::Metrics;
+use codacy_audit_forwarder::{cli, status};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "codacy-audit-forwarder",
+    version,
+    about = "Streams a Codacy organization's audit log into your SIEM"
+)]
+struct Cli {
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Plain)]
+    log_format: LogFormatArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Plain,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon until SIGTERM/SIGINT (SIGHUP reloads the configuration).
+    Run {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// One full sync pass for every organization and sink, then exit (0 = all delivered).
+    Once {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Validate the configuration, call the API once per organization and probe every sink.
+    Check {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Run against the built-in Codacy API simulator, writing DIR/audit.ndjson.
+    Demo {
+        #[arg(long, default_value = "./demo-out")]
+        out: PathBuf,
+        /// Stop after this long (e.g. 30s); default: until Ctrl-C.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+    },
+    /// Print Codacy events (JSON array, v3 envelope or NDJSON; stdin by default) in a format.
+    Preview {
+        #[arg(long, value_parser = ["json", "ecs", "cef"])]
+        format: String,
+        /// Organization the events belong to (it is part of every event id).
+        #[arg(long, default_value = "gh/example")]
+        org: String,
+        /// ECS data_stream.namespace.
+        #[arg(long, default_value = "default")]
+        ecs_namespace: String,
+        /// Input file; stdin when absent.
+        file: Option<PathBuf>,
+    },
+    /// Inspect or move checkpoints.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StateCommand {
+    /// A table per organization and sink: cursor, lag, ids in overlap, last error.
+    Show {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Move one checkpoint (replay from an earlier time, or skip ahead).
+    Reset {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// provider/name, e.g. gh/acme
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        sink: String,
+        /// RFC 3339 time, e.g. 2024-07-01T00:00:00Z
+        #[arg(long)]
+        to: String,
+        /// Proceed although the daemon is running or the time is past Codacy's retention.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+fn start_error(e: &StartError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(e.exit_code() as u8)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_logging(matches!(cli.log_format, LogFormatArg::Json));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async_main(cli))
+}
+
+async fn async_main(cli: Cli) -> ExitCode {
+    let clock: SharedClock = clock::system();
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            match cli::run_daemon(config, cfg, clock).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => start_error(&e),
+            }
+        }
+        Command::Once { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            let metrics = Arc::new(Metrics::new());
+            match agent::once(Arc::new(cfg), metrics, clock).await {
+                Ok(reports) => {
+                    let mut ok = true;
+                    for (org, r) in &reports {
+                        ok &= r.ok();
+                        let delivered: usize = r.delivered.values().sum();
+                        println!(
+                            "{org}: fetched {} event(s), delivered {delivered} record(s){}",
+                            r.fetched,
+                            if r.invalid > 0 {
+                                format!(", {} invalid (dead-lettered)", r.invalid)
+                            } else {
+                                String::new()
+                            }
+                        );
+                        if let Some(e) = &r.fetch_error {
+                            println!("  FAILED fetch: {e}");
+                        }
+                        for (sink, e) in &r.sink_errors {
+                            println!("  FAILED sink {sink}: {e}");
+                        }
+                    }
+                    if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => start_error(&e),
+            }
+        }
+        Command::Check { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            if cli::check(&cfg, &clock).await {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Command::Demo { out, duration } => match cli::demo(out, duration, clock).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => start_error(&e),
+        },
+        Command::Preview {
+            format,
+            org,
+            ecs_namespace,
+            file,
+        } => match cli::preview(&format, &org, &ecs_namespace, file.as_deref(), &clock) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(if e.starts_with("usage:") { 2 } else { 1 })
+            }
+        },
+        Command::State { command } => match command {
+            StateCommand::Show { config } => {
+                let cfg = match Config::load(&config) {
+                    Ok(c) => c,
+                    Err(e) => return config_error(&e),
+                };
+                print!("{}", status::show(&cfg, clock.now_ms()));
+                ExitCode::SUCCESS
+            }
+            StateCommand::Reset {
+                config,
+                org,
+                sink,
+                to,
+                yes,
+            } => {
+                let cfg = match Config::load(&config) {
+                    Ok(c) => c,
+                    Err(e) => return config_error(&e),
+                };
+                match status::reset(&cfg, &org, &sink, &to, yes, clock.now_ms()) {
+                    Ok(msg) => {
+                        println!("{msg}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {}", e.message);
+                        ExitCode::from(e.exit_code)
+                    }
+                }
+            }
+        },
+    }
+}

@@ -1,1 +1,664 @@
-//! Poll loop (being written).
+//! The poll loop of one organization: fetch -> dedupe -> encode -> deliver -> commit.
+//!
+//! One task per organization. Each sink keeps its own cursor for that organization, so a sink
+//! that is down never holds the others back: every pass fetches from the oldest cursor among the
+//! sinks that are due, walks the window oldest-first in bounded slices, and every sink skips what
+//! its own cursor has already seen. A checkpoint is committed only after the sink acknowledged the
+//! batch (at-least-once; stable event ids make redelivery idempotent downstream).
+
+use crate::checkpoint::{self, CheckpointError, Cursor};
+use crate::clock::{Backoff, SharedClock};
+use crate::codacy::{EventSource, WindowError};
+use crate::config::{Config, RETENTION};
+use crate::deadletter::DeadLetter;
+use crate::event::{identify, IdentifiedEvent, OrgRef};
+use crate::format::{catalog, Encoder};
+use crate::sink::{Record, Sink, SinkErrorKind, SinkSpec};
+use crate::telemetry::Metrics;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The first slice of a window walk; it doubles while slices stay small.
+const INITIAL_SLICE_MS: i64 = 24 * 3600 * 1000;
+const MAX_SLICE_MS: i64 = 30 * 24 * 3600 * 1000;
+/// Remembered invalid events (so each is dead-lettered once per process, not every poll).
+const MAX_REMEMBERED_INVALID: usize = 100_000;
+
+/// A built sink with its spec and encoder, shared by every organization's pipeline.
+pub struct SinkHandle {
+    pub spec: SinkSpec,
+    pub sink: Arc<dyn Sink>,
+    pub encoder: Encoder,
+}
+
+impl std::fmt::Debug for SinkHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkHandle")
+            .field("name", &self.spec.name)
+            .finish()
+    }
+}
+
+/// A shutdown signal: set once, seen by every task.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+#[derive(Debug)]
+pub struct ShutdownTrigger(watch::Sender<bool>);
+
+impl ShutdownTrigger {
+    pub fn trigger(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Shutdown {
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (ShutdownTrigger(tx), Shutdown(rx))
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|v| *v).await;
+    }
+}
+
+/// What the pipelines share.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub source: Arc<dyn EventSource>,
+    pub clock: SharedClock,
+    pub metrics: Arc<Metrics>,
+    /// Events from the API that could not be parsed.
+    pub invalid_events: DeadLetter,
+}
+
+#[derive(Debug)]
+struct SinkState {
+    handle: Arc<SinkHandle>,
+    path: PathBuf,
+    cursor: Cursor,
+    /// Set when the checkpoint could not be read: this (organization, sink) is stopped.
+    broken: Option<String>,
+    failures: u32,
+    retry_at_ms: i64,
+}
+
+/// The outcome of one pass over an organization.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PassReport {
+    pub fetched: usize,
+    pub invalid: usize,
+    pub delivered: BTreeMap<String, usize>,
+    /// (sink, error) for sinks that failed or are stopped.
+    pub sink_errors: Vec<(String, String)>,
+    pub fetch_error: Option<String>,
+    /// The pass stopped early because of shutdown.
+    pub interrupted: bool,
+}
+
+impl PassReport {
+    pub fn ok(&self) -> bool {
+        self.fetch_error.is_none() && self.sink_errors.is_empty()
+    }
+}
+
+/// How hard a pass tries before giving a sink up until the next pass.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Delivery attempts per batch inside one pass.
+    pub attempts_per_batch: u32,
+    pub transient: Backoff,
+    pub fatal: Backoff,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts_per_batch: 1,
+            transient: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            fatal: Backoff::new(Duration::from_secs(30), Duration::from_secs(900)),
+        }
+    }
+}
+
+pub struct OrgPipeline {
+    org: Arc<OrgRef>,
+    shared: Shared,
+    sinks: Vec<SinkState>,
+    retry: RetryPolicy,
+    invalid_seen: HashSet<[u8; 32]>,
+    fetch_failures: u32,
+    fetch_retry_at_ms: i64,
+}
+
+impl OrgPipeline {
+    /// Loads every sink's checkpoint for `org` (new sinks start at now - initial_lookback).
+    pub fn new(
+        org: OrgRef,
+        sinks: &[Arc<SinkHandle>],
+        shared: Shared,
+        retry: RetryPolicy,
+    ) -> OrgPipeline {
+        let now = shared.clock.now_ms();
+        let cfg = &shared.config.agent;
+        let start = now - (cfg.initial_lookback.as_millis() as i64);
+        let org = Arc::new(org);
+        let states = sinks
+            .iter()
+            .map(|h| {
+                let path = checkpoint::path_for(&cfg.state_dir, &org, &h.spec.name);
+                let (cursor, broken) = match checkpoint::load(&path) {
+                    Ok(Some(c)) => (c, None),
+                    Ok(None) => (Cursor::starting_at(start), None),
+                    Err(e) => {
+                        tracing::error!(organization = %org, sink = %h.spec.name, error = %e,
+                            "checkpoint unreadable; this organization/sink pipeline is stopped");
+                        shared
+                            .metrics
+                            .failure(&org.key(), &h.spec.name, &e.to_string());
+                        (Cursor::starting_at(start), Some(e.to_string()))
+                    }
+                };
+                shared
+                    .metrics
+                    .checkpoint(&org.key(), &h.spec.name, cursor.cursor_ms, now);
+                SinkState {
+                    handle: h.clone(),
+                    path,
+                    cursor,
+                    broken,
+                    failures: 0,
+                    retry_at_ms: i64::MIN,
+                }
+            })
+            .collect();
+        OrgPipeline {
+            org,
+            shared,
+            sinks: states,
+            retry,
+            invalid_seen: HashSet::new(),
+            fetch_failures: 0,
+            fetch_retry_at_ms: i64::MIN,
+        }
+    }
+
+    pub fn org(&self) -> &OrgRef {
+        &self.org
+    }
+
+    fn overlap_ms(&self) -> i64 {
+        self.shared.config.agent.overlap.as_millis() as i64
+    }
+
+    /// When the next pass is worth running: the earliest sink retry or fetch retry.
+    pub fn next_retry_at_ms(&self) -> i64 {
+        let sink = self
+            .sinks
+            .iter()
+            .filter(|s| s.broken.is_none() && s.failures > 0)
+            .map(|s| s.retry_at_ms)
+            .min()
+            .unwrap_or(i64::MAX);
+        if self.fetch_failures > 0 {
+            sink.min(self.fetch_retry_at_ms)
+        } else {
+            sink
+        }
+    }
+
+    /// One pass: fetch everything new for the due sinks and deliver it.
+    pub async fn run_pass(&mut self, shutdown: &Shutdown) -> PassReport {
+        let mut report = PassReport::default();
+        let now = self.shared.clock.now_ms();
+        let org_key = self.org.key();
+        for s in &self.sinks {
+            if let Some(b) = &s.broken {
+                report
+                    .sink_errors
+                    .push((s.handle.spec.name.clone(), b.clone()));
+            }
+        }
+        let overlap = self.overlap_ms();
+        let floor = now - RETENTION.as_millis() as i64;
+        let due: Vec<usize> = (0..self.sinks.len())
+            .filter(|&i| self.sinks[i].broken.is_none() && self.sinks[i].retry_at_ms <= now)
+            .collect();
+        if due.is_empty() {
+            return report;
+        }
+        let to = now;
+        let from = due
+            .iter()
+            .map(|&i| self.sinks[i].cursor.fetch_from(overlap))
+            .min()
+            .unwrap_or(to)
+            .max(floor);
+        let mut active: Vec<usize> = due;
+        let max_events = self.shared.config.agent.max_events_in_memory;
+        let mut cur = from;
+        let mut slice = INITIAL_SLICE_MS.min((to - from).max(1));
+        while cur < to && !active.is_empty() {
+            if shutdown.is_triggered() {
+                report.interrupted = true;
+                break;
+            }
+            let end = (cur + slice).min(to);
+            // A single millisecond cannot be split further: hold it whatever its size.
+            let cap = if end - cur <= 1 {
+                usize::MAX
+            } else {
+                max_events
+            };
+            let window = match self.shared.source.fetch(&self.org, cur, end, cap).await {
+                Ok(w) => w,
+                Err(WindowError::TooMany(_)) if end - cur > 1 => {
+                    slice = ((end - cur) / 2).max(1);
+                    tracing::debug!(organization = %org_key, slice_ms = slice, "window too large for memory cap; halving");
+                    continue;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.fetch_failures += 1;
+                    let needs_human = matches!(&e, WindowError::Api(a) if a.needs_human());
+                    let backoff = if needs_human {
+                        self.retry.fatal
+                    } else {
+                        self.retry.transient
+                    };
+                    self.fetch_retry_at_ms = self.shared.clock.now_ms()
+                        + backoff.ceiling(self.fetch_failures - 1).as_millis() as i64;
+                    if needs_human {
+                        tracing::error!(organization = %org_key, error = %msg, "cannot read the audit log; fix the cause, the agent keeps retrying slowly");
+                    } else {
+                        tracing::warn!(organization = %org_key, error = %msg, "fetch failed; will retry");
+                    }
+                    self.shared.metrics.failure(&org_key, "", &msg);
+                    report.fetch_error = Some(msg);
+                    break;
+                }
+            };
+            if window.events.len().saturating_mul(4) <= max_events {
+                slice = (slice * 2).min(MAX_SLICE_MS);
+            }
+            report.fetched += window.events.len();
+            self.shared
+                .metrics
+                .events_fetched(&org_key, window.events.len() as u64);
+            report.invalid += self.dead_letter_invalid(window.invalid).await;
+            let events = identify(&self.org, window.events, self.shared.clock.now_ms());
+            active = self
+                .deliver_slice(&events, end, &active, shutdown, &mut report)
+                .await;
+            cur = end;
+        }
+        if report.fetch_error.is_none() && !report.interrupted {
+            self.fetch_failures = 0;
+            self.shared.metrics.poll_succeeded(&org_key, now);
+        }
+        report
+    }
+
+    /// Dead-letters events that could not be parsed (each once per process) and counts them.
+    async fn dead_letter_invalid(&mut self, invalid: Vec<crate::codacy::InvalidEvent>) -> usize {
+        let org_key = self.org.key();
+        let mut n = 0;
+        for inv in invalid {
+            let mut canon = Vec::new();
+            crate::event::write_canonical(&inv.raw, &mut canon);
+            let digest: [u8; 32] = Sha256::digest(&canon).into();
+            if self.invalid_seen.contains(&digest) {
+                continue;
+            }
+            if self.invalid_seen.len() >= MAX_REMEMBERED_INVALID {
+                self.invalid_seen.clear();
+            }
+            self.invalid_seen.insert(digest);
+            n += 1;
+            tracing::error!(organization = %org_key, position = %inv.position, error = %inv.error,
+                path = %self.shared.invalid_events.path().display(), "invalid event from the API; dead-lettered");
+            self.shared.metrics.events_invalid(&org_key, 1);
+            let entry = serde_json::json!({
+                "organization": org_key, "position": inv.position, "event": inv.raw,
+            });
+            if let Err(e) = self
+                .shared
+                .invalid_events
+                .write(self.shared.clock.now_ms(), &inv.error.to_string(), entry)
+                .await
+            {
+                tracing::error!(error = %e, "cannot write the invalid-events dead-letter file");
+            }
+        }
+        n
+    }
+
+    /// Delivers one fetched slice to the active sinks concurrently; returns the sinks still
+    /// active (a sink that failed sits out the rest of this pass).
+    async fn deliver_slice(
+        &mut self,
+        events: &[IdentifiedEvent],
+        slice_end: i64,
+        active: &[usize],
+        shutdown: &Shutdown,
+        report: &mut PassReport,
+    ) -> Vec<usize> {
+        let overlap = self.overlap_ms();
+        // Encode once per distinct encoder, only events some sink still wants.
+        let mut encoders: Vec<Encoder> = Vec::new();
+        for &i in active {
+            let e = &self.sinks[i].handle.encoder;
+            if !encoders.contains(e) {
+                encoders.push(e.clone());
+            }
+        }
+        let wanted_by_any: Vec<bool> = events
+            .iter()
+            .map(|e| {
+                active.iter().any(|&i| {
+                    self.sinks[i]
+                        .cursor
+                        .wants(&e.id, e.event.timestamp_ms, overlap)
+                })
+            })
+            .collect();
+        let meta: Vec<(Arc<str>, u8)> = events
+            .iter()
+            .map(|e| {
+                (
+                    Arc::from(e.event.action.as_str()),
+                    catalog::classify(&e.event.action, e.event.result.as_deref()).severity,
+                )
+            })
+            .collect();
+        let payloads: Vec<Vec<Option<Arc<[u8]>>>> = encoders
+            .iter()
+            .map(|enc| {
+                let mut buf = Vec::with_capacity(1024);
+                events
+                    .iter()
+                    .zip(&wanted_by_any)
+                    .map(|(e, &w)| {
+                        w.then(|| {
+                            buf.clear();
+                            enc.encode(e, &mut buf);
+                            Arc::from(buf.as_slice())
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+
+        let shared = &self.shared;
+        let org = &self.org;
+        let retry = self.retry;
+        let futures = self
+            .sinks
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| active.contains(i))
+            .map(|(i, state)| {
+                let enc_idx = encoders
+                    .iter()
+                    .position(|e| *e == state.handle.encoder)
+                    .unwrap_or(0);
+                let payloads = &payloads[enc_idx];
+                let meta = &meta;
+                async move {
+                    let r = deliver_to_sink(
+                        shared, org, state, events, payloads, meta, slice_end, overlap, retry,
+                        shutdown,
+                    )
+                    .await;
+                    (i, r)
+                }
+            });
+        let results = futures::future::join_all(futures).await;
+        let mut still = Vec::new();
+        for (i, r) in results {
+            let name = self.sinks[i].handle.spec.name.clone();
+            match r {
+                SinkOutcome::Done(n) => {
+                    *report.delivered.entry(name).or_default() += n;
+                    still.push(i);
+                }
+                SinkOutcome::Interrupted(n) => {
+                    *report.delivered.entry(name).or_default() += n;
+                    report.interrupted = true;
+                }
+                SinkOutcome::Failed(n, e) => {
+                    *report.delivered.entry(name.clone()).or_default() += n;
+                    report.sink_errors.push((name, e));
+                }
+            }
+        }
+        still
+    }
+}
+
+enum SinkOutcome {
+    Done(usize),
+    Interrupted(usize),
+    Failed(usize, String),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deliver_to_sink(
+    shared: &Shared,
+    org: &Arc<OrgRef>,
+    state: &mut SinkState,
+    events: &[IdentifiedEvent],
+    payloads: &[Option<Arc<[u8]>>],
+    meta: &[(Arc<str>, u8)],
+    slice_end: i64,
+    overlap: i64,
+    retry: RetryPolicy,
+    shutdown: &Shutdown,
+) -> SinkOutcome {
+    let name = state.handle.spec.name.clone();
+    let org_key = org.key();
+    let wanted: Vec<usize> = (0..events.len())
+        .filter(|&i| {
+            state
+                .cursor
+                .wants(&events[i].id, events[i].event.timestamp_ms, overlap)
+        })
+        .collect();
+    let mut delivered = 0;
+    for chunk in wanted.chunks(state.handle.spec.batch_max_events.max(1)) {
+        if shutdown.is_triggered() {
+            return SinkOutcome::Interrupted(delivered);
+        }
+        let records: Vec<Record> = chunk
+            .iter()
+            .filter_map(|&i| {
+                Some(Record {
+                    event_id: events[i].id.clone(),
+                    org: org.clone(),
+                    timestamp_ms: events[i].event.timestamp_ms,
+                    action: meta[i].0.clone(),
+                    severity: meta[i].1,
+                    format: state.handle.encoder.format,
+                    payload: payloads[i].clone()?,
+                })
+            })
+            .collect();
+        let mut attempt = 0;
+        let result = loop {
+            match state.handle.sink.deliver(&records).await {
+                Ok(()) => break Ok(()),
+                Err(e) => {
+                    attempt += 1;
+                    if attempt >= retry.attempts_per_batch || shutdown.is_triggered() {
+                        break Err(e);
+                    }
+                    shared.metrics.retry(&format!("sink:{name}"));
+                    let wait = e
+                        .retry_after
+                        .unwrap_or_else(|| retry.transient.delay(attempt - 1));
+                    tracing::warn!(organization = %org_key, sink = %name, error = %e, wait_ms = wait.as_millis() as u64, "delivery failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        match result {
+            Ok(()) => {
+                let last_ts = records.last().map(|r| r.timestamp_ms).unwrap_or(slice_end);
+                state.cursor.advance(
+                    chunk
+                        .iter()
+                        .map(|&i| (&events[i].id, events[i].event.timestamp_ms)),
+                    last_ts,
+                    overlap,
+                );
+                if let Err(e) = commit(shared, org, state).await {
+                    return fail(
+                        shared,
+                        org,
+                        state,
+                        e.to_string(),
+                        SinkErrorKind::Transient,
+                        None,
+                        retry,
+                        delivered,
+                    );
+                }
+                delivered += records.len();
+                shared
+                    .metrics
+                    .events_delivered(&org_key, &name, records.len() as u64);
+            }
+            Err(e) => {
+                return fail(
+                    shared,
+                    org,
+                    state,
+                    e.message.clone(),
+                    e.kind,
+                    e.retry_after,
+                    retry,
+                    delivered,
+                );
+            }
+        }
+    }
+    state.cursor.advance(std::iter::empty(), slice_end, overlap);
+    if let Err(e) = commit(shared, org, state).await {
+        return fail(
+            shared,
+            org,
+            state,
+            e.to_string(),
+            SinkErrorKind::Transient,
+            None,
+            retry,
+            delivered,
+        );
+    }
+    state.failures = 0;
+    state.retry_at_ms = i64::MIN;
+    shared
+        .metrics
+        .success(&org_key, &name, shared.clock.now_ms());
+    SinkOutcome::Done(delivered)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fail(
+    shared: &Shared,
+    org: &OrgRef,
+    state: &mut SinkState,
+    message: String,
+    kind: SinkErrorKind,
+    retry_after: Option<Duration>,
+    retry: RetryPolicy,
+    delivered: usize,
+) -> SinkOutcome {
+    let name = &state.handle.spec.name;
+    state.failures += 1;
+    let backoff = match kind {
+        SinkErrorKind::Transient => retry.transient,
+        SinkErrorKind::Fatal => retry.fatal,
+    };
+    let wait = retry_after
+        .unwrap_or_else(|| backoff.delay(state.failures - 1))
+        .max(Duration::from_millis(100));
+    state.retry_at_ms = shared.clock.now_ms() + wait.as_millis() as i64;
+    shared.metrics.failure(&org.key(), name, &message);
+    match kind {
+        SinkErrorKind::Fatal => {
+            tracing::error!(organization = %org, sink = %name, error = %message,
+            retry_in_ms = wait.as_millis() as u64, "sink needs attention; its cursor is kept and it will catch up")
+        }
+        SinkErrorKind::Transient => {
+            tracing::warn!(organization = %org, sink = %name, error = %message,
+            retry_in_ms = wait.as_millis() as u64, "sink unavailable; its cursor is kept and it will catch up")
+        }
+    }
+    SinkOutcome::Failed(delivered, message)
+}
+
+async fn commit(shared: &Shared, org: &OrgRef, state: &SinkState) -> Result<(), CheckpointError> {
+    let now = shared.clock.now_ms();
+    checkpoint::store_async(
+        state.path.clone(),
+        org.clone(),
+        state.handle.spec.name.clone(),
+        state.cursor.clone(),
+        now,
+    )
+    .await?;
+    shared.metrics.checkpoint(
+        &org.key(),
+        &state.handle.spec.name,
+        state.cursor.cursor_ms,
+        now,
+    );
+    Ok(())
+}
+
+/// Runs an organization's pipeline until shutdown: a pass, then wait for the next poll (or an
+/// earlier sink/fetch retry).
+pub async fn run_org(mut pipeline: OrgPipeline, mut shutdown: Shutdown) {
+    let poll = pipeline.shared.config.agent.poll_interval;
+    let org_key = pipeline.org.key();
+    loop {
+        let started = pipeline.shared.clock.now_ms();
+        let report = pipeline.run_pass(&shutdown).await;
+        log_pass(&org_key, &report);
+        if shutdown.is_triggered() {
+            break;
+        }
+        let next_poll = started + poll.as_millis() as i64;
+        let wake = next_poll.min(pipeline.next_retry_at_ms());
+        let wait_ms = (wake - pipeline.shared.clock.now_ms()).max(50);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
+            _ = shutdown.wait() => break,
+        }
+    }
+    tracing::debug!(organization = %org_key, "pipeline stopped");
+}
+
+/// One info line per poll per organization, with counts.
+pub fn log_pass(org_key: &str, report: &PassReport) {
+    let delivered: usize = report.delivered.values().sum();
+    if report.ok() {
+        tracing::info!(organization = %org_key, fetched = report.fetched, delivered, invalid = report.invalid,
+            interrupted = report.interrupted, "poll complete");
+    } else {
+        let failed: Vec<&str> = report.sink_errors.iter().map(|(s, _)| s.as_str()).collect();
+        tracing::warn!(organization = %org_key, fetched = report.fetched, delivered, invalid = report.invalid,
+            fetch_error = report.fetch_error.as_deref().unwrap_or(""), failed_sinks = ?failed, "poll incomplete");
+    }
+}

@@ -3,6 +3,8 @@
 //! adding a sink touches that module and the [`SinkKind`] enum below.
 
 pub mod file;
+pub mod http;
+pub mod syslog;
 
 use crate::clock::SharedClock;
 use crate::deadletter::DeadLetter;
@@ -130,6 +132,10 @@ pub trait Sink: Send + Sync {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
     File(file::FileSinkConfig),
+    Syslog(syslog::SyslogSinkConfig),
+    Http(http::generic::HttpSinkConfig),
+    SplunkHec(http::splunk_hec::SplunkHecConfig),
+    Elasticsearch(http::elasticsearch::ElasticsearchConfig),
 }
 
 impl SinkKind {
@@ -138,6 +144,10 @@ impl SinkKind {
     pub fn parse(type_name: &str, table: Value) -> Result<SinkKind, String> {
         match type_name {
             "file" => Ok(SinkKind::File(from_table(table)?)),
+            "syslog" => Ok(SinkKind::Syslog(from_table(table)?)),
+            "http" => Ok(SinkKind::Http(from_table(table)?)),
+            "splunk_hec" => Ok(SinkKind::SplunkHec(from_table(table)?)),
+            "elasticsearch" => Ok(SinkKind::Elasticsearch(from_table(table)?)),
             other => Err(format!(
                 "unknown sink type {other:?}; expected one of file, syslog, kafka, http, splunk_hec, elasticsearch"
             )),
@@ -147,13 +157,21 @@ impl SinkKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             SinkKind::File(_) => "file",
+            SinkKind::Syslog(_) => "syslog",
+            SinkKind::Http(_) => "http",
+            SinkKind::SplunkHec(_) => "splunk_hec",
+            SinkKind::Elasticsearch(_) => "elasticsearch",
         }
     }
 
     /// Cross-field checks that need the sink's format (e.g. LF framing with raw newlines).
-    pub fn validate(&self, _format: Format) -> Result<(), String> {
+    pub fn validate(&self, format: Format) -> Result<(), String> {
         match self {
             SinkKind::File(c) => c.validate(),
+            SinkKind::Syslog(c) => c.validate(format),
+            SinkKind::Http(c) => c.validate(format),
+            SinkKind::SplunkHec(c) => c.validate(format),
+            SinkKind::Elasticsearch(c) => c.validate(format),
         }
     }
 
@@ -161,6 +179,15 @@ impl SinkKind {
     pub async fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, SinkError> {
         match self {
             SinkKind::File(c) => Ok(Arc::new(file::FileSink::open(c.clone(), ctx).await?)),
+            SinkKind::Syslog(c) => Ok(Arc::new(syslog::SyslogSink::new(c.clone(), ctx)?)),
+            SinkKind::Http(c) => Ok(Arc::new(http::generic::HttpSink::new(c.clone(), ctx)?)),
+            SinkKind::SplunkHec(c) => Ok(Arc::new(http::splunk_hec::SplunkHecSink::new(
+                c.clone(),
+                ctx,
+            )?)),
+            SinkKind::Elasticsearch(c) => Ok(Arc::new(
+                http::elasticsearch::ElasticsearchSink::new(c.clone(), ctx)?,
+            )),
         }
     }
 }

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian/Ubuntu machine, installing the real peers the tests
+# talk to when they are missing:
+#   - rsyslog (+ rsyslog-gnutls for TLS)  : the syslog sink's receiver
+#   - kcat                                : librdkafka's CLI, for the Kafka benchmark baseline
+#   - tansu (cargo install, cached in CARGO_HOME): a real Kafka-protocol broker
+# Every peer is started by the tests themselves on 127.0.0.1 and stopped afterwards.
+# Set SKIP_INSTALL=1 to only run the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
+
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+  missing=()
+  command -v rsyslogd >/dev/null || missing+=(rsyslog)
+  [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || missing+=(rsyslog-gnutls)
+  command -v kcat >/dev/null || missing+=(kcat)
+  command -v openssl >/dev/null || missing+=(openssl)
+  # Build dependencies of the bundled librdkafka (OpenSSL for TLS/SASL-SCRAM, zlib, a C toolchain).
+  dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+  dpkg -s pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+  dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+  command -v cc >/dev/null || missing+=(build-essential)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+      && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+      || log "could not install ${missing[*]}; the tests that need them will say so and skip"
+  fi
+  CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+  if ! command -v tansu >/dev/null && [ ! -x "$CARGO_BIN/tansu" ]; then
+    log "installing the tansu Kafka broker (cold build takes ~18 minutes; cached in CARGO_HOME afterwards)"
+    cargo install tansu --locked --features dynostore --version 0.6.0 \
+      || log "could not install tansu; the real-broker Kafka tests will say so and skip"
+  fi
+  export PATH="$CARGO_BIN:$PATH"
+fi
+
+log "cargo test"
+cargo test --all-targets "$@"

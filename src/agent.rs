@@ -1,0 +1,333 @@
+//! The agent: builds sinks, runs one pipeline task per organization, handles signals (SIGTERM and
+//! SIGINT stop after the batch in flight; SIGHUP reloads the configuration and reopens files).
+
+use crate::clock::SharedClock;
+use crate::codacy::Client;
+use crate::config::Config;
+use crate::deadletter::DeadLetter;
+use crate::event::OrgRef;
+use crate::format::Encoder;
+use crate::pipeline::{
+    log_pass, run_org, OrgPipeline, PassReport, RetryPolicy, Shared, Shutdown, ShutdownTrigger,
+    SinkHandle,
+};
+use crate::sink::{SinkContext, SinkSpec};
+use crate::telemetry::Metrics;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// How long shutdown waits for batches in flight before giving up on them (uncommitted batches
+/// are simply delivered again after restart).
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
+
+/// Start-up failures: each carries its remedy.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("sink {name:?}: {message}")]
+    Sink { name: String, message: String },
+    #[error("state directory {path}: {message}")]
+    State { path: String, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StartError {
+    /// Exit code: 2 for configuration problems, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Config(_) | StartError::Sink { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Creates the state directory (and checks that it is writable).
+pub fn prepare_state_dir(config: &Config) -> Result<(), StartError> {
+    let dir = &config.agent.state_dir;
+    let err = |message: String| StartError::State {
+        path: dir.display().to_string(),
+        message,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| {
+        err(format!(
+            "cannot create it: {e}; create it and let the service user write to it, or change agent.state_dir"
+        ))
+    })?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"ok")
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            err(format!(
+                "not writable: {e}; the agent keeps its checkpoints there"
+            ))
+        })?;
+    Ok(())
+}
+
+pub fn sink_context(
+    config: &Config,
+    spec: &SinkSpec,
+    metrics: &Arc<Metrics>,
+    clock: &SharedClock,
+) -> SinkContext {
+    SinkContext {
+        name: spec.name.clone(),
+        state_dir: config.agent.state_dir.clone(),
+        dead_letter: DeadLetter::in_state_dir(&config.agent.state_dir, &spec.name),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+    }
+}
+
+/// Opens one sink.
+pub async fn build_sink(
+    config: &Config,
+    spec: &SinkSpec,
+    metrics: &Arc<Metrics>,
+    clock: &SharedClock,
+) -> Result<Arc<SinkHandle>, StartError> {
+    let ctx = sink_context(config, spec, metrics, clock);
+    let sink = spec.kind.build(ctx).await.map_err(|e| StartError::Sink {
+        name: spec.name.clone(),
+        message: e.message,
+    })?;
+    Ok(Arc::new(SinkHandle {
+        spec: spec.clone(),
+        sink,
+        encoder: Encoder::new(spec.format, spec.format_options.clone()),
+    }))
+}
+
+pub fn shared(
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    clock: SharedClock,
+) -> Result<Shared, StartError> {
+    let client = Client::new(&config.codacy, metrics.clone()).map_err(StartError::Other)?;
+    let invalid_events = DeadLetter::in_state_dir(&config.agent.state_dir, "invalid-events");
+    Ok(Shared {
+        config,
+        source: Arc::new(client),
+        clock,
+        metrics,
+        invalid_events,
+    })
+}
+
+/// `once`: one full pass for every organization and sink. Returns the per-organization reports.
+pub async fn once(
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    clock: SharedClock,
+) -> Result<Vec<(OrgRef, PassReport)>, StartError> {
+    prepare_state_dir(&config)?;
+    let mut sinks = Vec::new();
+    for spec in &config.sinks {
+        sinks.push(build_sink(&config, spec, &metrics, &clock).await?);
+    }
+    let shared = shared(config.clone(), metrics, clock)?;
+    let (_trigger, shutdown) = Shutdown::new();
+    let retry = RetryPolicy {
+        attempts_per_batch: 3,
+        ..RetryPolicy::default()
+    };
+    let passes = config.organizations.iter().map(|org| {
+        let mut p = OrgPipeline::new(org.clone(), &sinks, shared.clone(), retry);
+        let shutdown = shutdown.clone();
+        async move {
+            let report = p.run_pass(&shutdown).await;
+            log_pass(&org.key(), &report);
+            (org.clone(), report)
+        }
+    });
+    let reports = futures::future::join_all(passes).await;
+    for s in &sinks {
+        s.sink.shutdown(SHUTDOWN_DEADLINE).await;
+    }
+    Ok(reports)
+}
+
+struct Running {
+    trigger: ShutdownTrigger,
+    task: JoinHandle<()>,
+}
+
+/// The daemon's moving parts; `reload` swaps them while untouched pipelines keep running.
+pub struct Agent {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    clock: SharedClock,
+    sinks: BTreeMap<String, Arc<SinkHandle>>,
+    orgs: BTreeMap<OrgRef, Running>,
+}
+
+impl Agent {
+    pub async fn start(
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        clock: SharedClock,
+    ) -> Result<Agent, StartError> {
+        prepare_state_dir(&config)?;
+        let mut sinks = BTreeMap::new();
+        for spec in &config.sinks {
+            sinks.insert(
+                spec.name.clone(),
+                build_sink(&config, spec, &metrics, &clock).await?,
+            );
+        }
+        let mut agent = Agent {
+            config,
+            metrics,
+            clock,
+            sinks,
+            orgs: BTreeMap::new(),
+        };
+        let orgs = agent.config.organizations.clone();
+        for org in orgs {
+            agent.start_org(org)?;
+        }
+        Ok(agent)
+    }
+
+    fn start_org(&mut self, org: OrgRef) -> Result<(), StartError> {
+        let shared = shared(
+            self.config.clone(),
+            self.metrics.clone(),
+            self.clock.clone(),
+        )?;
+        let sinks: Vec<Arc<SinkHandle>> = self
+            .config
+            .sinks
+            .iter()
+            .filter_map(|s| self.sinks.get(&s.name).cloned())
+            .collect();
+        let pipeline = OrgPipeline::new(org.clone(), &sinks, shared, RetryPolicy::default());
+        let (trigger, shutdown) = Shutdown::new();
+        let task = tokio::spawn(run_org(pipeline, shutdown));
+        self.orgs.insert(org, Running { trigger, task });
+        Ok(())
+    }
+
+    async fn stop_org(&mut self, org: &OrgRef) {
+        if let Some(r) = self.orgs.remove(org) {
+            r.trigger.trigger();
+            let abort = r.task.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_DEADLINE, r.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(organization = %org, "pipeline did not stop in time; its last batch will be delivered again after restart");
+                abort.abort();
+            }
+        }
+    }
+
+    /// Whether every pipeline task is still running.
+    pub fn tasks_alive(&self) -> bool {
+        self.orgs.values().all(|r| !r.task.is_finished())
+    }
+
+    /// SIGHUP: re-read the configuration. Added organizations/sinks start, removed ones stop,
+    /// changed ones restart; untouched pipelines keep running. An invalid configuration is
+    /// rejected and the old one keeps running.
+    pub async fn reload(&mut self, new: Config) -> Result<(), StartError> {
+        let old = self.config.clone();
+        let agent_changed = old.codacy != new.codacy || old.agent != new.agent;
+        // Build new or changed sinks first, so a sink that cannot open leaves everything as it was.
+        let mut new_sinks = BTreeMap::new();
+        let mut sinks_changed = false;
+        for spec in &new.sinks {
+            match self.sinks.get(&spec.name) {
+                Some(h) if h.spec == *spec => {
+                    new_sinks.insert(spec.name.clone(), h.clone());
+                }
+                _ => {
+                    sinks_changed = true;
+                    new_sinks.insert(
+                        spec.name.clone(),
+                        build_sink(&new, spec, &self.metrics, &self.clock).await?,
+                    );
+                }
+            }
+        }
+        if old.sinks.len() != new.sinks.len()
+            || old
+                .sinks
+                .iter()
+                .zip(&new.sinks)
+                .any(|(a, b)| a.name != b.name)
+        {
+            sinks_changed = true;
+        }
+        let new = Arc::new(new);
+        let old_orgs: Vec<OrgRef> = self.orgs.keys().cloned().collect();
+        for org in &old_orgs {
+            if !new.organizations.contains(org) || agent_changed || sinks_changed {
+                self.stop_org(org).await;
+            }
+        }
+        for name in self.sinks.keys() {
+            if !new_sinks.contains_key(name) {
+                for org in &old.organizations {
+                    self.metrics.forget(&org.key(), name);
+                }
+            }
+        }
+        for org in &old.organizations {
+            if !new.organizations.contains(org) {
+                self.metrics.forget(&org.key(), "");
+            }
+        }
+        let removed: Vec<Arc<SinkHandle>> = self
+            .sinks
+            .iter()
+            .filter(|(n, h)| new_sinks.get(*n).is_none_or(|nh| !Arc::ptr_eq(nh, h)))
+            .map(|(_, h)| h.clone())
+            .collect();
+        self.sinks = new_sinks;
+        self.config = new.clone();
+        for org in &new.organizations {
+            if !self.orgs.contains_key(org) {
+                self.start_org(org.clone())?;
+            }
+        }
+        for h in removed {
+            h.sink.shutdown(SHUTDOWN_DEADLINE).await;
+        }
+        for h in self.sinks.values() {
+            h.sink.reopen().await;
+        }
+        tracing::info!(
+            organizations = new.organizations.len(),
+            sinks = new.sinks.len(),
+            restarted_pipelines = agent_changed || sinks_changed,
+            "configuration reloaded"
+        );
+        Ok(())
+    }
+
+    /// Stops every pipeline after its batch in flight and flushes the sinks.
+    pub async fn shutdown(mut self) {
+        for r in self.orgs.values() {
+            r.trigger.trigger();
+        }
+        let orgs: Vec<OrgRef> = self.orgs.keys().cloned().collect();
+        for org in orgs {
+            self.stop_org(&org).await;
+        }
+        for h in self.sinks.values() {
+            h.sink.shutdown(SHUTDOWN_DEADLINE).await;
+        }
+    }
+}
+
+/// Where `run` reads its configuration again on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+}

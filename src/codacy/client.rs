@@ -1,0 +1,423 @@
+//! HTTP client for `GET /api/v3/organizations/{provider}/{org}/audit`: authentication, both
+//! response shapes, and retries (429 with Retry-After; 5xx, timeouts, connection errors,
+//! truncated or non-JSON bodies with capped exponential backoff and full jitter).
+
+use crate::clock::Backoff;
+use crate::config::CodacyConfig;
+use crate::event::OrgRef;
+use crate::secret::Secret;
+use crate::telemetry::Metrics;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest wait we accept from a Retry-After header.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// One response page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub events: Vec<Value>,
+    /// `pagination.cursor` of the v3 envelope; `None` for the last page and for bare arrays.
+    pub next_cursor: Option<String>,
+    /// `pagination.limit` when the server reported it (it may be lower than what we asked).
+    pub reported_limit: Option<u32>,
+    /// Whether the body was the v3 envelope (vs a bare array).
+    pub enveloped: bool,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// 401/403: needs a human; the organization is marked failed and retried slowly.
+    #[error("{status} from {url}: {hint}")]
+    Denied {
+        status: u16,
+        url: String,
+        hint: String,
+    },
+    /// 404: unknown provider/organization.
+    #[error("404 Not Found from {url}: organization {org} is unknown to this Codacy instance; check the provider code and the organization name (as shown in Codacy's URL), and codacy.base_url")]
+    NotFound { url: String, org: String },
+    /// Other 4xx: a request we cannot fix by retrying.
+    #[error("{status} from {url}: {body}")]
+    Rejected {
+        status: u16,
+        url: String,
+        body: String,
+    },
+    /// Still failing after every attempt (network, 5xx, 429, bad bodies).
+    #[error("{url}: gave up after {attempts} attempts: {last}")]
+    Exhausted {
+        url: String,
+        attempts: u32,
+        last: String,
+    },
+    /// The agent is shutting down.
+    #[error("cancelled by shutdown")]
+    Cancelled,
+}
+
+impl ApiError {
+    /// Errors that need a human (token, role, tier, organization name).
+    pub fn needs_human(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Denied { .. } | ApiError::NotFound { .. } | ApiError::Rejected { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: String,
+    token: Secret,
+    pub page_limit: u32,
+    max_attempts: u32,
+    backoff: Backoff,
+    metrics: Arc<Metrics>,
+}
+
+enum Attempt {
+    Done(Page),
+    Fatal(ApiError),
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+}
+
+impl Client {
+    pub fn new(config: &CodacyConfig, metrics: Arc<Metrics>) -> Result<Client, String> {
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!(
+                "codacy-audit-forwarder/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Client {
+            http,
+            base_url: config.base_url.clone(),
+            token: config.api_token.clone(),
+            page_limit: config.page_limit,
+            max_attempts: config.max_attempts,
+            backoff: Backoff::new(Duration::from_millis(500), config.max_backoff),
+            metrics,
+        })
+    }
+
+    /// The endpoint URL for an organization (organization name percent-encoded).
+    pub fn audit_url(&self, org: &OrgRef) -> String {
+        let mut url = match reqwest::Url::parse(&self.base_url) {
+            Ok(u) => u,
+            Err(_) => return format!("{}/api/v3/organizations/{org}/audit", self.base_url),
+        };
+        if let Ok(mut segs) = url.path_segments_mut() {
+            segs.pop_if_empty().extend([
+                "api",
+                "v3",
+                "organizations",
+                org.provider.as_str(),
+                &org.name,
+                "audit",
+            ]);
+        }
+        url.to_string()
+    }
+
+    /// Fetches one page of `[from_ms, to_ms)`, retrying transient failures.
+    pub async fn fetch_page(
+        &self,
+        org: &OrgRef,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page, ApiError> {
+        let url = self.audit_url(org);
+        let org_key = org.key();
+        let mut last = String::new();
+        for attempt in 0..self.max_attempts {
+            match self.attempt(org, &url, from_ms, to_ms, limit, cursor).await {
+                Attempt::Done(page) => return Ok(page),
+                Attempt::Fatal(e) => return Err(e),
+                Attempt::Retry { reason, after } => {
+                    last = reason;
+                    if attempt + 1 == self.max_attempts {
+                        break;
+                    }
+                    let wait = after
+                        .map(|a| a.min(MAX_RETRY_AFTER))
+                        .unwrap_or_else(|| self.backoff.delay(attempt));
+                    self.metrics.retry("codacy_api");
+                    tracing::warn!(organization = %org_key, attempt = attempt + 1, wait_ms = wait.as_millis() as u64,
+                        reason = %last, "Codacy API request failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        Err(ApiError::Exhausted {
+            url,
+            attempts: self.max_attempts,
+            last,
+        })
+    }
+
+    async fn attempt(
+        &self,
+        org: &OrgRef,
+        url: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Attempt {
+        let org_key = org.key();
+        let mut query: Vec<(&str, String)> = vec![
+            ("from", from_ms.to_string()),
+            ("to", to_ms.to_string()),
+            ("limit", limit.to_string()),
+        ];
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_string()));
+        }
+        let response = self
+            .http
+            .get(url)
+            .header("api-token", self.token.expose())
+            .header("accept", "application/json")
+            .query(&query)
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.api_request(&org_key, "error");
+                return Attempt::Retry {
+                    reason: describe_transport_error(&e),
+                    after: None,
+                };
+            }
+        };
+        let status = response.status();
+        self.metrics.api_request(&org_key, status.as_str());
+        if status.as_u16() == 429 {
+            let after = retry_after(response.headers());
+            return Attempt::Retry {
+                reason: "429 Too Many Requests (rate limited)".into(),
+                after: Some(after.unwrap_or(Duration::from_secs(30))),
+            };
+        }
+        if status.is_server_error() {
+            return Attempt::Retry {
+                reason: format!("{status} from the Codacy API"),
+                after: retry_after(response.headers()),
+            };
+        }
+        if matches!(status.as_u16(), 401 | 403) {
+            return Attempt::Fatal(ApiError::Denied {
+                status: status.as_u16(),
+                url: url.to_string(),
+                hint: format!(
+                    "the API token is invalid or revoked, or its user is not an organization admin or manager of {org}, or the organization is not on Codacy's Business tier (audit logs are a Business feature)"
+                ),
+            });
+        }
+        if status.as_u16() == 404 {
+            return Attempt::Fatal(ApiError::NotFound {
+                url: url.to_string(),
+                org: org_key,
+            });
+        }
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Attempt::Fatal(ApiError::Rejected {
+                status: status.as_u16(),
+                url: url.to_string(),
+                body: excerpt(&body),
+            });
+        }
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Attempt::Retry {
+                    reason: format!("response body cut off: {}", describe_transport_error(&e)),
+                    after: None,
+                }
+            }
+        };
+        match parse_page(&body) {
+            Ok(page) => Attempt::Done(page),
+            Err(reason) => Attempt::Retry {
+                reason,
+                after: None,
+            },
+        }
+    }
+}
+
+/// Parses a response body: a bare array or the v3 envelope.
+pub fn parse_page(body: &[u8]) -> Result<Page, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "response is not complete JSON ({e}; {} bytes, starts with {:?})",
+            body.len(),
+            excerpt(&String::from_utf8_lossy(&body[..body.len().min(80)]))
+        )
+    })?;
+    match value {
+        Value::Array(events) => Ok(Page {
+            events,
+            next_cursor: None,
+            reported_limit: None,
+            enveloped: false,
+        }),
+        Value::Object(mut map) => {
+            let events =
+                match map.remove("data") {
+                    Some(Value::Array(events)) => events,
+                    _ => return Err(
+                        "response is a JSON object without a `data` array (not an audit-log page)"
+                            .into(),
+                    ),
+                };
+            let pagination = map.remove("pagination");
+            let next_cursor = pagination
+                .as_ref()
+                .and_then(|p| p.get("cursor"))
+                .and_then(|c| c.as_str())
+                .filter(|c| !c.is_empty())
+                .map(str::to_string);
+            let reported_limit = pagination
+                .as_ref()
+                .and_then(|p| p.get("limit"))
+                .and_then(|l| l.as_u64())
+                .map(|l| l.min(u32::MAX as u64) as u32);
+            Ok(Page {
+                events,
+                next_cursor,
+                reported_limit,
+                enveloped: true,
+            })
+        }
+        _ => Err("response is JSON but neither an array nor an object".into()),
+    }
+}
+
+fn describe_transport_error(e: &reqwest::Error) -> String {
+    // reqwest errors carry the URL but never our headers, so the token cannot leak here.
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "body error"
+    } else {
+        "request failed"
+    };
+    let mut msg = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    msg
+}
+
+/// Retry-After as seconds or an HTTP date.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let delta = when.timestamp_millis() - chrono::Utc::now().timestamp_millis();
+    Some(Duration::from_millis(delta.max(0) as u64))
+}
+
+/// The first 300 characters of a body, on one line, for error messages.
+pub fn excerpt(body: &str) -> String {
+    let one_line: String = body
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect();
+    if body.chars().count() > 300 {
+        format!("{one_line}...")
+    } else {
+        one_line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_both_shapes() {
+        let p = parse_page(br#"[{"a":1}]"#).unwrap();
+        assert_eq!(
+            (p.events.len(), p.enveloped, p.next_cursor),
+            (1, false, None)
+        );
+        let p = parse_page(br#"{"data":[{"a":1},{"b":2}],"pagination":{"cursor":"MjUw","limit":250,"total":1510}}"#)
+            .unwrap();
+        assert_eq!(p.events.len(), 2);
+        assert_eq!(p.next_cursor.as_deref(), Some("MjUw"));
+        assert_eq!(p.reported_limit, Some(250));
+        let p = parse_page(br#"{"data":[],"pagination":{"limit":250}}"#).unwrap();
+        assert_eq!(p.next_cursor, None);
+    }
+
+    #[test]
+    fn truncated_and_foreign_bodies_are_errors() {
+        assert!(parse_page(br#"[{"a":1},{"b"#)
+            .unwrap_err()
+            .contains("not complete JSON"));
+        assert!(parse_page(b"<html>busy</html>").is_err());
+        assert!(parse_page(br#"{"error":"x"}"#)
+            .unwrap_err()
+            .contains("data"));
+        assert!(parse_page(b"42").is_err());
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn url_encodes_the_organization() {
+        let cfg = crate::config::CodacyConfig {
+            base_url: "https://codacy.example.com/".into(),
+            api_token: Secret::new("t"),
+            token_source: String::new(),
+            page_limit: 10,
+            request_timeout: Duration::from_secs(1),
+            max_attempts: 1,
+            max_backoff: Duration::from_secs(1),
+        };
+        let c = Client::new(&cfg, Arc::new(Metrics::new())).unwrap();
+        let url = c.audit_url(&OrgRef::new(crate::event::Provider::Gl, "my org/x"));
+        assert_eq!(
+            url,
+            "https://codacy.example.com/api/v3/organizations/gl/my%20org%2Fx/audit"
+        );
+        let _ = json!(null);
+    }
+}

@@ -1,1 +1,0 @@
-//! Crate-wide error type (being written).

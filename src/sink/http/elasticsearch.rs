@@ -1,0 +1,570 @@
+//! `type = "elasticsearch"`: `POST {url}/_bulk` with one `create` action per record into a data
+//! stream (default `logs-codacy.audit-default`), `_id` = the event id.
+//!
+//! Using `create` with the stable event id makes redelivery idempotent: a document that is already
+//! there comes back 409, which counts as delivered. (Data streams accept only `create`; the id
+//! only conflicts within the current backing index, so a replay after a rollover can duplicate:
+//! dedupe on `event.id` at query time.)
+//!
+//! Per-item results, in request order: 200/201/409 acknowledge; 429 and 5xx items are resent
+//! alone, a few times with backoff, and if still failing the batch fails transiently (it is
+//! offered again, and the documents already created come back 409); other 4xx items (mapping
+//! errors) go to the dead-letter file with the error type and reason. HTTP 413 splits the request
+//! in halves (a single document still too large is dead-lettered). HTTP 401/403 are fatal with
+//! the remedy; any other request-level 4xx is fatal too (it is not about one document).
+//!
+//! Formats: `ecs` (recommended; has `@timestamp`) or `json`, to which the sink adds `@timestamp`
+//! from the event time because data streams require it. `data_stream` must agree with the ECS
+//! `data_stream.*` fields, so with `format = "ecs"` its namespace should equal `ecs_namespace`.
+
+use super::{
+    build_client, classify_status, de_duration, display_url, gzip, join, load_secret, send,
+    split_by_bytes, tls_options, validate_url, Auth, AuthConfig, Compression, Rejects, StatusClass,
+    DEFAULT_BATCH_MAX_BYTES, DEFAULT_TIMEOUT,
+};
+use crate::clock::Backoff;
+use crate::format::Format;
+use crate::sink::{Record, Sink, SinkContext, SinkError};
+use async_trait::async_trait;
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_DATA_STREAM: &str = "logs-codacy.audit-default";
+/// Resends of 429/5xx items within one delivery before giving the batch back.
+pub const DEFAULT_ITEM_RETRIES: u32 = 3;
+pub const DEFAULT_ITEM_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticsearchConfig {
+    /// e.g. `https://es.example.com:9200` (a path prefix behind a proxy is kept).
+    pub url: String,
+    /// File holding the API key's `encoded` value (base64 of `id:api_key`).
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Basic auth (`user` + `password_file`) or a bearer token, instead of an API key.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    #[serde(default)]
+    pub data_stream: Option<String>,
+    #[serde(default)]
+    pub batch_max_bytes: Option<usize>,
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_verify: Option<bool>,
+    /// Passed through by the common config; ignored here.
+    #[serde(default)]
+    pub hostname: Option<String>,
+}
+
+/// Data stream naming: `<type>-<dataset>-<namespace>`, lowercase, no `-` inside dataset or
+/// namespace, none of `\ / * ? " < > | , # :` or spaces, at most 100 characters per part.
+pub fn validate_data_stream(name: &str) -> Result<(), String> {
+    let parts: Vec<&str> = name.split('-').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err(format!(
+            "`data_stream`: {name:?} must be <type>-<dataset>-<namespace>, e.g. {DEFAULT_DATA_STREAM}"
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| {
+        c.is_uppercase()
+            || c.is_whitespace()
+            || matches!(
+                c,
+                '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ',' | '#' | ':'
+            )
+    }) {
+        return Err(format!(
+            "`data_stream`: {name:?} contains {c:?}; data stream names are lowercase without \\ / * ? \" < > | , # : or spaces"
+        ));
+    }
+    if parts.iter().any(|p| p.len() > 100) {
+        return Err(format!(
+            "`data_stream`: {name:?}: type, dataset and namespace are at most 100 characters each"
+        ));
+    }
+    if parts[1].starts_with(['_', '.', '+']) {
+        return Err(format!(
+            "`data_stream`: dataset {:?} must not start with _ . or +",
+            parts[1]
+        ));
+    }
+    Ok(())
+}
+
+impl ElasticsearchConfig {
+    fn tls(&self) -> crate::tls::TlsOptions {
+        tls_options(
+            &self.tls_ca_file,
+            &self.tls_cert_file,
+            &self.tls_key_file,
+            self.tls_verify,
+        )
+    }
+
+    pub fn data_stream(&self) -> &str {
+        self.data_stream.as_deref().unwrap_or(DEFAULT_DATA_STREAM)
+    }
+
+    fn auth(&self, read: bool) -> Result<Auth, String> {
+        let key = load_secret(
+            self.api_key_file.as_ref(),
+            self.api_key_env.as_ref(),
+            "api_key_file",
+            "api_key_env",
+            read,
+        )?;
+        match (key, &self.auth) {
+            (Some(_), Some(_)) => Err("set `api_key_file` or `auth`, not both".into()),
+            (Some(key), None) => Ok(Auth::ApiKey(key)),
+            (None, Some(a)) => a.load(read),
+            (None, None) => Err(
+                "no credentials: set `api_key_file` (the `encoded` value from POST /_security/api_key) or `auth = { user = \"...\", password_file = \"...\" }`"
+                    .into(),
+            ),
+        }
+    }
+
+    pub fn validate(&self, format: Format) -> Result<(), String> {
+        if format == Format::Cef {
+            return Err(
+                "Elasticsearch stores JSON documents: use format = \"ecs\" (recommended) or \"json\""
+                    .into(),
+            );
+        }
+        validate_url(&self.url, &self.tls())?;
+        super::generic::validate_common(self.batch_max_bytes, self.timeout)?;
+        validate_data_stream(self.data_stream())?;
+        self.auth(false)?;
+        Ok(())
+    }
+}
+
+/// What one bulk item's status means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemOutcome {
+    /// 200/201: written.
+    Created,
+    /// 409 on `create`: already there (a redelivery); counts as delivered.
+    Duplicate,
+    /// 429, 5xx: resend this item.
+    Retry,
+    /// Other statuses: the document itself is refused; dead-letter it.
+    Reject,
+}
+
+pub fn classify_item(status: u16) -> ItemOutcome {
+    match status {
+        200..=299 => ItemOutcome::Created,
+        409 => ItemOutcome::Duplicate,
+        429 | 500..=599 => ItemOutcome::Retry,
+        _ => ItemOutcome::Reject,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct BulkResponse {
+    items: Vec<serde_json::Map<String, Value>>,
+}
+
+/// `(status, "type: reason")` of one bulk item (`{"create": {...}}`).
+fn item_result(item: &serde_json::Map<String, Value>) -> Option<(u16, String)> {
+    let inner = item.values().next()?;
+    let status = u16::try_from(inner.get("status")?.as_u64()?).ok()?;
+    let error = match inner.get("error") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(e) => format!(
+            "{}: {}",
+            e.get("type").and_then(Value::as_str).unwrap_or("error"),
+            e.get("reason").and_then(Value::as_str).unwrap_or("")
+        ),
+    };
+    Some((status, error))
+}
+
+/// Adds `"@timestamp"` to a JSON-object record that lacks it (json format into a data stream).
+fn with_timestamp(payload: &[u8], timestamp_ms: i64) -> Option<Vec<u8>> {
+    let map: serde_json::Map<String, Value> = serde_json::from_slice(payload).ok()?;
+    if map.contains_key("@timestamp") {
+        return None;
+    }
+    let ts = chrono::DateTime::from_timestamp_millis(timestamp_ms)?
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut out = Vec::with_capacity(payload.len() + 40);
+    out.extend_from_slice(b"{\"@timestamp\":");
+    let _ = serde_json::to_writer(&mut out, &ts);
+    let rest = &payload[1..];
+    if map.is_empty() {
+        out.push(b'}');
+    } else {
+        out.push(b',');
+        out.extend_from_slice(rest);
+    }
+    Some(out)
+}
+
+pub struct ElasticsearchSink {
+    ctx: SinkContext,
+    client: reqwest::Client,
+    base: reqwest::Url,
+    headers: HeaderMap,
+    data_stream: String,
+    compression: Compression,
+    max_bytes: usize,
+    item_retries: u32,
+    item_backoff: Backoff,
+}
+
+impl ElasticsearchSink {
+    pub fn new(config: ElasticsearchConfig, ctx: SinkContext) -> Result<Self, SinkError> {
+        let fail = |m: String| SinkError::fatal(format!("elasticsearch sink {:?}: {m}", ctx.name));
+        let tls = config.tls();
+        let base = validate_url(&config.url, &tls).map_err(fail)?;
+        validate_data_stream(config.data_stream()).map_err(fail)?;
+        let mut headers = HeaderMap::new();
+        if let Some(h) = config.auth(true).and_then(|a| a.header()).map_err(fail)? {
+            headers.insert(AUTHORIZATION, h);
+        }
+        let client = build_client(
+            &base,
+            &tls,
+            config.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            &ctx.name,
+        )
+        .map_err(fail)?;
+        Ok(ElasticsearchSink {
+            client,
+            base,
+            headers,
+            data_stream: config.data_stream().to_string(),
+            compression: config.compression,
+            max_bytes: config.batch_max_bytes.unwrap_or(DEFAULT_BATCH_MAX_BYTES),
+            item_retries: DEFAULT_ITEM_RETRIES,
+            item_backoff: DEFAULT_ITEM_BACKOFF,
+            ctx,
+        })
+    }
+
+    /// How often and how patiently 429/5xx items are resent within one delivery.
+    pub fn with_item_retry(mut self, retries: u32, backoff: Backoff) -> Self {
+        self.item_retries = retries;
+        self.item_backoff = backoff;
+        self
+    }
+
+    /// The action line and document of `r`, each ending in `\n`.
+    fn item(&self, r: &Record) -> Vec<u8> {
+        let action =
+            serde_json::json!({"create": {"_index": self.data_stream, "_id": r.event_id.as_str()}});
+        let mut out = Vec::with_capacity(r.payload.len() + 160);
+        let _ = serde_json::to_writer(&mut out, &action);
+        out.push(b'\n');
+        match with_timestamp_if_json(r) {
+            Some(doc) => out.extend_from_slice(&doc),
+            None => out.extend_from_slice(&r.payload),
+        }
+        out.push(b'\n');
+        out
+    }
+
+    fn fatal_auth(&self, status: reqwest::StatusCode, url: &str, excerpt: &str) -> SinkError {
+        let remedy = if status == reqwest::StatusCode::UNAUTHORIZED {
+            "the credentials were refused (API key invalid, expired or revoked, or a wrong password): create a key with POST /_security/api_key and put its `encoded` value in api_key_file"
+        } else {
+            "the credentials lack a privilege: the API key or user needs `create_doc` (or create/index/write) on the data stream, plus `auto_configure` to create it"
+        };
+        SinkError::fatal(format!(
+            "{url}: HTTP {status} writing to {}: {remedy}; nothing was dropped, the batch will be retried: {excerpt}",
+            self.data_stream
+        ))
+    }
+
+    /// Sends the items `indices` of `batch`: item retries, 413 halving, rejects collected.
+    async fn send_group(
+        &self,
+        items: &[Vec<u8>],
+        indices: Vec<usize>,
+        rejects: &mut Rejects,
+    ) -> Result<(), SinkError> {
+        let url = join(&self.base, "/_bulk");
+        let shown = display_url(&url);
+        let mut work = vec![indices];
+        while let Some(group) = work.pop() {
+            let mut pending = group;
+            let mut attempt = 0u32;
+            while !pending.is_empty() {
+                let body: Vec<u8> = pending
+                    .iter()
+                    .flat_map(|&i| items[i].iter().copied())
+                    .collect();
+                let mut req = self
+                    .client
+                    .post(&url)
+                    .headers(self.headers.clone())
+                    .header(CONTENT_TYPE, "application/x-ndjson");
+                let body = match self.compression {
+                    Compression::None => body,
+                    Compression::Gzip => {
+                        req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
+                        gzip(&body)?
+                    }
+                };
+                let reply = send(req.body(body), &url).await?;
+                let status = reply.status;
+                match classify_status(status) {
+                    StatusClass::Accepted => {}
+                    StatusClass::Retry => {
+                        return Err(SinkError::transient(format!(
+                            "{shown}: HTTP {status}; will retry: {}",
+                            reply.excerpt()
+                        ))
+                        .with_retry_after(reply.retry_after))
+                    }
+                    StatusClass::TooLarge if pending.len() > 1 => {
+                        tracing::info!(sink = %self.ctx.name, documents = pending.len(),
+                            "HTTP 413 from Elasticsearch (over http.max_content_length): splitting the request; lower batch_max_bytes to avoid this");
+                        let second = pending.split_off(pending.len() / 2);
+                        work.push(second);
+                        work.push(pending);
+                        break;
+                    }
+                    StatusClass::TooLarge => {
+                        rejects.add(
+                            pending[0],
+                            format!("HTTP 413 from {shown}: the document alone is larger than http.max_content_length"),
+                        );
+                        break;
+                    }
+                    StatusClass::Auth => {
+                        return Err(self.fatal_auth(status, &shown, &reply.excerpt()))
+                    }
+                    StatusClass::Endpoint | StatusClass::Reject => {
+                        return Err(SinkError::fatal(format!(
+                            "{shown}: HTTP {status} for the whole bulk request (check `url` points at Elasticsearch and `data_stream` can be written): {}",
+                            reply.excerpt()
+                        )))
+                    }
+                }
+                let parsed: BulkResponse = serde_json::from_slice(&reply.body).map_err(|e| {
+                    SinkError::transient(format!(
+                        "{shown}: unreadable _bulk response ({e}): {}",
+                        reply.excerpt()
+                    ))
+                })?;
+                if parsed.items.len() != pending.len() {
+                    return Err(SinkError::transient(format!(
+                        "{shown}: _bulk answered {} items for {} documents; not acknowledging",
+                        parsed.items.len(),
+                        pending.len()
+                    )));
+                }
+                let mut retry = Vec::new();
+                let mut last_retry_reason = String::new();
+                let mut duplicates = 0usize;
+                for (&i, item) in pending.iter().zip(&parsed.items) {
+                    let Some((item_status, error)) = item_result(item) else {
+                        return Err(SinkError::transient(format!(
+                            "{shown}: _bulk item without a status: {}",
+                            Value::Object(item.clone())
+                        )));
+                    };
+                    match classify_item(item_status) {
+                        ItemOutcome::Created => {}
+                        ItemOutcome::Duplicate => duplicates += 1,
+                        ItemOutcome::Retry => {
+                            last_retry_reason = format!("{item_status} {error}");
+                            retry.push(i);
+                        }
+                        ItemOutcome::Reject => rejects.add(
+                            i,
+                            format!("Elasticsearch refused the document into {}: status {item_status} {error}", self.data_stream),
+                        ),
+                    }
+                }
+                if duplicates > 0 {
+                    tracing::debug!(sink = %self.ctx.name, duplicates, "documents already present (409): counted as delivered");
+                }
+                pending = retry;
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt >= self.item_retries {
+                    return Err(SinkError::transient(format!(
+                        "{shown}: {} documents still refused after {} resends (last: {last_retry_reason}); the batch will be offered again (documents already created will come back as duplicates, which is fine)",
+                        pending.len(),
+                        self.item_retries
+                    )));
+                }
+                tracing::info!(sink = %self.ctx.name, documents = pending.len(), reason = %last_retry_reason, "resending documents Elasticsearch could not take yet");
+                tokio::time::sleep(self.item_backoff.delay(attempt)).await;
+                attempt += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn with_timestamp_if_json(r: &Record) -> Option<Vec<u8>> {
+    (r.format == Format::Json)
+        .then(|| with_timestamp(&r.payload, r.timestamp_ms))
+        .flatten()
+}
+
+#[async_trait]
+impl Sink for ElasticsearchSink {
+    async fn deliver(&self, batch: &[Record]) -> Result<(), SinkError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let items: Vec<Vec<u8>> = batch.iter().map(|r| self.item(r)).collect();
+        let sizes: Vec<usize> = items.iter().map(Vec::len).collect();
+        let mut rejects = Rejects::default();
+        for range in split_by_bytes(&sizes, self.max_bytes) {
+            self.send_group(&items, range.collect(), &mut rejects)
+                .await?;
+        }
+        rejects.write(&self.ctx, batch).await
+    }
+
+    /// `GET /` with the credentials: cluster name and version.
+    async fn check(&self) -> Result<String, SinkError> {
+        let url = join(&self.base, "/");
+        let shown = display_url(&url);
+        let reply = send(self.client.get(&url).headers(self.headers.clone()), &url).await?;
+        let status = reply.status;
+        match classify_status(status) {
+            StatusClass::Accepted => {
+                let info: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+                let cluster = info["cluster_name"].as_str().unwrap_or("?");
+                let version = info["version"]["number"].as_str().unwrap_or("?");
+                Ok(format!(
+                    "Elasticsearch cluster {cluster:?} (version {version}) at {shown}: credentials accepted; writing to {}",
+                    self.data_stream
+                ))
+            }
+            // GET / needs the `monitor` cluster privilege, which a write-only key rightly lacks.
+            _ if status == reqwest::StatusCode::FORBIDDEN => Ok(format!(
+                "Elasticsearch at {shown}: credentials accepted (GET / refused with 403: no `monitor` privilege, not needed to write to {})",
+                self.data_stream
+            )),
+            StatusClass::Auth => Err(self.fatal_auth(status, &shown, &reply.excerpt())),
+            StatusClass::Retry => Err(SinkError::transient(format!(
+                "{shown}: HTTP {status}: {}",
+                reply.excerpt()
+            ))),
+            _ => Err(SinkError::fatal(format!(
+                "{shown}: HTTP {status}: is `url` an Elasticsearch endpoint? {}",
+                reply.excerpt()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_items_are_classified() {
+        assert_eq!(classify_item(201), ItemOutcome::Created);
+        assert_eq!(classify_item(200), ItemOutcome::Created);
+        assert_eq!(classify_item(409), ItemOutcome::Duplicate);
+        assert_eq!(classify_item(429), ItemOutcome::Retry);
+        assert_eq!(classify_item(503), ItemOutcome::Retry);
+        assert_eq!(classify_item(400), ItemOutcome::Reject);
+        assert_eq!(classify_item(404), ItemOutcome::Reject);
+    }
+
+    #[test]
+    fn item_errors_read_type_and_reason() {
+        let item: serde_json::Map<String, Value> = serde_json::from_value(serde_json::json!(
+            {"create": {"_index": "x", "status": 400, "error": {"type": "mapper_parsing_exception", "reason": "failed to parse field [a]"}}}
+        ))
+        .unwrap();
+        assert_eq!(
+            item_result(&item),
+            Some((
+                400,
+                "mapper_parsing_exception: failed to parse field [a]".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn data_stream_names() {
+        validate_data_stream("logs-codacy.audit-default").unwrap();
+        validate_data_stream("logs-codacy.audit-prod_eu").unwrap();
+        for bad in [
+            "codacy",
+            "logs-codacy-audit-default",
+            "logs--default",
+            "Logs-a-b",
+            "logs-a-b c",
+            "logs-_a-b",
+        ] {
+            let e = validate_data_stream(bad).unwrap_err();
+            assert!(e.contains("data_stream"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn json_records_get_a_timestamp() {
+        let out = with_timestamp(br#"{"timestamp":"x","a":1}"#, 1_719_827_130_656).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["@timestamp"], "2024-07-01T09:45:30.656Z");
+        assert_eq!(v["a"], 1);
+        assert_eq!(with_timestamp(br#"{"@timestamp":"y"}"#, 0), None);
+        assert_eq!(
+            with_timestamp(b"{}", 0).unwrap(),
+            br#"{"@timestamp":"1970-01-01T00:00:00.000Z"}"#
+        );
+    }
+
+    #[test]
+    fn config_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("es-api-key");
+        std::fs::write(
+            &key,
+            "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==\n",
+        )
+        .unwrap();
+        let parse = |v: Value| -> ElasticsearchConfig { crate::sink::from_table(v).unwrap() };
+        let good = parse(serde_json::json!({"url": "https://es.example.com:9200",
+            "api_key_file": key, "data_stream": "logs-codacy.audit-default"}));
+        good.validate(Format::Ecs).unwrap();
+        good.validate(Format::Json).unwrap();
+        assert!(good.validate(Format::Cef).unwrap_err().contains("ecs"));
+        let e = parse(serde_json::json!({"url": "https://es:9200"}))
+            .validate(Format::Ecs)
+            .unwrap_err();
+        assert!(e.contains("api_key_file"), "{e}");
+        let e = parse(
+            serde_json::json!({"url": "https://es:9200", "api_key_file": key,
+            "auth": {"user": "elastic", "password_file": key}}),
+        )
+        .validate(Format::Ecs)
+        .unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+        let e = parse(serde_json::json!({"url": "https://es:9200", "api_key_file": key, "data_stream": "codacy"}))
+            .validate(Format::Ecs)
+            .unwrap_err();
+        assert!(e.contains("<type>-<dataset>-<namespace>"), "{e}");
+    }
+}

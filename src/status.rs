@@ -1,0 +1,222 @@
+//! `state show` / `state reset`, and the status file the daemon keeps so that `state show` can
+//! report each pipeline's last error.
+
+use crate::checkpoint::{self, Cursor};
+use crate::config::{Config, RETENTION};
+use crate::event::OrgRef;
+use crate::telemetry::Metrics;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+struct StatusFile {
+    /// "organization|sink" (sink empty for the fetch) -> last error.
+    errors: BTreeMap<String, String>,
+    updated_ms: i64,
+}
+
+fn status_path(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("status.json")
+}
+
+/// Writes the pipelines' last errors to `state_dir/status.json` (atomically; errors are logged).
+pub fn write(state_dir: &Path, metrics: &Metrics, now_ms: i64) {
+    let errors: BTreeMap<String, String> = metrics
+        .statuses()
+        .into_iter()
+        .filter_map(|((org, sink), s)| s.last_error.map(|e| (format!("{org}|{sink}"), e)))
+        .collect();
+    let path = status_path(state_dir);
+    if let Ok(old) = std::fs::read(&path) {
+        if serde_json::from_slice::<StatusFile>(&old).is_ok_and(|o| o.errors == errors) {
+            return;
+        }
+    }
+    let file = StatusFile {
+        errors,
+        updated_ms: now_ms,
+    };
+    let tmp = state_dir.join(".status.json.tmp");
+    let result = serde_json::to_vec_pretty(&file)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|_| std::fs::rename(&tmp, &path));
+    if let Err(e) = result {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write status file");
+    }
+}
+
+fn fmt_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn fmt_lag(ms: i64) -> String {
+    let secs = (ms.max(0) / 1000) as u64;
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
+/// The `state show` table.
+pub fn show(config: &Config, now_ms: i64) -> String {
+    let state_dir = &config.agent.state_dir;
+    let status: StatusFile = std::fs::read(status_path(state_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut rows = vec![[
+        "ORGANIZATION".to_string(),
+        "SINK".to_string(),
+        "CURSOR".to_string(),
+        "LAG".to_string(),
+        "IDS IN OVERLAP".to_string(),
+        "LAST ERROR".to_string(),
+    ]];
+    for org in &config.organizations {
+        let org_key = org.key();
+        if let Some(e) = status.errors.get(&format!("{org_key}|")) {
+            rows.push([
+                org_key.clone(),
+                "(fetch)".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+                e.clone(),
+            ]);
+        }
+        for sink in &config.sinks {
+            let path = checkpoint::path_for(state_dir, org, &sink.name);
+            let err = status
+                .errors
+                .get(&format!("{org_key}|{}", sink.name))
+                .cloned()
+                .unwrap_or_default();
+            let row = match checkpoint::load(&path) {
+                Ok(Some(c)) => [
+                    org_key.clone(),
+                    sink.name.clone(),
+                    fmt_time(c.cursor_ms),
+                    fmt_lag(now_ms - c.cursor_ms),
+                    c.recent.len().to_string(),
+                    err,
+                ],
+                Ok(None) => [
+                    org_key.clone(),
+                    sink.name.clone(),
+                    "(no checkpoint yet)".into(),
+                    "".into(),
+                    "".into(),
+                    err,
+                ],
+                Err(e) => [
+                    org_key.clone(),
+                    sink.name.clone(),
+                    "(unreadable)".into(),
+                    "".into(),
+                    "".into(),
+                    e.to_string(),
+                ],
+            };
+            rows.push(row);
+        }
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[derive(Debug)]
+pub struct ResetError {
+    pub message: String,
+    pub exit_code: u8,
+}
+
+/// `state reset`: moves one checkpoint to `to` (RFC 3339), clearing its overlap ids.
+pub fn reset(
+    config: &Config,
+    org: &str,
+    sink: &str,
+    to: &str,
+    yes: bool,
+    now_ms: i64,
+) -> Result<String, ResetError> {
+    let usage = |m: String| ResetError {
+        message: m,
+        exit_code: 2,
+    };
+    let (provider, name) = org
+        .split_once('/')
+        .ok_or_else(|| usage(format!("--org {org:?}: write provider/name, e.g. gh/acme")))?;
+    let org_ref = OrgRef::new(
+        provider.parse().map_err(|m| usage(format!("--org: {m}")))?,
+        name,
+    );
+    if !config.organizations.contains(&org_ref) {
+        return Err(usage(format!(
+            "--org {org}: not an organization of {}",
+            config.source
+        )));
+    }
+    if !config.sinks.iter().any(|s| s.name == sink) {
+        return Err(usage(format!(
+            "--sink {sink:?}: no such sink in {}",
+            config.source
+        )));
+    }
+    let to_ms = chrono::DateTime::parse_from_rfc3339(to)
+        .map_err(|e| {
+            usage(format!(
+                "--to {to:?} is not an RFC 3339 time ({e}), e.g. 2024-07-01T00:00:00Z"
+            ))
+        })?
+        .timestamp_millis();
+    if to_ms > now_ms {
+        return Err(usage(format!("--to {to} is in the future")));
+    }
+    let state_dir = &config.agent.state_dir;
+    if !yes && crate::lock::StateLock::is_held(state_dir) {
+        return Err(ResetError {
+            message: format!(
+                "the daemon is running on {} and would overwrite this checkpoint; stop it first (or pass --yes)",
+                state_dir.display()
+            ),
+            exit_code: 1,
+        });
+    }
+    if !yes && to_ms < now_ms - RETENTION.as_millis() as i64 {
+        return Err(ResetError {
+            message: format!("--to {to} is before Codacy's one-year retention; nothing older can be fetched (pass --yes to set it anyway)"),
+            exit_code: 1,
+        });
+    }
+    let path = checkpoint::path_for(state_dir, &org_ref, sink);
+    let old = checkpoint::load(&path).map_err(|e| ResetError {
+        message: e.to_string(),
+        exit_code: 1,
+    });
+    let before = match &old {
+        Ok(Some(c)) => fmt_time(c.cursor_ms),
+        _ => "(none)".into(),
+    };
+    let cursor = Cursor::starting_at(to_ms);
+    checkpoint::store(&path, &org_ref, sink, &cursor, now_ms).map_err(|e| ResetError {
+        message: e.to_string(),
+        exit_code: 1,
+    })?;
+    Ok(format!(
+        "{org} / {sink}: cursor moved from {before} to {}; the next poll delivers from there",
+        fmt_time(to_ms)
+    ))
+}

@@ -1,0 +1,459 @@
+//! Property tests of the dedupe/checkpoint logic, driving the real `OrgPipeline` against an
+//! in-memory event source and recording sinks: for any sequence of new and late events
+//! (identical duplicates and shared milliseconds included), clock ticks, polls with failing or
+//! "crashing" sinks (delivered, then killed before the commit) and restarts from disk, every event
+//! the API holds is delivered to every sink, and duplicates only come from crashed batches.
+
+use async_trait::async_trait;
+use codacy_audit_forwarder::clock::{Clock, ManualClock, SharedClock};
+use codacy_audit_forwarder::codacy::{EventSource, FetchedWindow, WindowError};
+use codacy_audit_forwarder::config::{Config, TokenSources};
+use codacy_audit_forwarder::deadletter::DeadLetter;
+use codacy_audit_forwarder::event::{identify, AuditEvent, EventId, OrgRef, Provider};
+use codacy_audit_forwarder::format::Encoder;
+use codacy_audit_forwarder::pipeline::{OrgPipeline, RetryPolicy, Shared, Shutdown, SinkHandle};
+use codacy_audit_forwarder::sink::{Record, Sink, SinkError};
+use codacy_audit_forwarder::telemetry::Metrics;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+const T0: i64 = 1_700_000_000_000;
+const MAX_OVERLAP_MS: i64 = 10_000;
+
+#[derive(Debug, Default)]
+struct ModelSource {
+    held: Mutex<Vec<Value>>,
+    calls: Mutex<u64>,
+}
+
+#[async_trait]
+impl EventSource for ModelSource {
+    async fn fetch(
+        &self,
+        _org: &OrgRef,
+        from: i64,
+        to: i64,
+        max_events: usize,
+    ) -> Result<FetchedWindow, WindowError> {
+        let held = self.held.lock().unwrap().clone();
+        let mut events: Vec<AuditEvent> = held
+            .into_iter()
+            .map(|v| AuditEvent::from_value(v).unwrap())
+            .filter(|e| e.timestamp_ms >= from && e.timestamp_ms < to)
+            .collect();
+        if events.len() > max_events {
+            return Err(WindowError::TooMany(max_events));
+        }
+        // Never trust server order: rotate by a call counter.
+        let mut calls = self.calls.lock().unwrap();
+        *calls += 1;
+        if !events.is_empty() {
+            let k = (*calls as usize) % events.len();
+            events.rotate_left(k);
+            if *calls % 2 == 0 {
+                events.reverse();
+            }
+        }
+        Ok(FetchedWindow {
+            events,
+            ..Default::default()
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Behaviour {
+    Ok,
+    Fail,
+    /// Delivered, then the process dies before the commit.
+    Crash,
+}
+
+#[derive(Debug, Default)]
+struct RecordingSink {
+    delivered: Mutex<Vec<EventId>>,
+    plan: Mutex<VecDeque<Behaviour>>,
+    crashed: Mutex<bool>,
+    crashed_records: Mutex<usize>,
+}
+
+#[async_trait]
+impl Sink for RecordingSink {
+    async fn deliver(&self, batch: &[Record]) -> Result<(), SinkError> {
+        if *self.crashed.lock().unwrap() {
+            return Err(SinkError::transient("process is dead"));
+        }
+        let b = self
+            .plan
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Behaviour::Ok);
+        match b {
+            Behaviour::Ok => {
+                self.delivered
+                    .lock()
+                    .unwrap()
+                    .extend(batch.iter().map(|r| r.event_id.clone()));
+                Ok(())
+            }
+            Behaviour::Fail => Err(SinkError::transient("down")),
+            Behaviour::Crash => {
+                self.delivered
+                    .lock()
+                    .unwrap()
+                    .extend(batch.iter().map(|r| r.event_id.clone()));
+                *self.crashed.lock().unwrap() = true;
+                *self.crashed_records.lock().unwrap() += batch.len();
+                Err(SinkError::transient("killed"))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A new event `back_ms` before now (0 = now; up to the overlap = a late arrival).
+    Add {
+        back_ms: i64,
+        action: u8,
+        text: u8,
+    },
+    /// A byte-identical copy of an existing event.
+    Duplicate(usize),
+    Tick(i64),
+    Poll(Vec<Behaviour>, Vec<Behaviour>),
+    Restart,
+}
+
+fn behaviour() -> impl Strategy<Value = Behaviour> {
+    prop_oneof![
+        6 => Just(Behaviour::Ok),
+        2 => Just(Behaviour::Fail),
+        1 => Just(Behaviour::Crash),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..MAX_OVERLAP_MS, 0u8..3, 0u8..3).prop_map(|(back_ms, action, text)| Op::Add { back_ms, action, text }),
+        2 => (0usize..1000).prop_map(Op::Duplicate),
+        3 => prop_oneof![Just(0i64), 1i64..5, 1i64..20_000, 1i64..400_000].prop_map(Op::Tick),
+        3 => (prop::collection::vec(behaviour(), 0..4), prop::collection::vec(behaviour(), 0..4))
+            .prop_map(|(a, b)| Op::Poll(a, b)),
+        1 => Just(Op::Restart),
+    ]
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    config: Arc<Config>,
+    clock: Arc<ManualClock>,
+    source: Arc<ModelSource>,
+    sinks: Vec<Arc<RecordingSink>>,
+    handles: Vec<Arc<SinkHandle>>,
+    org: OrgRef,
+}
+
+impl World {
+    fn new(batch: [usize; 2], max_events: usize, overlap_ms: i64) -> World {
+        // tmpfs when available: thousands of checkpoint fsyncs per run stay cheap.
+        let dir = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap();
+        let text = format!(
+            r#"
+[agent]
+state_dir = "{}"
+initial_lookback = "1h"
+overlap = "{overlap_ms}ms"
+max_events_in_memory = {max_events}
+[[organizations]]
+provider = "gh"
+name = "acme"
+[[sinks]]
+name = "a"
+type = "file"
+path = "/dev/null"
+batch_max_events = {}
+[[sinks]]
+name = "b"
+type = "file"
+path = "/dev/null"
+format = "cef"
+batch_max_events = {}
+"#,
+            dir.path().display(),
+            batch[0],
+            batch[1]
+        );
+        let tokens = TokenSources {
+            env: Some("t".into()),
+            credentials_directory: None,
+        };
+        let config = Arc::new(Config::from_toml(&text, "props.toml", &tokens, false).unwrap());
+        let sinks: Vec<Arc<RecordingSink>> =
+            (0..2).map(|_| Arc::new(RecordingSink::default())).collect();
+        let handles = config
+            .sinks
+            .iter()
+            .zip(&sinks)
+            .map(|(spec, s)| {
+                Arc::new(SinkHandle {
+                    spec: spec.clone(),
+                    sink: s.clone() as Arc<dyn Sink>,
+                    encoder: Encoder::new(spec.format, spec.format_options.clone()),
+                })
+            })
+            .collect();
+        World {
+            _dir: dir,
+            config,
+            clock: Arc::new(ManualClock::new(T0)),
+            source: Arc::new(ModelSource::default()),
+            sinks,
+            handles,
+            org: OrgRef::new(Provider::Gh, "acme"),
+        }
+    }
+
+    fn pipeline(&self) -> OrgPipeline {
+        let clock: SharedClock = self.clock.clone();
+        let shared = Shared {
+            config: self.config.clone(),
+            source: self.source.clone(),
+            clock,
+            metrics: Arc::new(Metrics::new()),
+            invalid_events: DeadLetter::in_state_dir(&self.config.agent.state_dir, "invalid"),
+        };
+        OrgPipeline::new(
+            self.org.clone(),
+            &self.handles,
+            shared,
+            RetryPolicy::default(),
+        )
+    }
+
+    fn expected_ids(&self) -> Vec<EventId> {
+        let events = self
+            .source
+            .held
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| AuditEvent::from_value(v.clone()).unwrap())
+            .collect();
+        let mut ids: Vec<EventId> = identify(&Arc::new(self.org.clone()), events, 0)
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+fn run_ops(
+    ops: Vec<Op>,
+    batch: [usize; 2],
+    max_events: usize,
+    overlap_ms: i64,
+) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let w = World::new(batch, max_events, overlap_ms);
+        let (_t, shutdown) = Shutdown::new();
+        let mut p = w.pipeline();
+        for op in ops {
+            match op {
+                Op::Add {
+                    back_ms,
+                    action,
+                    text,
+                } => {
+                    // Late arrivals only within the overlap: older ones are the documented limit.
+                    let ts = w.clock.now_ms() - back_ms.min(overlap_ms);
+                    let actions = [
+                        "user.login",
+                        "repositories.tokens.create",
+                        "future.thing.do",
+                    ];
+                    let texts = ["plain", "a|b=c\\d\nline", "ünï ☃"];
+                    w.source.held.lock().unwrap().push(json!({
+                        "timestamp": chrono::DateTime::from_timestamp_millis(ts).unwrap()
+                            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        "action": actions[action as usize], "description": texts[text as usize],
+                        "result": "succeed", "actor": {"email": "a@b.c"}
+                    }));
+                }
+                Op::Duplicate(i) => {
+                    let mut held = w.source.held.lock().unwrap();
+                    if !held.is_empty() {
+                        let copy = held[i % held.len()].clone();
+                        // Only if still inside the overlap: older late copies are the documented limit.
+                        let ts = AuditEvent::from_value(copy.clone()).unwrap().timestamp_ms;
+                        if ts >= w.clock.now_ms() - overlap_ms {
+                            held.push(copy);
+                        }
+                    }
+                }
+                Op::Tick(ms) => w.clock.advance(ms),
+                Op::Poll(a, b) => {
+                    w.sinks[0].plan.lock().unwrap().extend(a);
+                    w.sinks[1].plan.lock().unwrap().extend(b);
+                    let _ = p.run_pass(&shutdown).await;
+                    if w.sinks.iter().any(|s| *s.crashed.lock().unwrap()) {
+                        // kill -9: in-memory state is gone; restart from the checkpoints on disk.
+                        for s in &w.sinks {
+                            *s.crashed.lock().unwrap() = false;
+                            s.plan.lock().unwrap().clear();
+                        }
+                        p = w.pipeline();
+                    }
+                }
+                Op::Restart => p = w.pipeline(),
+            }
+        }
+        // Recovery: every sink healthy, time passes beyond any backoff, poll until clean.
+        for s in &w.sinks {
+            s.plan.lock().unwrap().clear();
+        }
+        let mut clean = false;
+        for _ in 0..5 {
+            w.clock.advance(3_600_000);
+            let r = p.run_pass(&shutdown).await;
+            if r.ok() && r.delivered.values().sum::<usize>() == 0 {
+                clean = true;
+                break;
+            }
+        }
+        prop_assert!(clean, "pipeline did not settle");
+        let expected = w.expected_ids();
+        for (i, s) in w.sinks.iter().enumerate() {
+            let mut got = s.delivered.lock().unwrap().clone();
+            got.sort();
+            let mut unique = got.clone();
+            unique.dedup();
+            prop_assert_eq!(
+                &unique,
+                &expected,
+                "sink {} is missing events or has foreign ones",
+                i
+            );
+            let dups = got.len() - unique.len();
+            let crashed = *s.crashed_records.lock().unwrap();
+            prop_assert!(
+                dups <= crashed,
+                "sink {}: {} duplicates but only {} records in crashed batches",
+                i,
+                dups,
+                crashed
+            );
+        }
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #[test]
+    fn every_held_event_is_delivered_to_every_sink(
+        ops in prop::collection::vec(op(), 1..40),
+        batch_a in 1usize..4,
+        batch_b in 1usize..6,
+        max_events in 2usize..12,
+        overlap_ms in prop_oneof![Just(0i64), Just(MAX_OVERLAP_MS)],
+    ) {
+        run_ops(ops, [batch_a, batch_b], max_events, overlap_ms)?;
+    }
+}
+
+#[test]
+fn failing_sink_does_not_hold_back_the_other() {
+    let ops = vec![
+        Op::Add {
+            back_ms: 0,
+            action: 0,
+            text: 0,
+        },
+        Op::Tick(10),
+        Op::Poll(vec![Behaviour::Fail; 3], vec![]),
+    ];
+    // After the first poll, sink b has the event and sink a does not; recovery catches a up.
+    run_ops(ops, [1, 1], 10, MAX_OVERLAP_MS).unwrap();
+    let w = World::new([1, 1], 10, MAX_OVERLAP_MS);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_t, shutdown) = Shutdown::new();
+        let mut p = w.pipeline();
+        w.source
+            .held
+            .lock()
+            .unwrap()
+            .push(json!({"timestamp": T0 - 5, "action": "user.login"}));
+        w.sinks[0].plan.lock().unwrap().push_back(Behaviour::Fail);
+        let r = p.run_pass(&shutdown).await;
+        assert_eq!(r.sink_errors.len(), 1);
+        assert_eq!(w.sinks[0].delivered.lock().unwrap().len(), 0);
+        assert_eq!(w.sinks[1].delivered.lock().unwrap().len(), 1);
+        // Not due yet: backoff keeps it out of the next immediate pass, the other sink moves on.
+        w.source
+            .held
+            .lock()
+            .unwrap()
+            .push(json!({"timestamp": T0 + 1, "action": "user.login"}));
+        w.clock.advance(2);
+        let _ = p.run_pass(&shutdown).await;
+        assert_eq!(w.sinks[1].delivered.lock().unwrap().len(), 2);
+        w.clock.advance(600_000);
+        let r = p.run_pass(&shutdown).await;
+        assert!(r.ok(), "{r:?}");
+        assert_eq!(w.sinks[0].delivered.lock().unwrap().len(), 2);
+        assert_eq!(w.sinks[1].delivered.lock().unwrap().len(), 2);
+    });
+}
+
+#[test]
+fn a_poll_with_nothing_new_delivers_nothing_and_keeps_checkpoints_small() {
+    let w = World::new([10, 10], 100, MAX_OVERLAP_MS);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_t, shutdown) = Shutdown::new();
+        let mut p = w.pipeline();
+        for i in 0..5 {
+            w.source
+                .held
+                .lock()
+                .unwrap()
+                .push(json!({"timestamp": T0 - 100 + i, "action": "user.login"}));
+        }
+        let r = p.run_pass(&shutdown).await;
+        assert_eq!(r.delivered.values().sum::<usize>(), 10);
+        w.clock.advance(1_000);
+        let r = p.run_pass(&shutdown).await;
+        assert_eq!(r.delivered.values().sum::<usize>(), 0);
+        // After the overlap passes, remembered ids are pruned.
+        w.clock.advance(60_000);
+        let _ = p.run_pass(&shutdown).await;
+        let path =
+            codacy_audit_forwarder::checkpoint::path_for(&w.config.agent.state_dir, &w.org, "a");
+        let c = codacy_audit_forwarder::checkpoint::load(&path)
+            .unwrap()
+            .unwrap();
+        assert!(c.recent.is_empty(), "{:?}", c.recent);
+        let _: BTreeMap<(), ()> = BTreeMap::new();
+    });
+}
