@@ -1,0 +1,158 @@
+//! Every bad configuration stops the real binary with exit code 2 and a message that names the
+//! file and the key (never a panic, never a start).
+
+use std::path::Path;
+use std::process::Command;
+
+const GOOD: &str = r#"
+[codacy]
+base_url = "https://app.codacy.com"
+page_limit = 1000
+request_timeout = "30s"
+
+[agent]
+state_dir = "STATE"
+poll_interval = "60s"
+initial_lookback = "24h"
+overlap = "10m"
+
+[[organizations]]
+provider = "gh"
+name = "acme"
+
+[[sinks]]
+name = "archive"
+type = "file"
+path = "STATE/audit.ndjson"
+format = "json"
+"#;
+
+struct Outcome {
+    code: Option<i32>,
+    stderr: String,
+}
+
+fn run(dir: &Path, config: &str, subcommand: &str, token: Option<&str>) -> Outcome {
+    let path = dir.join("config.toml");
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(&path, config.replace("STATE", &state.display().to_string())).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_codacy-audit-forwarder"));
+    cmd.arg(subcommand).arg("--config").arg(&path);
+    cmd.env_remove("CODACY_API_TOKEN").env_remove("CREDENTIALS_DIRECTORY");
+    if let Some(t) = token {
+        cmd.env("CODACY_API_TOKEN", t);
+    }
+    let out = cmd.output().unwrap();
+    Outcome {
+        code: out.status.code(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn assert_config_error(config: &str, key: &str, words: &str) {
+    for subcommand in ["run", "once", "check"] {
+        let dir = tempfile::tempdir().unwrap();
+        let o = run(dir.path(), config, subcommand, Some("secret-token-value"));
+        assert_eq!(o.code, Some(2), "{subcommand}: expected exit 2, stderr: {}", o.stderr);
+        assert!(o.stderr.contains("config.toml"), "{subcommand}: no file name in: {}", o.stderr);
+        assert!(o.stderr.contains(key), "{subcommand}: key {key:?} not named in: {}", o.stderr);
+        assert!(o.stderr.contains(words), "{subcommand}: {words:?} not in: {}", o.stderr);
+        assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+        assert!(!o.stderr.contains("secret-token-value"), "token leaked: {}", o.stderr);
+    }
+}
+
+#[test]
+fn unknown_key() {
+    assert_config_error(
+        &GOOD.replace("[agent]", "[agent]\npoll_intervall = \"5s\""),
+        "agent",
+        "poll_intervall",
+    );
+}
+
+#[test]
+fn bad_duration() {
+    assert_config_error(
+        &GOOD.replace("overlap = \"10m\"", "overlap = \"ten minutes\""),
+        "agent.overlap",
+        "not a duration",
+    );
+}
+
+#[test]
+fn unknown_provider() {
+    assert_config_error(
+        &GOOD.replace("provider = \"gh\"", "provider = \"github\""),
+        "organizations[0].provider",
+        "gh, ghe, gl, gle, bb, bbe",
+    );
+}
+
+#[test]
+fn duplicate_sink_names() {
+    let two = format!("{GOOD}\n[[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"STATE/b.ndjson\"\n");
+    assert_config_error(&two, "sinks[1].name", "used twice");
+}
+
+#[test]
+fn unknown_sink_type_and_sink_key() {
+    assert_config_error(&GOOD.replace("type = \"file\"", "type = \"ftp\""), "sinks[0]", "unknown sink type");
+    assert_config_error(
+        &GOOD.replace("format = \"json\"", "format = \"json\"\nrotate = true"),
+        "sinks[0]",
+        "rotate",
+    );
+}
+
+#[test]
+fn lookback_beyond_retention() {
+    assert_config_error(
+        &GOOD.replace("initial_lookback = \"24h\"", "initial_lookback = \"400d\""),
+        "agent.initial_lookback",
+        "365d",
+    );
+}
+
+#[test]
+fn missing_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), GOOD, "once", None);
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    assert!(o.stderr.contains("codacy.api_token_file") && o.stderr.contains("CODACY_API_TOKEN"), "{}", o.stderr);
+}
+
+#[test]
+fn token_file_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = GOOD.replace("request_timeout = \"30s\"", "request_timeout = \"30s\"\napi_token_file = \"/nonexistent/token\"");
+    let o = run(dir.path(), &cfg, "once", None);
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    assert!(o.stderr.contains("/nonexistent/token"), "{}", o.stderr);
+}
+
+#[test]
+fn missing_config_file() {
+    let out = Command::new(env!("CARGO_BIN_EXE_codacy-audit-forwarder"))
+        .args(["once", "--config", "/nonexistent/config.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/config.toml") && err.contains("not found"), "{err}");
+}
+
+#[test]
+fn not_toml_at_all() {
+    assert_config_error("[codacy\nbase_url = 1", "", "config.toml");
+}
+
+#[test]
+fn missing_sink_directory_is_a_startup_error_naming_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = GOOD.replace("path = \"STATE/audit.ndjson\"", "path = \"/nonexistent-dir/audit.ndjson\"");
+    let o = run(dir.path(), &cfg, "once", Some("t"));
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    assert!(o.stderr.contains("/nonexistent-dir") && o.stderr.contains("does not exist"), "{}", o.stderr);
+}
