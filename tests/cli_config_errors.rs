@@ -39,7 +39,8 @@ fn run(dir: &Path, config: &str, subcommand: &str, token: Option<&str>) -> Outco
     std::fs::write(&path, config.replace("STATE", &state.display().to_string())).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_codacy-audit-forwarder"));
     cmd.arg(subcommand).arg("--config").arg(&path);
-    cmd.env_remove("CODACY_API_TOKEN").env_remove("CREDENTIALS_DIRECTORY");
+    cmd.env_remove("CODACY_API_TOKEN")
+        .env_remove("CREDENTIALS_DIRECTORY");
     if let Some(t) = token {
         cmd.env("CODACY_API_TOKEN", t);
     }
@@ -54,12 +55,33 @@ fn assert_config_error(config: &str, key: &str, words: &str) {
     for subcommand in ["run", "once", "check"] {
         let dir = tempfile::tempdir().unwrap();
         let o = run(dir.path(), config, subcommand, Some("secret-token-value"));
-        assert_eq!(o.code, Some(2), "{subcommand}: expected exit 2, stderr: {}", o.stderr);
-        assert!(o.stderr.contains("config.toml"), "{subcommand}: no file name in: {}", o.stderr);
-        assert!(o.stderr.contains(key), "{subcommand}: key {key:?} not named in: {}", o.stderr);
-        assert!(o.stderr.contains(words), "{subcommand}: {words:?} not in: {}", o.stderr);
+        assert_eq!(
+            o.code,
+            Some(2),
+            "{subcommand}: expected exit 2, stderr: {}",
+            o.stderr
+        );
+        assert!(
+            o.stderr.contains("config.toml"),
+            "{subcommand}: no file name in: {}",
+            o.stderr
+        );
+        assert!(
+            o.stderr.contains(key),
+            "{subcommand}: key {key:?} not named in: {}",
+            o.stderr
+        );
+        assert!(
+            o.stderr.contains(words),
+            "{subcommand}: {words:?} not in: {}",
+            o.stderr
+        );
         assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
-        assert!(!o.stderr.contains("secret-token-value"), "token leaked: {}", o.stderr);
+        assert!(
+            !o.stderr.contains("secret-token-value"),
+            "token leaked: {}",
+            o.stderr
+        );
     }
 }
 
@@ -92,13 +114,19 @@ fn unknown_provider() {
 
 #[test]
 fn duplicate_sink_names() {
-    let two = format!("{GOOD}\n[[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"STATE/b.ndjson\"\n");
+    let two = format!(
+        "{GOOD}\n[[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"STATE/b.ndjson\"\n"
+    );
     assert_config_error(&two, "sinks[1].name", "used twice");
 }
 
 #[test]
 fn unknown_sink_type_and_sink_key() {
-    assert_config_error(&GOOD.replace("type = \"file\"", "type = \"ftp\""), "sinks[0]", "unknown sink type");
+    assert_config_error(
+        &GOOD.replace("type = \"file\"", "type = \"ftp\""),
+        "sinks[0]",
+        "unknown sink type",
+    );
     assert_config_error(
         &GOOD.replace("format = \"json\"", "format = \"json\"\nrotate = true"),
         "sinks[0]",
@@ -120,13 +148,20 @@ fn missing_token() {
     let dir = tempfile::tempdir().unwrap();
     let o = run(dir.path(), GOOD, "once", None);
     assert_eq!(o.code, Some(2), "{}", o.stderr);
-    assert!(o.stderr.contains("codacy.api_token_file") && o.stderr.contains("CODACY_API_TOKEN"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("codacy.api_token_file") && o.stderr.contains("CODACY_API_TOKEN"),
+        "{}",
+        o.stderr
+    );
 }
 
 #[test]
 fn token_file_that_does_not_exist() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = GOOD.replace("request_timeout = \"30s\"", "request_timeout = \"30s\"\napi_token_file = \"/nonexistent/token\"");
+    let cfg = GOOD.replace(
+        "request_timeout = \"30s\"",
+        "request_timeout = \"30s\"\napi_token_file = \"/nonexistent/token\"",
+    );
     let o = run(dir.path(), &cfg, "once", None);
     assert_eq!(o.code, Some(2), "{}", o.stderr);
     assert!(o.stderr.contains("/nonexistent/token"), "{}", o.stderr);
@@ -140,7 +175,10 @@ fn missing_config_file() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/nonexistent/config.toml") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("/nonexistent/config.toml") && err.contains("not found"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -151,8 +189,15 @@ fn not_toml_at_all() {
 #[test]
 fn missing_sink_directory_is_a_startup_error_naming_the_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = GOOD.replace("path = \"STATE/audit.ndjson\"", "path = \"/nonexistent-dir/audit.ndjson\"");
+    let cfg = GOOD.replace(
+        "path = \"STATE/audit.ndjson\"",
+        "path = \"/nonexistent-dir/audit.ndjson\"",
+    );
     let o = run(dir.path(), &cfg, "once", Some("t"));
     assert_eq!(o.code, Some(2), "{}", o.stderr);
-    assert!(o.stderr.contains("/nonexistent-dir") && o.stderr.contains("does not exist"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("/nonexistent-dir") && o.stderr.contains("does not exist"),
+        "{}",
+        o.stderr
+    );
 }

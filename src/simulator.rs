@@ -1,1 +1,0 @@
-//! Embedded Codacy API simulator (being written).
