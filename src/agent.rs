@@ -271,16 +271,15 @@ impl Agent {
                 self.stop_org(org).await;
             }
         }
-        for name in self.sinks.keys() {
-            if !new_sinks.contains_key(name) {
-                for org in &old.organizations {
-                    self.metrics.forget(&org.key(), name);
+        // Removed pipelines leave /health and the gauges.
+        for org in &old.organizations {
+            for name in self.sinks.keys() {
+                if !new_sinks.contains_key(name) || !new.organizations.contains(org) {
+                    self.metrics.unregister(&org.key(), name);
                 }
             }
-        }
-        for org in &old.organizations {
             if !new.organizations.contains(org) {
-                self.metrics.forget(&org.key(), "");
+                self.metrics.unregister(&org.key(), "");
             }
         }
         let removed: Vec<Arc<SinkHandle>> = self

@@ -232,52 +232,6 @@ pub async fn store_async(
         })?
 }
 
-/// Every checkpoint under a state directory: (path, organization key, sink, cursor or error).
-pub fn list(state_dir: &Path) -> Vec<(PathBuf, Result<(String, String, Cursor), CheckpointError>)> {
-    let mut out = Vec::new();
-    let root = state_dir.join("checkpoints");
-    let Ok(providers) = std::fs::read_dir(&root) else {
-        return out;
-    };
-    for prov in providers.flatten() {
-        let Ok(orgs) = std::fs::read_dir(prov.path()) else {
-            continue;
-        };
-        for org in orgs.flatten() {
-            let Ok(files) = std::fs::read_dir(org.path()) else {
-                continue;
-            };
-            for f in files.flatten() {
-                let path = f.path();
-                if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                    continue;
-                }
-                let res = std::fs::read(&path)
-                    .map_err(|source| CheckpointError::Read {
-                        path: path.display().to_string(),
-                        source,
-                    })
-                    .and_then(|bytes| {
-                        let d: OnDisk = serde_json::from_slice(&bytes).map_err(|e| {
-                            CheckpointError::Corrupt {
-                                path: path.display().to_string(),
-                                reason: e.to_string(),
-                            }
-                        })?;
-                        let cursor = load(&path)?.ok_or_else(|| CheckpointError::Corrupt {
-                            path: path.display().to_string(),
-                            reason: "vanished".into(),
-                        })?;
-                        Ok((d.organization, d.sink, cursor))
-                    });
-                out.push((path, res));
-            }
-        }
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,24 +4,15 @@ use crate::agent::{self, Agent, StartError};
 use crate::clock::SharedClock;
 use crate::codacy::Client;
 use crate::config::Config;
-use crate::telemetry::Metrics;
+use crate::event::OrgRef;
+use crate::format::{Encoder, Format, FormatOptions};
+use crate::lock::StateLock;
+use crate::sdnotify::Notifier;
+use crate::telemetry::{self, HealthPolicy, Metrics};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
-
-pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.with_ansi(false).try_init()
-    };
-}
 
 /// `run`: the daemon.
 pub async fn run_daemon(
@@ -29,10 +20,11 @@ pub async fn run_daemon(
     config: Config,
     clock: SharedClock,
 ) -> Result<(), StartError> {
+    let notifier = Notifier::from_env();
     let metrics = Arc::new(Metrics::new());
     let state_dir = config.agent.state_dir.clone();
     agent::prepare_state_dir(&config)?;
-    let _lock = crate::lock::StateLock::acquire(&state_dir).map_err(|e| StartError::State {
+    let _lock = StateLock::acquire(&state_dir).map_err(|e| StartError::State {
         path: state_dir.display().to_string(),
         message: e.to_string(),
     })?;
@@ -42,16 +34,41 @@ pub async fn run_daemon(
     let mut term = sig(SignalKind::terminate())?;
     let mut int = sig(SignalKind::interrupt())?;
     let mut hup = sig(SignalKind::hangup())?;
+    let (telemetry_stop, telemetry_stopped) = tokio::sync::oneshot::channel::<()>();
+    let telemetry = match config.telemetry.listen {
+        Some(listen) => {
+            let policy = HealthPolicy {
+                poll_interval: config.agent.poll_interval,
+                stale_intervals: config.telemetry.health_stale_intervals,
+            };
+            let (task, addr) =
+                telemetry::serve(listen, metrics.clone(), policy, clock.clone(), async {
+                    let _ = telemetry_stopped.await;
+                })
+                .await
+                .map_err(|e| StartError::Other(format!("telemetry.listen: {e}")))?;
+            tracing::info!(address = %addr, "serving /metrics and /health");
+            Some(task)
+        }
+        None => None,
+    };
     let mut agent = Agent::start(Arc::new(config), metrics.clone(), clock.clone()).await?;
     tracing::info!(organizations = agent.config.organizations.len(), sinks = agent.config.sinks.len(),
-        config = %path.display(), "codacy-audit-forwarder started");
+        config = %path.display(), version = env!("CARGO_PKG_VERSION"), "codacy-audit-forwarder started");
+    notifier.ready();
     let mut status_tick = tokio::time::interval(Duration::from_secs(2));
+    let mut watchdog_tick = tokio::time::interval(
+        notifier
+            .watchdog_interval()
+            .unwrap_or(Duration::from_secs(3600)),
+    );
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
                 tracing::info!(config = %path.display(), "SIGHUP: reloading configuration");
+                notifier.status("reloading configuration");
                 match Config::load(&path) {
                     Ok(new) if new.agent.state_dir != agent.config.agent.state_dir => tracing::error!(
                         "configuration reload rejected: agent.state_dir cannot change while running (restart instead); the running configuration stays"),
@@ -63,16 +80,62 @@ pub async fn run_daemon(
                     Err(e) => tracing::error!(error = %e, "configuration reload rejected; the running configuration stays"),
                 }
             }
+            _ = watchdog_tick.tick() => {
+                // Only vouch for the agent while every pipeline task is alive.
+                if agent.tasks_alive() {
+                    notifier.watchdog();
+                }
+            }
             _ = status_tick.tick() => {
                 crate::status::write(&state_dir, &metrics, clock.now_ms());
+                notifier.status(&status_line(&agent, &metrics));
             }
         }
     }
     tracing::info!("shutting down: finishing batches in flight");
+    notifier.stopping();
     agent.shutdown().await;
     crate::status::write(&state_dir, &metrics, clock.now_ms());
+    let _ = telemetry_stop.send(());
+    if let Some(task) = telemetry {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The systemd STATUS= line: what an operator sees in `systemctl status`.
+fn status_line(agent: &Agent, metrics: &Metrics) -> String {
+    let statuses = metrics.statuses();
+    let failing = statuses.values().filter(|s| s.last_error.is_some()).count();
+    let delivered: u64 = agent
+        .config
+        .organizations
+        .iter()
+        .flat_map(|o| {
+            agent
+                .config
+                .sinks
+                .iter()
+                .map(move |s| (o.key(), s.name.clone()))
+        })
+        .map(|(o, s)| {
+            metrics.counter(
+                "codacy_forwarder_events_delivered_total",
+                &[("organization", &o), ("sink", &s)],
+            )
+        })
+        .sum();
+    format!(
+        "{} organization(s), {} sink(s); {delivered} record(s) delivered since start; {}",
+        agent.config.organizations.len(),
+        agent.config.sinks.len(),
+        if failing == 0 {
+            "all pipelines healthy".to_string()
+        } else {
+            format!("{failing} pipeline(s) failing")
+        }
+    )
 }
 
 /// `check`: validates, calls the API once per organization, probes every sink. Prints a report;
@@ -146,7 +209,8 @@ pub async fn demo(
     crate::demo::run(out, duration, clock).await
 }
 
-/// `preview`: events from a file or stdin, printed in a format.
+/// `preview`: events from a file or stdin, printed in a format. Errors starting with "usage:"
+/// are command-line mistakes (exit 2).
 pub fn preview(
     format: &str,
     org: &str,
@@ -154,6 +218,42 @@ pub fn preview(
     file: Option<&std::path::Path>,
     clock: &SharedClock,
 ) -> Result<(), String> {
-    let _ = (format, org, ecs_namespace, file, clock);
-    Err("preview: not available yet".into())
+    use std::io::{BufReader, Write};
+    let format: Format = format
+        .parse()
+        .map_err(|e| format!("usage: --format: {e}"))?;
+    let (provider, name) = org
+        .split_once('/')
+        .ok_or_else(|| format!("usage: --org {org:?}: write provider/name, e.g. gh/acme"))?;
+    let org = OrgRef::new(
+        provider.parse().map_err(|e| format!("usage: --org: {e}"))?,
+        name,
+    );
+    crate::format::ecs::validate_namespace(ecs_namespace)
+        .map_err(|e| format!("usage: --ecs-namespace: {e}"))?;
+    let options = FormatOptions {
+        ecs_namespace: ecs_namespace.to_string(),
+        ..FormatOptions::default()
+    };
+    let encoder = Encoder::new(format, options);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let result = match file {
+        Some(path) => {
+            let f = std::fs::File::open(path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            crate::preview::preview(&encoder, &org, BufReader::new(f), &mut out, clock.now_ms())
+                .map_err(|e| format!("{}: {e}", path.display()))
+        }
+        None => crate::preview::preview(
+            &encoder,
+            &org,
+            std::io::stdin().lock(),
+            &mut out,
+            clock.now_ms(),
+        )
+        .map_err(|e| format!("stdin: {e}")),
+    };
+    let _ = out.flush();
+    result.map(|_| ())
 }

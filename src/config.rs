@@ -447,6 +447,7 @@ fn parse_sink(i: usize, mut table: Map<String, Value>) -> Result<SinkSpec, (Stri
         Some(f) => f.parse().map_err(|m| (key("format"), m))?,
     };
     let mut format_options = FormatOptions::default();
+    let explicit_namespace = table.contains_key("ecs_namespace");
     if let Some(ns) = take_str(&mut table, "ecs_namespace")? {
         crate::format::ecs::validate_namespace(&ns).map_err(|m| (key("ecs_namespace"), m))?;
         format_options.ecs_namespace = ns;
@@ -488,6 +489,28 @@ fn parse_sink(i: usize, mut table: Map<String, Value>) -> Result<SinkSpec, (Stri
             ),
         }
     })?;
+    // An ECS document's data_stream fields must equal the data stream it lands in, or
+    // Elasticsearch rejects it (constant_keyword): take the namespace from `data_stream`.
+    if let (SinkKind::Elasticsearch(es), Format::Ecs) = (&kind, format) {
+        let ds = es.data_stream().to_string();
+        let mut parts = ds.splitn(3, '-');
+        let (_, dataset, namespace) = (parts.next(), parts.next(), parts.next());
+        if dataset != Some("codacy.audit") {
+            return Err((
+                key("data_stream"),
+                format!("{ds:?}: ECS documents carry data_stream.dataset \"codacy.audit\"; use logs-codacy.audit-<namespace>"),
+            ));
+        }
+        if let Some(ns) = namespace {
+            if explicit_namespace && format_options.ecs_namespace != ns {
+                return Err((
+                    key("ecs_namespace"),
+                    format!("{:?} differs from the namespace of data_stream {ds:?}; leave ecs_namespace out", format_options.ecs_namespace),
+                ));
+            }
+            format_options.ecs_namespace = ns.to_string();
+        }
+    }
     kind.validate(format).map_err(|m| {
         (
             format!("sinks[{i}]"),
@@ -581,6 +604,19 @@ format = "json"
             "path = \"/tmp/x/audit.ndjson\"\nmode = \"rw\"\ncolour = 1",
         ));
         assert!(e.key.starts_with("sinks[0]"), "{e}");
+    }
+
+    #[test]
+    fn elasticsearch_ecs_namespace_follows_the_data_stream() {
+        let es = |ds: &str, extra: &str| {
+            format!("{}\n[[sinks]]\nname = \"es\"\ntype = \"elasticsearch\"\nurl = \"https://es:9200\"\nformat = \"ecs\"\ndata_stream = \"{ds}\"\napi_key_env = \"ES_KEY\"\n{extra}", GOOD)
+        };
+        let c = parse(&es("logs-codacy.audit-prod", "")).unwrap();
+        assert_eq!(c.sinks[1].format_options.ecs_namespace, "prod");
+        let e = error_for(&es("logs-codacy.audit-prod", "ecs_namespace = \"default\""));
+        assert_eq!(e.key, "sinks[1].ecs_namespace");
+        let e = error_for(&es("logs-other-prod", ""));
+        assert_eq!(e.key, "sinks[1].data_stream");
     }
 
     #[test]

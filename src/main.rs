@@ -1,9 +1,10 @@
 //! CLI only: parse, load config, run, map errors to exit codes (0 ok, 1 failure, 2 configuration).
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use codacy_audit_forwarder::agent::{self, StartError};
 use codacy_audit_forwarder::clock::{self, SharedClock};
 use codacy_audit_forwarder::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
+use codacy_audit_forwarder::logging::{self, LogFormat};
 use codacy_audit_forwarder::telemetry::Metrics;
 use codacy_audit_forwarder::{cli, status};
 use std::path::PathBuf;
@@ -18,17 +19,11 @@ use std::time::Duration;
     about = "Streams a Codacy organization's audit log into your SIEM"
 )]
 struct Cli {
-    /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Plain)]
-    log_format: LogFormatArg,
+    /// Log line format on stderr (filter with RUST_LOG, e.g. RUST_LOG=debug).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Plain)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormatArg {
-    Plain,
-    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -113,7 +108,7 @@ fn start_error(e: &StartError) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_logging(matches!(cli.log_format, LogFormatArg::Json));
+    logging::init(cli.log_format, "info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

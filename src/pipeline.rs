@@ -165,13 +165,14 @@ impl OrgPipeline {
                             "checkpoint unreadable; this organization/sink pipeline is stopped");
                         shared
                             .metrics
-                            .failure(&org.key(), &h.spec.name, &e.to_string());
+                            .fatal_failure(&org.key(), &h.spec.name, &e.to_string());
                         (Cursor::starting_at(start), Some(e.to_string()))
                     }
                 };
                 shared
                     .metrics
                     .checkpoint(&org.key(), &h.spec.name, cursor.cursor_ms, now);
+                shared.metrics.register(&org.key(), &h.spec.name, now);
                 SinkState {
                     handle: h.clone(),
                     path,
@@ -182,6 +183,7 @@ impl OrgPipeline {
                 }
             })
             .collect();
+        shared.metrics.register(&org.key(), "", now);
         OrgPipeline {
             org,
             shared,
@@ -283,7 +285,11 @@ impl OrgPipeline {
                     } else {
                         tracing::warn!(organization = %org_key, error = %msg, "fetch failed; will retry");
                     }
-                    self.shared.metrics.failure(&org_key, "", &msg);
+                    if needs_human {
+                        self.shared.metrics.fatal_failure(&org_key, "", &msg);
+                    } else {
+                        self.shared.metrics.failure(&org_key, "", &msg);
+                    }
                     report.fetch_error = Some(msg);
                     break;
                 }
@@ -594,7 +600,10 @@ fn fail(
         .unwrap_or_else(|| backoff.delay(state.failures - 1))
         .max(Duration::from_millis(100));
     state.retry_at_ms = shared.clock.now_ms() + wait.as_millis() as i64;
-    shared.metrics.failure(&org.key(), name, &message);
+    match kind {
+        SinkErrorKind::Fatal => shared.metrics.fatal_failure(&org.key(), name, &message),
+        SinkErrorKind::Transient => shared.metrics.failure(&org.key(), name, &message),
+    }
     match kind {
         SinkErrorKind::Fatal => {
             tracing::error!(organization = %org, sink = %name, error = %message,

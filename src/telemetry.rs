@@ -1,8 +1,26 @@
 //! Metrics and status: counters and gauges the pipeline updates, rendered as Prometheus text,
-//! plus the per-(organization, sink) status that `/health` and logs report.
+//! plus the per-(organization, sink) status that `/health` and logs report, and the small HTTP
+//! server (`[telemetry] listen`) that exposes both.
+//!
+//! Health policy (what `/health` answers):
+//! - A pipeline is **unhealthy** (HTTP 503) when it made no progress for `health_stale_intervals`
+//!   poll intervals, counted from its last success or, if it never succeeded, from when it was
+//!   registered; or at once when its last error is fatal (bad credentials, permission denied:
+//!   retrying will not fix it, a human must).
+//! - A pipeline whose last attempt failed with a transient error but which is not yet stale is
+//!   **degraded**: still HTTP 200 (a SIEM restart or a 429 must not page anyone or make an
+//!   orchestrator kill the agent, which retries by itself), with the error in the body.
+//! - The body is JSON in both cases: overall status, one entry per pipeline, and `reasons`.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::clock::SharedClock;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -11,6 +29,9 @@ struct Inner {
     counters: BTreeMap<(&'static str, Labels), u64>,
     gauges: BTreeMap<(&'static str, Labels), f64>,
     status: BTreeMap<(String, String), PipelineStatus>,
+    /// Pipelines that are running, with when they started (epoch ms): the staleness baseline
+    /// until their first success.
+    registered: BTreeMap<(String, String), i64>,
 }
 
 /// Health of one pipeline: an organization's fetch (`sink` = "") or one (organization, sink).
@@ -20,6 +41,8 @@ pub struct PipelineStatus {
     pub last_success_ms: Option<i64>,
     /// The last error, cleared on success.
     pub last_error: Option<String>,
+    /// The last error needs a human (see [`Metrics::fatal_failure`]); cleared on success.
+    pub fatal: bool,
 }
 
 /// All metric names in one place, with their help text.
@@ -68,6 +91,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "codacy_forwarder_last_successful_poll_timestamp_seconds",
         "gauge",
         "When the last poll of an organization completed (epoch seconds).",
+    ),
+    (
+        "codacy_forwarder_pipeline_last_success_timestamp_seconds",
+        "gauge",
+        "When a pipeline (organization and sink; sink=\"\" is the fetch) last made progress (epoch seconds).",
     ),
     (
         "codacy_forwarder_build_info",
@@ -198,6 +226,11 @@ impl Metrics {
 
     /// Records progress of a pipeline (`sink` = "" for the organization's fetch).
     pub fn success(&self, org: &str, sink: &str, now_ms: i64) {
+        self.set_gauge(
+            "codacy_forwarder_pipeline_last_success_timestamp_seconds",
+            &[("organization", org), ("sink", sink)],
+            now_ms as f64 / 1000.0,
+        );
         let mut inner = self.lock();
         let s = inner
             .status
@@ -205,16 +238,55 @@ impl Metrics {
             .or_default();
         s.last_success_ms = Some(now_ms);
         s.last_error = None;
+        s.fatal = false;
     }
 
     /// Records a failure of a pipeline (`sink` = "" for the organization's fetch).
     pub fn failure(&self, org: &str, sink: &str, error: &str) {
         let mut inner = self.lock();
-        inner
+        let s = inner
             .status
             .entry((org.to_string(), sink.to_string()))
-            .or_default()
-            .last_error = Some(error.to_string());
+            .or_default();
+        s.last_error = Some(error.to_string());
+        s.fatal = false;
+    }
+
+    /// Records a failure that retrying will not fix (bad token, permission denied): `/health`
+    /// reports the pipeline unhealthy at once instead of waiting for it to go stale.
+    pub fn fatal_failure(&self, org: &str, sink: &str, error: &str) {
+        let mut inner = self.lock();
+        let s = inner
+            .status
+            .entry((org.to_string(), sink.to_string()))
+            .or_default();
+        s.last_error = Some(error.to_string());
+        s.fatal = true;
+    }
+
+    /// A pipeline started (`sink` = "" for the organization's fetch). Until its first success,
+    /// `/health` measures staleness from `now_ms`. Registering again keeps the first time.
+    pub fn register(&self, org: &str, sink: &str, now_ms: i64) {
+        self.lock()
+            .registered
+            .entry((org.to_string(), sink.to_string()))
+            .or_insert(now_ms);
+    }
+
+    /// A pipeline stopped for good (organization or sink removed): forget its status and gauges.
+    pub fn unregister(&self, org: &str, sink: &str) {
+        self.forget(org, sink);
+    }
+
+    /// Registered pipelines and when they started (epoch ms).
+    pub fn registered(&self) -> BTreeMap<(String, String), i64> {
+        self.lock().registered.clone()
+    }
+
+    /// `/health` as of `now_ms`; see the module docs for the policy.
+    pub fn health(&self, now_ms: i64, policy: &HealthPolicy) -> Health {
+        let inner = self.lock();
+        health(&inner.status, &inner.registered, now_ms, policy)
     }
 
     /// Status of every pipeline seen so far, keyed by (organization, sink).
@@ -226,6 +298,9 @@ impl Metrics {
     pub fn forget(&self, org: &str, sink: &str) {
         let mut inner = self.lock();
         inner.status.remove(&(org.to_string(), sink.to_string()));
+        inner
+            .registered
+            .remove(&(org.to_string(), sink.to_string()));
         inner.gauges.retain(|(_, l), _| {
             !(l.iter().any(|(k, v)| *k == "organization" && v == org)
                 && (sink.is_empty() || l.iter().any(|(k, v)| *k == "sink" && v == sink)))
@@ -265,6 +340,206 @@ impl Metrics {
         }
         out
     }
+}
+
+/// When `/health` turns a pipeline unhealthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthPolicy {
+    pub poll_interval: Duration,
+    /// `[telemetry] health_stale_intervals`.
+    pub stale_intervals: u32,
+}
+
+impl HealthPolicy {
+    /// No progress for longer than this makes a pipeline unhealthy.
+    pub fn stale_after(&self) -> Duration {
+        self.poll_interval * self.stale_intervals.max(1)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    /// Every pipeline progressed recently and its last attempt succeeded.
+    Ok,
+    /// Every pipeline progressed recently, but some last attempt failed (retrying).
+    Degraded,
+    /// Some pipeline is stale or has a fatal error.
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PipelineHealth {
+    pub organization: String,
+    /// `None` for the organization's fetch from the Codacy API.
+    pub sink: Option<String>,
+    pub healthy: bool,
+    /// Epoch ms of the last success, if any.
+    pub last_success_ms: Option<i64>,
+    /// Seconds since the last success (or since registration when it never succeeded).
+    pub seconds_since_progress: Option<u64>,
+    pub last_error: Option<String>,
+    pub fatal: bool,
+}
+
+/// The `/health` answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Health {
+    pub status: HealthState,
+    pub now_ms: i64,
+    pub stale_after_seconds: u64,
+    /// One line per unhealthy or degraded pipeline, for people and alert messages.
+    pub reasons: Vec<String>,
+    pub pipelines: Vec<PipelineHealth>,
+}
+
+impl Health {
+    /// 200 for ok and degraded, 503 for unhealthy.
+    pub fn http_status(&self) -> u16 {
+        match self.status {
+            HealthState::Ok | HealthState::Degraded => 200,
+            HealthState::Unhealthy => 503,
+        }
+    }
+}
+
+/// Pure health evaluation over every pipeline that is registered or has a status.
+pub fn health(
+    statuses: &BTreeMap<(String, String), PipelineStatus>,
+    registered: &BTreeMap<(String, String), i64>,
+    now_ms: i64,
+    policy: &HealthPolicy,
+) -> Health {
+    let stale_ms = i64::try_from(policy.stale_after().as_millis()).unwrap_or(i64::MAX);
+    let mut keys: Vec<&(String, String)> = registered.keys().chain(statuses.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let none = PipelineStatus::default();
+    let mut out = Health {
+        status: HealthState::Ok,
+        now_ms,
+        stale_after_seconds: policy.stale_after().as_secs(),
+        reasons: Vec::new(),
+        pipelines: Vec::new(),
+    };
+    for key in keys {
+        let (org, sink) = key;
+        let st = statuses.get(key).unwrap_or(&none);
+        let since = st.last_success_ms.or_else(|| registered.get(key).copied());
+        let age_ms = since.map(|t| (now_ms - t).max(0));
+        let stale = age_ms.is_some_and(|a| a > stale_ms);
+        let healthy = !stale && !st.fatal;
+        let who = if sink.is_empty() {
+            format!("organization {org} (fetch from Codacy)")
+        } else {
+            format!("organization {org} -> sink {sink}")
+        };
+        let err = st
+            .last_error
+            .as_deref()
+            .map(|e| format!("; last error: {e}"))
+            .unwrap_or_default();
+        if st.fatal {
+            out.reasons.push(format!(
+                "{who}: stopped by an error that needs attention{err}"
+            ));
+        } else if stale {
+            let age = age_ms.unwrap_or(0) / 1000;
+            let what = if st.last_success_ms.is_some() {
+                format!("no progress for {age}s")
+            } else {
+                format!("no success since it started {age}s ago")
+            };
+            out.reasons.push(format!(
+                "{who}: {what} (limit {}s){err}",
+                out.stale_after_seconds
+            ));
+        } else if st.last_error.is_some() {
+            out.reasons.push(format!("{who}: retrying{err}"));
+        }
+        out.status = match (out.status, healthy, st.last_error.is_some()) {
+            (_, false, _) | (HealthState::Unhealthy, _, _) => HealthState::Unhealthy,
+            (_, true, true) | (HealthState::Degraded, _, _) => HealthState::Degraded,
+            _ => HealthState::Ok,
+        };
+        out.pipelines.push(PipelineHealth {
+            organization: org.clone(),
+            sink: (!sink.is_empty()).then(|| sink.clone()),
+            healthy,
+            last_success_ms: st.last_success_ms,
+            seconds_since_progress: age_ms.map(|a| (a / 1000) as u64),
+            last_error: st.last_error.clone(),
+            fatal: st.fatal,
+        });
+    }
+    out
+}
+
+#[derive(Clone)]
+struct ServerState {
+    metrics: Arc<Metrics>,
+    policy: HealthPolicy,
+    clock: SharedClock,
+}
+
+/// Prometheus text format content type.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Serves `/metrics` and `/health` on `listen` until `shutdown` resolves. Binds before returning,
+/// so a taken port is reported at startup; returns the bound address (useful with port 0).
+pub async fn serve(
+    listen: SocketAddr,
+    metrics: Arc<Metrics>,
+    policy: HealthPolicy,
+    clock: SharedClock,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(tokio::task::JoinHandle<std::io::Result<()>>, SocketAddr)> {
+    use axum::routing::get;
+
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen on {listen} ([telemetry] listen): {e}; choose a free address or \
+                 remove the key to turn the metrics server off"
+            ),
+        )
+    })?;
+    let local = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/health", get(health_handler))
+        .with_state(ServerState {
+            metrics,
+            policy,
+            clock,
+        });
+    tracing::info!(listen = %local, "serving /metrics and /health");
+    let handle = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    Ok((handle, local))
+}
+
+async fn metrics_handler(
+    axum::extract::State(s): axum::extract::State<ServerState>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        s.metrics.render(),
+    )
+}
+
+async fn health_handler(
+    axum::extract::State(s): axum::extract::State<ServerState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let h = s.metrics.health(s.clock.now_ms(), &s.policy);
+    let code = axum::http::StatusCode::from_u16(h.http_status())
+        .unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    (code, axum::Json(h)).into_response()
 }
 
 fn format_float(v: f64) -> String {
@@ -315,5 +590,204 @@ mod tests {
         let s = &m.statuses()[&("gh/acme".to_string(), "siem".to_string())];
         assert_eq!(s.last_error, None);
         assert_eq!(s.last_success_ms, Some(5));
+    }
+
+    const MIN: i64 = 60_000;
+
+    fn policy() -> HealthPolicy {
+        HealthPolicy {
+            poll_interval: Duration::from_secs(60),
+            stale_intervals: 3,
+        }
+    }
+
+    #[test]
+    fn health_is_ok_with_no_pipelines_and_fresh_ones() {
+        let m = Metrics::new();
+        assert_eq!(m.health(0, &policy()).status, HealthState::Ok);
+        m.register("gh/acme", "siem", 0);
+        m.register("gh/acme", "", 0);
+        let h = m.health(2 * MIN, &policy());
+        assert_eq!(h.status, HealthState::Ok);
+        assert_eq!(h.http_status(), 200);
+        assert_eq!(h.pipelines.len(), 2);
+        assert!(h.reasons.is_empty());
+    }
+
+    #[test]
+    fn a_pipeline_that_never_succeeds_goes_stale_counted_from_registration() {
+        let m = Metrics::new();
+        m.register("gh/acme", "siem", 10 * MIN);
+        m.failure("gh/acme", "siem", "connection refused by 10.0.0.5:514");
+        // Transient error, not yet stale: degraded but still 200.
+        let h = m.health(12 * MIN, &policy());
+        assert_eq!(h.status, HealthState::Degraded);
+        assert_eq!(h.http_status(), 200);
+        assert!(h.reasons[0].contains("retrying; last error: connection refused"));
+        // Exactly at the limit is still fine; past it is not.
+        assert_eq!(m.health(13 * MIN, &policy()).http_status(), 200);
+        let h = m.health(13 * MIN + 1000, &policy());
+        assert_eq!(h.status, HealthState::Unhealthy);
+        assert_eq!(h.http_status(), 503);
+        let r = &h.reasons[0];
+        assert!(r.contains("organization gh/acme -> sink siem"), "{r}");
+        assert!(
+            r.contains("no success since it started 181s ago (limit 180s)"),
+            "{r}"
+        );
+        assert!(r.contains("connection refused by 10.0.0.5:514"), "{r}");
+        assert_eq!(h.pipelines[0].seconds_since_progress, Some(181));
+    }
+
+    #[test]
+    fn stale_is_measured_from_the_last_success_and_success_recovers() {
+        let m = Metrics::new();
+        m.register("gh/acme", "", 0);
+        m.poll_succeeded("gh/acme", 5 * MIN);
+        let h = m.health(9 * MIN, &policy());
+        assert_eq!(h.status, HealthState::Unhealthy);
+        assert!(h.reasons[0].contains("(fetch from Codacy): no progress for 240s"));
+        assert_eq!(h.pipelines[0].sink, None);
+        m.poll_succeeded("gh/acme", 9 * MIN);
+        assert_eq!(m.health(9 * MIN, &policy()).status, HealthState::Ok);
+    }
+
+    #[test]
+    fn a_fatal_error_is_unhealthy_at_once_until_the_next_success() {
+        let m = Metrics::new();
+        m.register("gh/acme", "", 0);
+        m.fatal_failure("gh/acme", "", "401 from Codacy: the token is invalid");
+        let h = m.health(1000, &policy());
+        assert_eq!(h.status, HealthState::Unhealthy);
+        assert!(h.reasons[0].contains("needs attention; last error: 401"));
+        assert!(h.pipelines[0].fatal);
+        m.success("gh/acme", "", 2000);
+        assert_eq!(m.health(2000, &policy()).status, HealthState::Ok);
+    }
+
+    #[test]
+    fn one_bad_pipeline_makes_the_whole_answer_unhealthy_and_unregister_forgets_it() {
+        let m = Metrics::new();
+        m.register("gh/a", "s1", 0);
+        m.register("gh/b", "s1", 0);
+        m.success("gh/a", "s1", 10 * MIN);
+        let h = m.health(10 * MIN, &policy());
+        assert_eq!(h.status, HealthState::Unhealthy);
+        assert_eq!(h.reasons.len(), 1);
+        assert!(h.reasons[0].contains("gh/b"));
+        m.unregister("gh/b", "s1");
+        assert_eq!(m.health(10 * MIN, &policy()).status, HealthState::Ok);
+        assert!(!m.render().contains("organization=\"gh/b\""));
+    }
+
+    #[test]
+    fn register_keeps_the_first_start_time() {
+        let m = Metrics::new();
+        m.register("gh/a", "s", 0);
+        m.register("gh/a", "s", 50 * MIN);
+        assert_eq!(m.registered()[&("gh/a".to_string(), "s".to_string())], 0);
+    }
+
+    #[derive(Debug, Default)]
+    struct ManualClock(std::sync::atomic::AtomicI64);
+    impl crate::clock::Clock for ManualClock {
+        fn now_ms(&self) -> i64 {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn server_serves_metrics_and_health_that_follow_pipeline_state() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let metrics = Arc::new(Metrics::new());
+        let clock = Arc::new(ManualClock::default());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (handle, addr) = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            metrics.clone(),
+            policy(),
+            clock.clone(),
+            async {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+        .unwrap();
+        let base = format!("http://{addr}");
+        let http = reqwest::Client::new();
+
+        metrics.register("gh/acme", "siem", 0);
+        metrics.events_delivered("gh/acme", "siem", 7);
+        metrics.events_delivered("gh/acme", "siem", 5);
+        let resp = http.get(format!("{base}/metrics")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+        let text = resp.text().await.unwrap();
+        assert!(text.contains(
+            "codacy_forwarder_events_delivered_total{organization=\"gh/acme\",sink=\"siem\"} 12\n"
+        ));
+
+        let get_health = || async {
+            let r = http.get(format!("{base}/health")).send().await.unwrap();
+            let code = r.status().as_u16();
+            (code, r.json::<serde_json::Value>().await.unwrap())
+        };
+        let (code, body) = get_health().await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["status"], "ok");
+
+        // The sink fails and stays down past 3 poll intervals: 503 naming the sink and the error.
+        metrics.failure("gh/acme", "siem", "HEC returned 503");
+        clock.0.store(4 * MIN, SeqCst);
+        let (code, body) = get_health().await;
+        assert_eq!(code, 503, "{body}");
+        assert_eq!(body["status"], "unhealthy");
+        assert_eq!(body["pipelines"][0]["sink"], "siem");
+        assert_eq!(body["pipelines"][0]["last_error"], "HEC returned 503");
+        assert!(body["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("HEC returned 503"));
+
+        // It recovers: back to 200, and the success gauge is exported.
+        metrics.success("gh/acme", "siem", 4 * MIN);
+        let (code, body) = get_health().await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["status"], "ok");
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains(
+            "codacy_forwarder_pipeline_last_success_timestamp_seconds{organization=\"gh/acme\",sink=\"siem\"} 240\n"
+        ));
+
+        let missing = http.get(format!("{base}/nope")).send().await.unwrap();
+        assert_eq!(missing.status(), 404);
+
+        stop_tx.send(()).unwrap();
+        handle.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_an_error_naming_the_address() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = serve(
+            addr,
+            Arc::new(Metrics::new()),
+            policy(),
+            Arc::new(ManualClock::default()),
+            std::future::pending(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+        assert!(err.to_string().contains("[telemetry] listen"), "{err}");
     }
 }

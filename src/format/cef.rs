@@ -1,19 +1,268 @@
-//! `format = "cef"` (skeleton; the formats work implements the full mapping).
+//! `format = "cef"`: one ArcSight Common Event Format line per event.
+//!
+//! `CEF:0|Codacy|Codacy|<agent version>|<action>|<name>|<severity>|<extensions>`
+//! (siem-formats.md §1.1). Rules, all from siem-formats.md §1:
+//! - header fields escape `\` and `|`; CR and LF (a CRLF pair counts as one) become a space (§1.2);
+//! - extension values escape `\` first, then `=`; CR and LF become the two characters `\r` / `\n`
+//!   each, so a CRLF round-trips exactly as `\r\n` (lossless, unlike Logstash's CRLF -> `\n`);
+//!   pipes and spaces stay as they are (§1.2);
+//! - lengths (§1.1 header, §1.5 extensions) are enforced on the value *before* escaping, in UTF-8
+//!   bytes and cut at a character boundary, so an escape sequence is never split and the value a
+//!   parser recovers is a prefix of the original. Bytes are at least characters, so this also
+//!   meets a limit counted in characters;
+//! - integer severity 0-10 (§1.3); timestamps as epoch milliseconds (§1.4);
+//! - custom strings `cs1..cs6` with labels as proposed in §1.6.
+//!
+//! Fields absent from (or empty in) the event are omitted, never invented.
 
+use super::catalog::{self, Classification};
 use super::FormatOptions;
 use crate::event::IdentifiedEvent;
+use std::io::Write;
 
-pub fn encode(event: &IdentifiedEvent, _options: &FormatOptions, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"CEF:0|Codacy|Codacy|");
-    out.extend_from_slice(super::AGENT_VERSION.as_bytes());
+/// Header maximum lengths (§1.1, from Vector's CEF encoder).
+pub const MAX_VENDOR: usize = 63;
+pub const MAX_PRODUCT: usize = 63;
+pub const MAX_VERSION: usize = 31;
+pub const MAX_EVENT_CLASS_ID: usize = 1023;
+pub const MAX_NAME: usize = 512;
+
+/// Extension maximum lengths (§1.5; [U] rows are unverified values of the spec, used as given).
+pub const MAX_ACT: usize = 63;
+pub const MAX_OUTCOME: usize = 63;
+pub const MAX_REASON: usize = 1023;
+pub const MAX_SUSER: usize = 1023;
+pub const MAX_MSG: usize = 1023;
+pub const MAX_CAT: usize = 1023;
+pub const MAX_CUSTOM_STRING: usize = 4000;
+pub const MAX_LABEL: usize = 1023;
+pub const MAX_EXTERNAL_ID: usize = 40;
+pub const MAX_DVCHOST: usize = 100;
+pub const MAX_PROCESS_NAME: usize = 1023;
+
+/// The prefix of `s` that fits in `max` bytes, cut at a UTF-8 character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Appends a header field: truncated to `max` bytes, then `\` and `|` escaped and CR/LF replaced.
+pub fn push_header(out: &mut Vec<u8>, value: &str, max: usize) {
+    let bytes = truncate(value, max).as_bytes();
+    // Bytes, not chars: every byte we touch is ASCII, and ASCII bytes never occur inside a
+    // multi-byte UTF-8 sequence.
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let (esc, skip): (&[u8], usize) = match bytes[i] {
+            b'\\' => (b"\\\\", 1),
+            b'|' => (b"\\|", 1),
+            // CRLF is one line break: one space.
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => (b" ", 2),
+            b'\r' | b'\n' => (b" ", 1),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        i += skip;
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// Appends an extension value: truncated to `max` bytes, then `\` and `=` escaped and CR/LF encoded.
+pub fn push_value(out: &mut Vec<u8>, value: &str, max: usize) {
+    let value = truncate(value, max);
+    // Work on bytes: every byte we escape is ASCII, so UTF-8 sequences pass through untouched.
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'=' => b"\\=",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// Writes ` key=value` pairs; keys are compile-time constants made of `[A-Za-z0-9]` (§1.2).
+struct Extensions<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl Extensions<'_> {
+    fn key(&mut self, key: &str) {
+        debug_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric()));
+        if !self.first {
+            self.out.push(b' ');
+        }
+        self.first = false;
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.push(b'=');
+    }
+
+    fn str(&mut self, key: &str, value: &str, max: usize) {
+        self.key(key);
+        push_value(self.out, value, max);
+    }
+
+    /// Omits the pair when the value is absent or empty (nothing to say, and an empty value is
+    /// easy for parsers to misread).
+    fn opt(&mut self, key: &str, value: Option<&str>, max: usize) {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            self.str(key, v, max);
+        }
+    }
+
+    fn int(&mut self, key: &str, value: i64) {
+        self.key(key);
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.out, "{value}");
+    }
+
+    /// `csN` with its label.
+    fn custom(&mut self, n: u8, label: &str, value: Option<&str>) {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            let (k, l) = CS_KEYS[usize::from(n - 1)];
+            self.str(l, label, MAX_LABEL);
+            self.str(k, v, MAX_CUSTOM_STRING);
+        }
+    }
+}
+
+const CS_KEYS: [(&str, &str); 6] = [
+    ("cs1", "cs1Label"),
+    ("cs2", "cs2Label"),
+    ("cs3", "cs3Label"),
+    ("cs4", "cs4Label"),
+    ("cs5", "cs5Label"),
+    ("cs6", "cs6Label"),
+];
+
+/// `succeed` -> `success`, `failed`/`rejected` -> `failure` (§1.5 `outcome`); anything else has no
+/// outcome (its raw value still goes to `reason`).
+pub fn outcome(result: Option<&str>) -> Option<&'static str> {
+    match result? {
+        "succeed" => Some("success"),
+        "failed" | "rejected" => Some("failure"),
+        _ => None,
+    }
+}
+
+/// Appends the CEF record for `event` to `out` (one line, no trailing newline).
+pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8>) {
+    let ev = &event.event;
+    let class: Classification = catalog::classify(&ev.action, ev.result.as_deref());
+
+    out.extend_from_slice(b"CEF:0|");
+    push_header(out, "Codacy", MAX_VENDOR);
     out.push(b'|');
-    out.extend_from_slice(
-        event
-            .event
-            .action
-            .replace(['\\', '|', '\r', '\n'], "_")
-            .as_bytes(),
+    push_header(out, "Codacy", MAX_PRODUCT);
+    out.push(b'|');
+    push_header(out, super::AGENT_VERSION, MAX_VERSION);
+    out.push(b'|');
+    push_header(out, &ev.action, MAX_EVENT_CLASS_ID);
+    out.push(b'|');
+    push_header(out, &class.name, MAX_NAME);
+    out.push(b'|');
+    let _ = write!(out, "{}", class.severity.min(10));
+    out.push(b'|');
+
+    let mut x = Extensions { out, first: true };
+    // §1.4: rt and end both carry the Codacy timestamp, as epoch milliseconds.
+    x.int("rt", ev.timestamp_ms);
+    x.int("end", ev.timestamp_ms);
+    x.str("act", &ev.action, MAX_ACT);
+    x.opt("cat", Some(&class.cef_category), MAX_CAT);
+    x.opt("outcome", outcome(ev.result.as_deref()), MAX_OUTCOME);
+    x.opt(
+        "reason",
+        ev.result.as_deref().filter(|r| *r != "succeed"),
+        MAX_REASON,
     );
-    out.extend_from_slice(b"|audit|3|externalId=");
-    out.extend_from_slice(&event.id.as_str().as_bytes()[..40]);
+    x.opt("suser", ev.actor_email.as_deref(), MAX_SUSER);
+    // §1.6 slots.
+    x.custom(1, "repository", ev.repository.as_deref());
+    x.custom(2, "actorRole", ev.actor_role.as_deref());
+    x.custom(3, "entityId", ev.entity_id.as_deref());
+    let details = ev.details.as_ref().map(|d| match d {
+        // A string is carried as is rather than as a quoted JSON string.
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    x.custom(4, "details", details.as_deref());
+    x.custom(5, "source", ev.source.as_deref());
+    x.custom(6, "organization", Some(&event.org.key()));
+    // §7: externalId = first 40 hex characters of the event id.
+    x.str("externalId", event.id.as_str(), MAX_EXTERNAL_ID);
+    x.opt("dvchost", Some(&options.hostname), MAX_DVCHOST);
+    x.str("deviceProcessName", super::AGENT_NAME, MAX_PROCESS_NAME);
+    x.opt("msg", ev.description.as_deref(), MAX_MSG);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(v: &str, max: usize) -> String {
+        let mut o = Vec::new();
+        push_header(&mut o, v, max);
+        String::from_utf8(o).unwrap()
+    }
+
+    fn value(v: &str, max: usize) -> String {
+        let mut o = Vec::new();
+        push_value(&mut o, v, max);
+        String::from_utf8(o).unwrap()
+    }
+
+    #[test]
+    fn header_escaping() {
+        assert_eq!(header(r"a|b\c=d", 100), r"a\|b\\c=d");
+        assert_eq!(header("a\r\nb\nc\rd", 100), "a b c d");
+    }
+
+    #[test]
+    fn extension_escaping_backslash_first() {
+        assert_eq!(value(r"set x=y", 100), r"set x\=y");
+        assert_eq!(value(r"a\=b", 100), r"a\\\=b");
+        assert_eq!(value("l1\r\nl2\nl3|p", 100), r"l1\r\nl2\nl3|p");
+    }
+
+    #[test]
+    fn truncation_happens_before_escaping_and_respects_utf8() {
+        // 3 characters of 2 bytes each; a limit of 5 keeps two.
+        assert_eq!(truncate("ééé", 5), "éé");
+        assert_eq!(truncate("abc", 3), "abc");
+        // The cut lands right after a backslash: the escape is still whole.
+        assert_eq!(value(r"ab\cd", 3), r"ab\\");
+        assert_eq!(value("a=b", 2), r"a\=");
+        assert_eq!(header(r"ab|cd", 3), r"ab\|");
+        assert_eq!(header("€€", 4), "€");
+    }
+
+    #[test]
+    fn outcome_mapping() {
+        assert_eq!(outcome(Some("succeed")), Some("success"));
+        assert_eq!(outcome(Some("failed")), Some("failure"));
+        assert_eq!(outcome(Some("rejected")), Some("failure"));
+        assert_eq!(outcome(Some("other")), None);
+        assert_eq!(outcome(None), None);
+    }
 }

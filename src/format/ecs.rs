@@ -1,18 +1,284 @@
-//! `format = "ecs"` (skeleton; the formats work implements the full mapping).
+//! `format = "ecs"`: one Elastic Common Schema 8.17 document per event.
+//!
+//! Field choices follow siem-formats.md §2.2 and the sample document in §2.5; category/type come
+//! from the action catalog (§2.4). Every field outside `codacy.*` is an ECS 8.17 field with a
+//! matching type: `ecs_fields.csv` next to this file holds the rows of ECS's `fields.csv` (v8.17.0)
+//! for exactly the fields in [`ECS_FIELDS_USED`], and [`check_document`] validates a document
+//! against it (the tests run it on every output).
+//!
+//! Codacy-specific data lives under `codacy.audit.*`. `details` is split by shape so that one index
+//! never sees both an object and a string under the same name (a mapping conflict Elasticsearch
+//! would reject): an object goes to `codacy.audit.details` (map it as `flattened`, §2.2), any other
+//! value to `codacy.audit.details_text` (a string as is, arrays/numbers/booleans as compact JSON).
 
+use super::catalog;
 use super::FormatOptions;
 use crate::event::IdentifiedEvent;
-use serde_json::json;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
+/// `ecs.version` (§2: pinned to 8.17.0).
+pub const ECS_VERSION: &str = "8.17.0";
+/// `event.module`; `event.dataset` and `data_stream.dataset` are [`DATASET`] (§2.2: they must be equal).
+pub const MODULE: &str = "codacy";
+pub const DATASET: &str = "codacy.audit";
+
+/// The ECS fields this encoder can emit; `ecs_fields.csv` holds their upstream definitions.
+pub const ECS_FIELDS_USED: &[&str] = &[
+    "@timestamp",
+    "agent.name",
+    "agent.type",
+    "agent.version",
+    "data_stream.dataset",
+    "data_stream.namespace",
+    "data_stream.type",
+    "ecs.version",
+    "event.action",
+    "event.category",
+    "event.created",
+    "event.dataset",
+    "event.id",
+    "event.kind",
+    "event.module",
+    "event.original",
+    "event.outcome",
+    "event.provider",
+    "event.severity",
+    "event.type",
+    "message",
+    "organization.id",
+    "organization.name",
+    "related.user",
+    "tags",
+    "user.email",
+    "user.name",
+    "user.roles",
+];
+
+/// The checked-in subset of ECS 8.17 `fields.csv` (rows verbatim, header included).
+pub const ECS_FIELDS_CSV: &str = include_str!("ecs_fields.csv");
+
+/// RFC 3339 with milliseconds and `Z`; epoch milliseconds (which Elasticsearch's default date
+/// format also accepts) for instants outside years 0-9999, which RFC 3339 cannot write.
+fn date(ms: i64) -> Value {
+    use chrono::Datelike;
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(t) if (0..=9999).contains(&t.year()) => {
+            Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        }
+        _ => Value::from(ms),
+    }
+}
+
+fn nonempty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+/// `succeed` -> success, `failed`/`rejected` -> failure (§2.2), another value -> unknown;
+/// no result -> no outcome.
+pub fn outcome(result: Option<&str>) -> Option<&'static str> {
+    match result? {
+        "succeed" => Some("success"),
+        "failed" | "rejected" => Some("failure"),
+        _ => Some("unknown"),
+    }
+}
+
+// The document as borrowed, typed structs: serialised directly, without building a `Value` tree
+// (several times faster). Field order is the output order.
+#[derive(Serialize)]
+struct Doc<'a> {
+    #[serde(rename = "@timestamp")]
+    timestamp: Value,
+    ecs: Ecs,
+    message: &'a str,
+    event: Event<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<User<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    related: Option<Related<'a>>,
+    organization: Organization<'a>,
+    agent: Agent,
+    data_stream: DataStream<'a>,
+    tags: [&'static str; 2],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    codacy: Option<Codacy<'a>>,
+}
+
+#[derive(Serialize)]
+struct Ecs {
+    version: &'static str,
+}
+
+#[derive(Serialize)]
+struct Event<'a> {
+    kind: &'static str,
+    category: &'static [&'static str],
+    #[serde(rename = "type")]
+    types: &'static [&'static str],
+    action: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'static str>,
+    severity: u8,
+    module: &'static str,
+    dataset: &'static str,
+    provider: &'static str,
+    id: &'a str,
+    created: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original: Option<String>,
+}
+
+#[derive(Serialize)]
+struct User<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    roles: Option<[&'a str; 1]>,
+}
+
+#[derive(Serialize)]
+struct Related<'a> {
+    user: [&'a str; 1],
+}
+
+#[derive(Serialize)]
+struct Organization<'a> {
+    id: String,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Agent {
+    name: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    version: &'static str,
+}
+
+#[derive(Serialize)]
+struct DataStream<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    dataset: &'static str,
+    namespace: &'a str,
+}
+
+/// Codacy's own fields, as received (empty strings included).
+#[derive(Serialize)]
+struct Codacy<'a> {
+    audit: Audit<'a>,
+}
+
+#[derive(Serialize)]
+struct Audit<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repository: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entity_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details_text: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Appends the ECS document for `event` to `out` (one line, no trailing newline).
 pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8>) {
-    let ts = chrono::DateTime::from_timestamp_millis(event.event.timestamp_ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    let doc = json!({
-        "@timestamp": ts,
-        "event": {"action": event.event.action, "id": event.id.as_str()},
-        "data_stream": {"type": "logs", "dataset": "codacy.audit", "namespace": options.ecs_namespace},
-    });
+    let ev = &event.event;
+    let class = catalog::classify(&ev.action, ev.result.as_deref());
+    let email = nonempty(&ev.actor_email);
+    let role = nonempty(&ev.actor_role);
+    let (details, details_text) = match &ev.details {
+        Some(d @ Value::Object(_)) => (Some(d), None),
+        Some(Value::String(s)) => (None, Some(s.as_str().into())),
+        Some(other) => (None, Some(other.to_string().into())),
+        None => (None, None),
+    };
+    let audit = Audit {
+        repository: ev.repository.as_deref(),
+        entity_id: ev.entity_id.as_deref(),
+        source: ev.source.as_deref(),
+        result: ev.result.as_deref(),
+        role: ev.actor_role.as_deref(),
+        details,
+        details_text,
+    };
+    let audit_is_empty = audit.repository.is_none()
+        && audit.entity_id.is_none()
+        && audit.source.is_none()
+        && audit.result.is_none()
+        && audit.role.is_none()
+        && audit.details.is_none()
+        && audit.details_text.is_none();
+    let doc = Doc {
+        timestamp: date(ev.timestamp_ms),
+        ecs: Ecs {
+            version: ECS_VERSION,
+        },
+        message: nonempty(&ev.description)
+            .or(class.description)
+            .unwrap_or(&class.name),
+        event: Event {
+            kind: "event",
+            category: class.categories,
+            types: class.types,
+            action: &ev.action,
+            outcome: outcome(ev.result.as_deref()),
+            severity: class.severity,
+            module: MODULE,
+            dataset: DATASET,
+            provider: MODULE,
+            id: event.id.as_str(),
+            created: date(event.fetched_at_ms),
+            // The event exactly as received (fields in the order received), compact.
+            original: options
+                .include_original
+                .then(|| serde_json::to_string(&ev.raw).unwrap_or_default()),
+        },
+        // §2.2: only an email is available, so it is both the name and the email.
+        user: (email.is_some() || role.is_some()).then_some(User {
+            email,
+            name: email,
+            roles: role.map(|r| [r]),
+        }),
+        related: email.map(|e| Related { user: [e] }),
+        organization: Organization {
+            id: event.org.key(),
+            name: &event.org.name,
+        },
+        agent: Agent {
+            name: super::AGENT_NAME,
+            kind: super::AGENT_NAME,
+            version: super::AGENT_VERSION,
+        },
+        data_stream: DataStream {
+            kind: "logs",
+            dataset: DATASET,
+            namespace: &options.ecs_namespace,
+        },
+        tags: ["codacy", "audit"],
+        codacy: (!audit_is_empty).then_some(Codacy { audit }),
+    };
+    // Serialising these types into a Vec cannot fail; serde_json escapes control characters,
+    // so no raw newline.
     let _ = serde_json::to_writer(&mut *out, &doc);
+}
+
+/// The ECS document for `event` as a JSON value.
+pub fn document(event: &IdentifiedEvent, options: &FormatOptions) -> Value {
+    let mut out = Vec::with_capacity(1024);
+    encode(event, options, &mut out);
+    serde_json::from_slice(&out).unwrap_or(Value::Null)
 }
 
 /// `data_stream.namespace` rules: lowercase, no `-`, at most 100 characters, none of
@@ -33,4 +299,270 @@ pub fn validate_namespace(ns: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// One row of the ECS field subset: type and whether ECS normalises it to an array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldDef {
+    pub field_type: &'static str,
+    pub array: bool,
+}
+
+/// The field definitions from `ecs_fields.csv`, by dotted name.
+pub fn field_defs() -> &'static HashMap<&'static str, FieldDef> {
+    static DEFS: OnceLock<HashMap<&'static str, FieldDef>> = OnceLock::new();
+    DEFS.get_or_init(|| {
+        // Columns: ECS_Version,Indexed,Field_Set,Field,Type,Level,Normalization,Example,Description.
+        // The first seven never contain a comma; only Example/Description may be quoted.
+        ECS_FIELDS_CSV
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let cols: Vec<&str> = line.splitn(8, ',').collect();
+                (cols.len() == 8).then(|| {
+                    (
+                        cols[3],
+                        FieldDef {
+                            field_type: cols[4],
+                            array: cols[6].contains("array"),
+                        },
+                    )
+                })
+            })
+            .collect()
+    })
+}
+
+/// Checks a document against ECS 8.17: every leaf outside `codacy.*` is a field of the subset
+/// with a value of its type (arrays only where ECS normalises to an array), and the
+/// categorisation fields hold allowed values (§2.1). Returns every problem found.
+pub fn check_document(doc: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    match doc {
+        Value::Object(map) => walk(map, "", &mut problems),
+        _ => problems.push("the document is not a JSON object".into()),
+    }
+    let get = |path: &str| path.split('.').try_fold(doc, |v, k| v.get(k));
+    let as_strs = |path: &str| -> Vec<&str> {
+        match get(path) {
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        }
+    };
+    const KINDS: &[&str] = &[
+        "alert",
+        "asset",
+        "enrichment",
+        "event",
+        "metric",
+        "state",
+        "pipeline_error",
+        "signal",
+    ];
+    match get("event.kind").and_then(Value::as_str) {
+        Some(k) if KINDS.contains(&k) => {}
+        other => problems.push(format!("event.kind {other:?} is not allowed")),
+    }
+    if let Some(o) = get("event.outcome") {
+        if !matches!(o.as_str(), Some("success" | "failure" | "unknown")) {
+            problems.push(format!("event.outcome {o} is not allowed"));
+        }
+    }
+    if let Err(e) = catalog::check_ecs_pairs(&as_strs("event.category"), &as_strs("event.type")) {
+        problems.push(e);
+    }
+    if get("event.dataset") != get("data_stream.dataset") {
+        problems.push("event.dataset must equal data_stream.dataset".into());
+    }
+    for key in ["data_stream.dataset", "data_stream.namespace"] {
+        match get(key).and_then(Value::as_str) {
+            Some(s) => {
+                if let Err(e) = validate_namespace(s) {
+                    problems.push(format!("{key}: {e}"));
+                }
+            }
+            None => problems.push(format!("{key} is missing")),
+        }
+    }
+    if get("@timestamp").is_none() {
+        problems.push("@timestamp is missing".into());
+    }
+    problems
+}
+
+fn walk(map: &Map<String, Value>, prefix: &str, problems: &mut Vec<String>) {
+    for (k, v) in map {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if path == "codacy" {
+            continue; // custom namespace, not ECS
+        }
+        match (v, field_defs().get(path.as_str())) {
+            (Value::Object(inner), None) => walk(inner, &path, problems),
+            (_, None) => problems.push(format!("{path} is not an ECS 8.17 field")),
+            (Value::Array(items), Some(def)) => {
+                if !def.array {
+                    problems.push(format!("{path} is not an array field in ECS 8.17"));
+                }
+                for item in items {
+                    check_type(&path, item, *def, problems);
+                }
+            }
+            (v, Some(def)) => check_type(&path, v, *def, problems),
+        }
+    }
+}
+
+fn check_type(path: &str, v: &Value, def: FieldDef, problems: &mut Vec<String>) {
+    let ok = match def.field_type {
+        "keyword" | "constant_keyword" | "match_only_text" | "wildcard" | "text" => v.is_string(),
+        "long" => v.is_i64(),
+        "date" => match v {
+            Value::String(s) => chrono::DateTime::parse_from_rfc3339(s).is_ok(),
+            Value::Number(n) => n.is_i64(),
+            _ => false,
+        },
+        _ => false,
+    };
+    if !ok {
+        problems.push(format!(
+            "{path} = {v} does not match ECS type {}",
+            def.field_type
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{identify, AuditEvent, OrgRef, Provider};
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn doc(v: Value, include_original: bool) -> Value {
+        let org = Arc::new(OrgRef::new(Provider::Gh, "acme"));
+        let ev = identify(
+            &org,
+            vec![AuditEvent::from_value(v).unwrap()],
+            1_700_000_000_000,
+        )
+        .remove(0);
+        let opts = FormatOptions {
+            ecs_namespace: "prod".into(),
+            include_original,
+            hostname: "h".into(),
+        };
+        let mut out = Vec::new();
+        encode(&ev, &opts, &mut out);
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn the_subset_defines_every_field_used_and_nothing_else() {
+        let defs = field_defs();
+        for f in ECS_FIELDS_USED {
+            assert!(defs.contains_key(f), "{f} missing from ecs_fields.csv");
+        }
+        assert_eq!(defs.len(), ECS_FIELDS_USED.len());
+        assert!(defs["event.category"].array);
+        assert_eq!(defs["event.severity"].field_type, "long");
+    }
+
+    #[test]
+    fn maps_the_sample_event() {
+        let d = doc(
+            json!({"actor": {"email": "a@b.com", "role": "organizationAdmin"},
+                   "action": "repositories.integrations.providersettings.update",
+                   "result": "succeed", "timestamp": "2024-07-01T09:45:30.656Z", "source": "UI",
+                   "repositoryName": "service-repo", "entityId": "42", "details": {"k": [1]}}),
+            false,
+        );
+        assert_eq!(d["@timestamp"], "2024-07-01T09:45:30.656Z");
+        assert_eq!(d["event"]["created"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(d["event"]["category"], json!(["configuration"]));
+        assert_eq!(d["event"]["type"], json!(["change"]));
+        assert_eq!(d["event"]["outcome"], "success");
+        assert_eq!(
+            d["message"],
+            "Git provider integration settings for the repository updated"
+        );
+        assert_eq!(d["user"]["roles"], json!(["organizationAdmin"]));
+        assert_eq!(d["related"]["user"], json!(["a@b.com"]));
+        assert_eq!(d["organization"], json!({"id": "gh/acme", "name": "acme"}));
+        assert_eq!(d["data_stream"]["namespace"], "prod");
+        assert_eq!(d["codacy"]["audit"]["details"], json!({"k": [1]}));
+        assert_eq!(d["event"].get("original"), None);
+        assert_eq!(check_document(&d), Vec::<String>::new());
+    }
+
+    #[test]
+    fn original_only_on_request_and_details_split_by_shape() {
+        let raw = json!({"timestamp": 5, "action": "x.y", "details": "text", "z": 1});
+        let d = doc(raw.clone(), true);
+        let original: Value =
+            serde_json::from_str(d["event"]["original"].as_str().unwrap()).unwrap();
+        assert_eq!(original, raw);
+        assert_eq!(d["codacy"]["audit"]["details_text"], "text");
+        assert_eq!(d["codacy"]["audit"].get("details"), None);
+        let d = doc(
+            json!({"timestamp": 5, "action": "x.y", "details": [1, 2]}),
+            false,
+        );
+        assert_eq!(d["codacy"]["audit"]["details_text"], "[1,2]");
+        assert_eq!(check_document(&d), Vec::<String>::new());
+    }
+
+    #[test]
+    fn failed_and_odd_results() {
+        let d = doc(
+            json!({"timestamp": 5, "action": "user.login", "result": "rejected", "actor": "a@b"}),
+            false,
+        );
+        assert_eq!(d["event"]["outcome"], "failure");
+        assert_eq!(d["event"]["category"], json!(["authentication"]));
+        assert_eq!(d["codacy"]["audit"]["result"], "rejected");
+        assert_eq!(d["user"]["email"], "a@b");
+        let d = doc(
+            json!({"timestamp": 5, "action": "x.y", "result": "odd"}),
+            false,
+        );
+        assert_eq!(d["event"]["outcome"], "unknown");
+        let d = doc(json!({"timestamp": 5, "action": "x.y"}), false);
+        assert_eq!(d["event"].get("outcome"), None);
+        assert_eq!(d["message"], "x.y");
+        assert_eq!(d.get("user"), None);
+    }
+
+    #[test]
+    fn far_future_timestamps_stay_valid() {
+        let d = doc(
+            json!({"timestamp": 300_000_000_000_000i64, "action": "a"}),
+            false,
+        );
+        assert_eq!(d["@timestamp"], json!(300_000_000_000_000i64));
+        assert_eq!(check_document(&d), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_checker_catches_mistakes() {
+        let mut d = doc(json!({"timestamp": 5, "action": "a.create"}), false);
+        assert!(check_document(&d).is_empty());
+        d["event"]["type"] = json!(["admin"]);
+        d["user"] = json!({"nickname": "x", "email": ["a", "b"]});
+        d["event"]["created"] = json!("yesterday");
+        d["event"]["outcome"] = json!("ok");
+        let problems = check_document(&d).join("\n");
+        for needle in [
+            "user.nickname is not an ECS 8.17 field",
+            "user.email is not an array field",
+            "event.created = \"yesterday\"",
+            "event.outcome \"ok\"",
+            "\"admin\" is not expected",
+        ] {
+            assert!(problems.contains(needle), "{needle} not in {problems}");
+        }
+    }
 }

@@ -113,11 +113,11 @@ fn hits(every: Option<u32>, number: u64) -> bool {
 
 /// The parsed query of one audit request.
 #[derive(Debug, Default)]
-struct AuditQuery {
-    from: Option<i64>,
-    to: Option<i64>,
-    limit: Option<usize>,
-    cursor: Option<String>,
+pub(super) struct AuditQuery {
+    pub(super) from: Option<i64>,
+    pub(super) to: Option<i64>,
+    pub(super) limit: Option<usize>,
+    pub(super) cursor: Option<String>,
 }
 
 fn parse_query(pairs: &[(String, String)]) -> Result<AuditQuery, String> {
@@ -315,7 +315,7 @@ fn http_date(ms: i64) -> String {
 
 /// Builds the body for one page by concatenating pre-serialized events; `None` for an unknown
 /// organization.
-fn page(
+pub(super) fn page(
     sim: &Simulator,
     quirks: &Quirks,
     org: &OrgRef,
@@ -323,6 +323,9 @@ fn page(
     offset: usize,
 ) -> Option<(Vec<u8>, usize)> {
     let mut state = sim.state();
+    if !state.orgs.contains_key(org) {
+        return None;
+    }
     let shape = match quirks.shape {
         Shape::Alternate if q.cursor.is_some() => Shape::Envelope,
         Shape::Alternate => {

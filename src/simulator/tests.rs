@@ -161,6 +161,17 @@ async fn newest_first_order_reverses_pages_and_cursor_offsets() {
     assert_eq!(pages, 3);
     let ns: Vec<u64> = all.iter().map(|e| e["n"].as_u64().unwrap()).collect();
     assert_eq!(ns, vec![9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+    let last = p.sim.requests().pop().unwrap();
+    assert_eq!(
+        (last.from, last.to, last.limit, last.cursor.as_deref()),
+        (
+            Some(1000),
+            Some(1010),
+            Some(4),
+            Some(encode_cursor(8).as_str())
+        )
+    );
+    assert_eq!((last.status, last.events), (200, 2));
 }
 
 #[tokio::test]
@@ -660,34 +671,88 @@ fn generator_forces_duplicates_shared_milliseconds_unknown_and_invalid_events() 
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore]
-async fn tmp_perf() {
-    let t = std::time::Instant::now();
-    let events = generate_events(
-        1,
-        1_000_000,
-        1_700_000_000_000,
-        1_731_536_000_000,
-        &GenOptions::default(),
-    );
-    let bytes: usize = events.iter().map(|e| e.to_string().len()).sum();
-    eprintln!("gen {:?} avg {} B", t.elapsed(), bytes / events.len());
-    let t = std::time::Instant::now();
-    let p = peer(events).await;
-    eprintln!("push {:?}", t.elapsed());
-    let t = std::time::Instant::now();
-    let (all, pages) = p.walk("from=0&to=9999999999999&limit=1000").await;
-    eprintln!("walk {:?} {} pages {}", t.elapsed(), all.len(), pages);
-    let t = std::time::Instant::now();
-    let mut n = 0;
-    let mut from = 1_700_000_000_000i64;
-    while from < 1_731_536_000_000 {
-        let r = p
-            .get(&format!("from={from}&to={}&limit=1000", from + 20_000_000))
-            .await;
-        n += r.body.len();
-        from += 20_000_000;
+mod prop {
+    use super::super::server::{page, AuditQuery};
+    use super::*;
+    use proptest::prelude::*;
+
+    fn body_events(body: &[u8]) -> (Vec<Value>, Option<String>) {
+        match serde_json::from_slice::<Value>(body).unwrap() {
+            Value::Array(items) => (items, None),
+            v => (
+                v["data"].as_array().unwrap().clone(),
+                v["pagination"]["cursor"].as_str().map(str::to_string),
+            ),
+        }
     }
-    eprintln!("windows {:?} {n}", t.elapsed());
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the window, limit, cap and order: following cursors yields exactly the
+        /// window's events (duplicates and shared milliseconds included), and a bare array is
+        /// the window's oldest or newest `min(limit, cap)` events.
+        #[test]
+        fn pages_cover_the_window_exactly(
+            times in proptest::collection::vec(0i64..40, 0..120),
+            from in 0i64..45,
+            width in 0i64..45,
+            limit in 1usize..30,
+            cap in proptest::option::of(1usize..30),
+            newest_first in any::<bool>(),
+            keep_newest in any::<bool>(),
+        ) {
+            let sim = Simulator::new(TOKEN);
+            // Every third event is a byte-identical copy of the one before it.
+            let mut events: Vec<Value> = Vec::new();
+            for (i, t) in times.iter().enumerate() {
+                let event = match events.last() {
+                    Some(previous) if i % 3 == 2 => Value::clone(previous),
+                    _ => json!({"action": "a", "timestamp": t, "k": i}),
+                };
+                events.push(event);
+            }
+            sim.push_events(&acme(), events.clone());
+            let to = from + width;
+            let mut expected: Vec<Value> = events.iter()
+                .filter(|e| (from..to).contains(&e["timestamp"].as_i64().unwrap()))
+                .cloned().collect();
+            expected.sort_by_key(|e| e["timestamp"].as_i64().unwrap());
+            let order = if newest_first { Order::NewestFirst } else { Order::Ascending };
+            let mut quirks = Quirks { order, page_cap: cap, ..Quirks::default() };
+
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            for _ in 0..200 {
+                let q = AuditQuery { from: Some(from), to: Some(to), limit: Some(limit), cursor: cursor.clone() };
+                let offset = cursor.as_deref().and_then(decode_cursor).unwrap_or(0);
+                let (body, n) = page(&sim, &quirks, &acme(), &q, offset).unwrap();
+                let (items, next) = body_events(&body);
+                prop_assert_eq!(items.len(), n);
+                prop_assert!(n <= limit.min(cap.unwrap_or(limit)));
+                let times: Vec<i64> = items.iter().map(|e| e["timestamp"].as_i64().unwrap()).collect();
+                let sorted = times.windows(2).all(|w| if newest_first { w[0] >= w[1] } else { w[0] <= w[1] });
+                prop_assert!(sorted);
+                seen.extend(items);
+                cursor = next;
+                if cursor.is_none() { break; }
+            }
+            prop_assert!(cursor.is_none());
+            prop_assert_eq!(multiset(&seen), multiset(&expected));
+
+            quirks.shape = Shape::Array;
+            quirks.array_keeps = if keep_newest { Keep::Newest } else { Keep::Oldest };
+            let q = AuditQuery { from: Some(from), to: Some(to), limit: Some(limit), cursor: None };
+            let (body, _) = page(&sim, &quirks, &acme(), &q, 0).unwrap();
+            let (mut items, next) = body_events(&body);
+            prop_assert!(next.is_none());
+            let kept = expected.len().min(limit.min(cap.unwrap_or(limit)));
+            let want = if keep_newest { &expected[expected.len() - kept..] } else { &expected[..kept] };
+            if newest_first { items.reverse(); }
+            prop_assert_eq!(multiset(&items), multiset(want));
+            // Same timestamps in the same (ascending) order; ties may differ only among equals.
+            let ts = |v: &[Value]| v.iter().map(|e| e["timestamp"].as_i64().unwrap()).collect::<Vec<_>>();
+            prop_assert_eq!(ts(&items), ts(want));
+        }
+    }
 }

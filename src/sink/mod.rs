@@ -4,6 +4,7 @@
 
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod syslog;
 
 use crate::clock::SharedClock;
@@ -132,6 +133,8 @@ pub trait Sink: Send + Sync {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkKind {
     File(file::FileSinkConfig),
+    // Boxed: its config is much larger than the other kinds'.
+    Kafka(Box<kafka::KafkaSinkConfig>),
     Syslog(syslog::SyslogSinkConfig),
     Http(http::generic::HttpSinkConfig),
     SplunkHec(http::splunk_hec::SplunkHecConfig),
@@ -144,6 +147,7 @@ impl SinkKind {
     pub fn parse(type_name: &str, table: Value) -> Result<SinkKind, String> {
         match type_name {
             "file" => Ok(SinkKind::File(from_table(table)?)),
+            "kafka" => Ok(SinkKind::Kafka(Box::new(from_table(table)?))),
             "syslog" => Ok(SinkKind::Syslog(from_table(table)?)),
             "http" => Ok(SinkKind::Http(from_table(table)?)),
             "splunk_hec" => Ok(SinkKind::SplunkHec(from_table(table)?)),
@@ -157,6 +161,7 @@ impl SinkKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             SinkKind::File(_) => "file",
+            SinkKind::Kafka(_) => "kafka",
             SinkKind::Syslog(_) => "syslog",
             SinkKind::Http(_) => "http",
             SinkKind::SplunkHec(_) => "splunk_hec",
@@ -168,6 +173,7 @@ impl SinkKind {
     pub fn validate(&self, format: Format) -> Result<(), String> {
         match self {
             SinkKind::File(c) => c.validate(),
+            SinkKind::Kafka(c) => c.validate(),
             SinkKind::Syslog(c) => c.validate(format),
             SinkKind::Http(c) => c.validate(format),
             SinkKind::SplunkHec(c) => c.validate(format),
@@ -179,6 +185,7 @@ impl SinkKind {
     pub async fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, SinkError> {
         match self {
             SinkKind::File(c) => Ok(Arc::new(file::FileSink::open(c.clone(), ctx).await?)),
+            SinkKind::Kafka(c) => Ok(Arc::new(kafka::KafkaSink::start((**c).clone(), ctx).await?)),
             SinkKind::Syslog(c) => Ok(Arc::new(syslog::SyslogSink::new(c.clone(), ctx)?)),
             SinkKind::Http(c) => Ok(Arc::new(http::generic::HttpSink::new(c.clone(), ctx)?)),
             SinkKind::SplunkHec(c) => Ok(Arc::new(http::splunk_hec::SplunkHecSink::new(

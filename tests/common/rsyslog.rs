@@ -188,8 +188,10 @@ impl Rsyslog {
             ),
             None => String::new(),
         };
+        // escapeControlCharactersOnReceive off: by default rsyslog shows a tab (legal in CEF
+        // values) as "#011"; the tests compare byte-exact what was sent.
         format!(
-            "global(workDirectory=\"{dir}\" net.enableDNS=\"off\" maxMessageSize=\"64k\"{tls_global})\n\
+            "global(workDirectory=\"{dir}\" net.enableDNS=\"off\" maxMessageSize=\"64k\" parser.escapeControlCharactersOnReceive=\"off\"{tls_global})\n\
              module(load=\"imtcp\")\n\
              module(load=\"imudp\")\n\
              template(name=\"everything\" type=\"list\") {{ property(name=\"jsonmesg\") constant(value=\"\\n\") }}\n\
@@ -253,9 +255,9 @@ impl Rsyslog {
             if let Ok(s) = std::net::UdpSocket::bind("127.0.0.1:0") {
                 let _ = s.send_to(probe("udp").as_bytes(), ("127.0.0.1", self.udp_port));
             }
-            let tls_up = self.tls_port.map_or(true, |p| {
-                std::net::TcpStream::connect(("127.0.0.1", p)).is_ok()
-            });
+            let tls_up = self
+                .tls_port
+                .is_none_or(|p| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok());
             let seen = probes_seen(self);
             if tls_up && seen.iter().any(|m| m == "tcp") && seen.iter().any(|m| m == "udp") {
                 return;

@@ -1,0 +1,667 @@
+//! `type = "kafka"`: records to a Kafka topic through librdkafka's idempotent producer.
+//!
+//! A batch is acknowledged only when every record's delivery report is `Ok` (acks=all). All
+//! records are enqueued first (a full local queue is back-pressure: we wait), then every delivery
+//! report is awaited. Any failure fails the whole batch, which the pipeline offers again later;
+//! idempotence keeps librdkafka's internal retries free of duplicates, and the `event_id` header
+//! lets consumers drop the duplicates a batch retry can cause.
+
+pub mod config;
+
+pub use config::{KafkaSettings, KafkaSinkConfig, KeyBy, TopicTemplate};
+
+use super::{Record, Sink, SinkContext, SinkError};
+use async_trait::async_trait;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientContext;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long `check` waits for cluster metadata.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a batch waits before an authentication or TLS failure seen meanwhile ends it (rather
+/// than waiting for `message_timeout`): long enough for librdkafka to reconnect after a fix.
+const HUMAN_ERROR_GRACE: Duration = Duration::from_secs(30);
+/// Pause before retrying to enqueue into a full local queue.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(20);
+
+/// An error librdkafka reported outside any one record (connection, authentication, TLS).
+#[derive(Debug, Clone)]
+struct ClientIssue {
+    code: Option<RDKafkaErrorCode>,
+    reason: String,
+}
+
+/// What the client context saw lately, for error messages that name the cause.
+#[derive(Debug, Default)]
+struct Diagnostics {
+    /// The most recent distinct client errors, newest last.
+    recent: Vec<ClientIssue>,
+    /// An authentication/authorization/TLS failure not yet followed by a successful delivery.
+    needs_human: Option<ClientIssue>,
+}
+
+fn needs_human(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::UnsupportedSASLMechanism
+            | RDKafkaErrorCode::IllegalSASLState
+            | RDKafkaErrorCode::SSL
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+    )
+}
+
+/// librdkafka's callbacks: its log and its errors go to `tracing` with the sink's name.
+#[derive(Clone)]
+pub struct KafkaContext {
+    sink: Arc<str>,
+    diag: Arc<Mutex<Diagnostics>>,
+}
+
+impl KafkaContext {
+    fn new(sink: &str) -> Self {
+        KafkaContext {
+            sink: sink.into(),
+            diag: Arc::default(),
+        }
+    }
+
+    fn diag(&self) -> std::sync::MutexGuard<'_, Diagnostics> {
+        self.diag.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn recent_errors(&self) -> String {
+        let d = self.diag();
+        d.recent
+            .iter()
+            .map(|i| i.reason.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn human_issue(&self) -> Option<ClientIssue> {
+        self.diag().needs_human.clone()
+    }
+
+    fn delivered(&self) {
+        let mut d = self.diag();
+        d.needs_human = None;
+        d.recent.clear();
+    }
+}
+
+impl ClientContext for KafkaContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let sink = &*self.sink;
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::error!(target: "librdkafka", sink, facility = fac, "{message}")
+            }
+            // Connection failures are logged at error level and also reported to `error` below;
+            // they are routine during an outage, so they are warnings here.
+            RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", sink, facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", sink, facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", sink, facility = fac, "{message}")
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let mut code = error.rdkafka_error_code();
+        // A listener that does not speak TLS cuts the handshake off: librdkafka reports a
+        // transport failure, but it is a TLS configuration problem.
+        if code == Some(RDKafkaErrorCode::BrokerTransportFailure)
+            && reason.contains("state SSL_HANDSHAKE")
+        {
+            code = Some(RDKafkaErrorCode::SSL);
+        }
+        let sink = &*self.sink;
+        let issue = ClientIssue {
+            code,
+            reason: reason.to_string(),
+        };
+        match code {
+            Some(c) if needs_human(c) => {
+                tracing::error!(target: "librdkafka", sink, code = ?c, "{reason}")
+            }
+            Some(
+                RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve,
+            ) => tracing::warn!(target: "librdkafka", sink, code = ?code, "{reason}"),
+            _ => tracing::error!(target: "librdkafka", sink, code = ?code, "{reason}"),
+        }
+        let mut d = self.diag();
+        if code.is_some_and(needs_human) {
+            d.needs_human = Some(issue.clone());
+        }
+        d.recent.retain(|i| i.reason != issue.reason);
+        d.recent.push(issue);
+        if d.recent.len() > 3 {
+            d.recent.remove(0);
+        }
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        tracing::trace!(target: "librdkafka", sink = &*self.sink, bytes = statistics.len(), "statistics");
+    }
+}
+
+type KafkaProducer = FutureProducer<KafkaContext>;
+
+/// The producer and a handle on its context's diagnostics (the producer hides its context).
+#[derive(Clone)]
+struct Active {
+    producer: KafkaProducer,
+    context: KafkaContext,
+}
+
+/// What a failed delivery means for the batch.
+#[derive(Debug, Clone, PartialEq)]
+enum Verdict {
+    /// Retry the batch later.
+    Transient(String),
+    /// Needs a human; the message says what to do.
+    Fatal(String),
+    /// The record is too large for the topic or the producer: dead-letter it.
+    TooLarge(String),
+    /// The producer is unusable (librdkafka fatal error): replace it, then retry.
+    Broken(String),
+}
+
+pub struct KafkaSink {
+    ctx: SinkContext,
+    config: KafkaSinkConfig,
+    settings: RwLock<Arc<KafkaSettings>>,
+    active: RwLock<Active>,
+}
+
+impl KafkaSink {
+    /// Creates the producer (it connects in the background). Bad librdkafka properties and
+    /// unreadable files are start-up errors naming the property or file.
+    pub async fn start(config: KafkaSinkConfig, ctx: SinkContext) -> Result<KafkaSink, SinkError> {
+        let settings = config
+            .resolve()
+            .map_err(|m| SinkError::fatal(format!("kafka sink {:?}: {m}", ctx.name)))?;
+        let producer = Self::create_producer(&settings, &ctx.name)?;
+        if settings.security_protocol == config::SecurityProtocol::SaslPlaintext {
+            tracing::warn!(sink = %ctx.name, "security_protocol = \"sasl_plaintext\" sends the SASL exchange unencrypted; prefer \"sasl_ssl\"");
+        }
+        tracing::info!(sink = %ctx.name, brokers = %settings.brokers, topic = %config.topic,
+            security_protocol = settings.security_protocol.as_str(),
+            message_timeout = %humantime::format_duration(settings.message_timeout), "kafka producer started");
+        Ok(KafkaSink {
+            ctx,
+            config,
+            settings: RwLock::new(Arc::new(settings)),
+            active: RwLock::new(producer),
+        })
+    }
+
+    fn create_producer(settings: &KafkaSettings, name: &str) -> Result<Active, SinkError> {
+        let client_id = format!("{}.{name}", crate::format::AGENT_NAME);
+        let mut cc = settings.client_config(&client_id);
+        cc.set_log_level(
+            if tracing::enabled!(target: "librdkafka", tracing::Level::DEBUG) {
+                RDKafkaLogLevel::Debug
+            } else {
+                RDKafkaLogLevel::Info
+            },
+        );
+        let context = KafkaContext::new(name);
+        cc.create_with_context(context.clone())
+            .map(|producer| Active { producer, context })
+            .map_err(|e| {
+                let what = match &e {
+                    KafkaError::ClientConfig(..) => {
+                        config::describe_config_error(&e, "librdkafka_options.")
+                    }
+                    // e.g. an unreadable or malformed TLS file, named by librdkafka.
+                    other => other.to_string(),
+                };
+                SinkError::fatal(format!(
+                    "kafka sink {name:?}: cannot create the producer: {what}"
+                ))
+            })
+    }
+
+    fn settings(&self) -> Arc<KafkaSettings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn active(&self) -> Active {
+        self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces a producer that hit a librdkafka fatal error (it fails everything from then on).
+    fn replace_if_broken(&self) -> Result<(), SinkError> {
+        let current = self.active();
+        let Some((code, reason)) = current.producer.client().fatal_error() else {
+            return Ok(());
+        };
+        tracing::error!(sink = %self.ctx.name, ?code, reason, "kafka producer hit a fatal error; creating a new one");
+        let fresh = Self::create_producer(&self.settings(), &self.ctx.name)?;
+        let old = std::mem::replace(
+            &mut *self.active.write().unwrap_or_else(|p| p.into_inner()),
+            fresh,
+        );
+        // Dropping a producer joins its polling thread: keep that off the runtime.
+        tokio::task::spawn_blocking(move || drop(old));
+        Ok(())
+    }
+
+    fn key<'a>(&self, settings: &KafkaSettings, r: &'a Record, org_key: &'a str) -> &'a str {
+        match settings.key {
+            KeyBy::Organization => org_key,
+            KeyBy::EventId => r.event_id.as_str(),
+        }
+    }
+
+    fn headers(r: &Record) -> OwnedHeaders {
+        OwnedHeaders::new_with_capacity(4)
+            .insert(Header {
+                key: "event_id",
+                value: Some(r.event_id.as_str()),
+            })
+            .insert(Header {
+                key: "organization",
+                value: Some(r.org.name.as_str()),
+            })
+            .insert(Header {
+                key: "provider",
+                value: Some(r.org.provider.as_str()),
+            })
+            .insert(Header {
+                key: "format",
+                value: Some(r.format.as_str()),
+            })
+    }
+
+    /// Enqueues one record, waiting while the local queue is full.
+    async fn enqueue(
+        &self,
+        producer: &KafkaProducer,
+        settings: &KafkaSettings,
+        r: &Record,
+        topic: &str,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        let org_key = r.org.key();
+        let mut record = FutureRecord::to(topic)
+            .payload(&r.payload[..])
+            .key(self.key(settings, r, &org_key))
+            .headers(Self::headers(r));
+        // Kafka has no timestamps before the epoch; such a record gets the broker's time.
+        if r.timestamp_ms >= 0 {
+            record = record.timestamp(r.timestamp_ms);
+        }
+        loop {
+            match producer.send_result(record) {
+                Ok(f) => return Ok(f),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    fn classify(
+        ctx: &KafkaContext,
+        settings: &KafkaSettings,
+        e: &KafkaError,
+        topic: &str,
+    ) -> Verdict {
+        let brokers = &settings.brokers;
+        let recent = ctx.recent_errors();
+        let recent = if recent.is_empty() {
+            String::new()
+        } else {
+            format!(" (librdkafka: {recent})")
+        };
+        let principal = settings
+            .sasl
+            .as_ref()
+            .map_or("the client".to_string(), |s| {
+                format!("user {:?}", s.username)
+            });
+        let Some(code) = e.rdkafka_error_code() else {
+            return Verdict::Transient(format!("kafka producer error: {e}"));
+        };
+        use RDKafkaErrorCode as C;
+        match code {
+            C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessageSize => {
+                Verdict::TooLarge(format!(
+                    "record too large for Kafka topic {topic:?} ({code}): raise the topic's max.message.bytes, or librdkafka_options message.max.bytes if the producer refused it"
+                ))
+            }
+            C::UnknownTopic | C::UnknownTopicOrPartition => Verdict::Fatal(format!(
+                "Kafka topic {topic:?} does not exist on {brokers} and the brokers do not create topics automatically: create it (kafka-topics.sh --create --topic {topic}) or change `topic`"
+            )),
+            C::InvalidTopic => Verdict::Fatal(format!(
+                "the Kafka brokers {brokers} reject the topic name {topic:?}: change `topic`"
+            )),
+            C::TopicAuthorizationFailed => Verdict::Fatal(format!(
+                "{principal} is not authorized to write to Kafka topic {topic:?} on {brokers}: grant it WRITE and DESCRIBE on the topic (kafka-acls.sh --add --allow-principal User:... --operation Write --operation Describe --topic {topic})"
+            )),
+            C::ClusterAuthorizationFailed => Verdict::Fatal(format!(
+                "{principal} is not authorized for the IdempotentWrite cluster operation on {brokers}, which the idempotent producer needs on Kafka before 2.8: grant it (kafka-acls.sh --add --allow-principal User:... --operation IdempotentWrite --cluster)"
+            )),
+            C::Authentication
+            | C::SaslAuthenticationFailed
+            | C::UnsupportedSASLMechanism
+            | C::IllegalSASLState => Verdict::Fatal(sasl_message(settings, &recent)),
+            C::SSL => Verdict::Fatal(tls_message(settings, &recent)),
+            C::InvalidTimestamp => Verdict::Fatal(format!(
+                "Kafka topic {topic:?} rejects the records' timestamps (the events' own times, which may be months old during a backfill): raise the topic's message.timestamp.before.max.ms (message.timestamp.difference.max.ms before Kafka 3.6)"
+            )),
+            C::InvalidRecord | C::PolicyViolation | C::UnsupportedForMessageFormat => {
+                Verdict::Fatal(format!(
+                    "Kafka topic {topic:?} on {brokers} rejects the records ({code}){recent}: check the topic's configuration"
+                ))
+            }
+            C::Fatal => Verdict::Broken(format!(
+                "the Kafka producer hit a fatal error and is being recreated{recent}; the batch will be retried"
+            )),
+            C::MessageTimedOut => match ctx.human_issue() {
+                Some(issue) => classify_issue(settings, &issue, topic),
+                None => Verdict::Transient(format!(
+                    "Kafka did not confirm delivery to topic {topic:?} within message_timeout ({}): brokers {brokers} unreachable or unhealthy{recent}; check `brokers`, DNS, firewalls and `security_protocol`",
+                    humantime::format_duration(settings.message_timeout)
+                )),
+            },
+            C::PurgeQueue | C::PurgeInflight => {
+                Verdict::Transient("kafka producer shut down before delivery".to_string())
+            }
+            other => Verdict::Transient(format!(
+                "Kafka delivery to topic {topic:?} on {brokers} failed: {other}{recent}"
+            )),
+        }
+    }
+
+    /// Sends the records of one batch and awaits their delivery reports. Returns the records
+    /// that are too large (to dead-letter) when everything else was delivered.
+    async fn send_batch<'a>(
+        &self,
+        batch: &[&'a Record],
+    ) -> Result<Vec<(&'a Record, String)>, SinkError> {
+        self.replace_if_broken()?;
+        let Active { producer, context } = self.active();
+        let settings = self.settings();
+        let mut pending = Vec::with_capacity(batch.len());
+        let mut failures: Vec<(&Record, String, KafkaError)> = Vec::new();
+        for r in batch {
+            let topic = settings.topic.render(&r.org).map_err(SinkError::fatal)?;
+            match self.enqueue(&producer, &settings, r, &topic).await {
+                Ok(f) => pending.push((*r, topic, f)),
+                Err(e) => {
+                    let stop = !matches!(
+                        e,
+                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+                    );
+                    failures.push((r, topic, e));
+                    if stop {
+                        break;
+                    }
+                }
+            }
+        }
+
+        let mut delivered = 0usize;
+        let grace = HUMAN_ERROR_GRACE.min(settings.message_timeout);
+        let waited = Instant::now();
+        for (r, topic, f) in pending {
+            let mut f = std::pin::pin!(f);
+            let outcome = loop {
+                let left = grace.saturating_sub(waited.elapsed());
+                if left.is_zero() {
+                    if let Some(issue) = context.human_issue() {
+                        if let Verdict::Fatal(m) = classify_issue(&settings, &issue, &topic) {
+                            return Err(SinkError::fatal(m));
+                        }
+                    }
+                    break f.await;
+                }
+                if let Ok(outcome) = tokio::time::timeout(left, &mut f).await {
+                    break outcome;
+                }
+            };
+            match outcome {
+                Ok(Ok(_)) => delivered += 1,
+                Ok(Err((e, _))) => failures.push((r, topic, e)),
+                Err(_canceled) => failures.push((r, topic, KafkaError::Canceled)),
+            }
+        }
+        if delivered > 0 {
+            context.delivered();
+        }
+
+        let mut too_large = Vec::new();
+        let mut worst: Option<SinkError> = None;
+        for (r, topic, e) in failures {
+            let verdict = Self::classify(&context, &settings, &e, &topic);
+            tracing::debug!(sink = %self.ctx.name, event_id = %r.event_id, topic, error = %e, ?verdict, "kafka delivery failed");
+            let err = match verdict {
+                Verdict::TooLarge(reason) => {
+                    too_large.push((r, reason));
+                    continue;
+                }
+                Verdict::Fatal(m) => SinkError::fatal(m),
+                Verdict::Transient(m) => SinkError::transient(m),
+                Verdict::Broken(m) => {
+                    self.replace_if_broken()?;
+                    SinkError::transient(m)
+                }
+            };
+            // A fatal error wins: it needs a human.
+            if worst
+                .as_ref()
+                .is_none_or(|w| w.kind != super::SinkErrorKind::Fatal)
+            {
+                worst = Some(err);
+            }
+        }
+        match worst {
+            Some(mut e) => {
+                e.message = format!(
+                    "{} of {} records not delivered: {}",
+                    batch.len() - delivered - too_large.len(),
+                    batch.len(),
+                    e.message
+                );
+                Err(e)
+            }
+            None => Ok(too_large),
+        }
+    }
+}
+
+fn sasl_message(settings: &KafkaSettings, recent: &str) -> String {
+    match &settings.sasl {
+        Some(s) => format!(
+            "SASL authentication as {:?} ({}) failed at {}{recent}: check sasl_username, the password in sasl_password_file/sasl_password_env, and that the brokers enable {}",
+            s.username,
+            s.mechanism.as_str(),
+            settings.brokers,
+            s.mechanism.as_str()
+        ),
+        None => format!(
+            "the Kafka brokers {} require SASL authentication{recent}: set security_protocol = \"sasl_ssl\" (or \"sasl_plaintext\") with sasl_mechanism, sasl_username and sasl_password_file",
+            settings.brokers
+        ),
+    }
+}
+
+fn tls_message(settings: &KafkaSettings, recent: &str) -> String {
+    if settings.security_protocol.uses_tls() {
+        format!(
+            "TLS with the Kafka brokers {} failed{recent}: check that tls_ca_file holds the CA that signed the brokers' certificates, that those certificates name the hosts in `brokers`, and that the listener speaks TLS",
+            settings.brokers
+        )
+    } else {
+        format!(
+            "TLS error with the Kafka brokers {}{recent}: check `security_protocol` against the brokers' listener",
+            settings.brokers
+        )
+    }
+}
+
+/// What a client-level error that needs a human means for delivery.
+fn classify_issue(settings: &KafkaSettings, issue: &ClientIssue, topic: &str) -> Verdict {
+    let recent = format!(" (librdkafka: {})", issue.reason);
+    use RDKafkaErrorCode as C;
+    match issue.code {
+        Some(C::SSL) => Verdict::Fatal(tls_message(settings, &recent)),
+        Some(C::TopicAuthorizationFailed) => Verdict::Fatal(format!(
+            "not authorized to write to Kafka topic {topic:?} on {}{recent}: grant WRITE and DESCRIBE on the topic",
+            settings.brokers
+        )),
+        Some(C::ClusterAuthorizationFailed) => Verdict::Fatal(format!(
+            "not authorized for the IdempotentWrite cluster operation on {}{recent}: grant it, as the idempotent producer needs it on Kafka before 2.8",
+            settings.brokers
+        )),
+        _ => Verdict::Fatal(sasl_message(settings, &recent)),
+    }
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn deliver(&self, batch: &[Record]) -> Result<(), SinkError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let all: Vec<&Record> = batch.iter().collect();
+        let too_large = self.send_batch(&all).await?;
+        let mut dead = Vec::new();
+        // Records librdkafka batched together may be too large only as a batch: each one is
+        // tried alone before it is dead-lettered.
+        for (r, reason) in too_large {
+            let mut left = self.send_batch(&[r]).await?;
+            if let Some((r, _)) = left.pop() {
+                dead.push((r, reason));
+            }
+        }
+        for (r, reason) in dead {
+            self.ctx.dead_letter(r, &reason).await?;
+        }
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<String, SinkError> {
+        let Active { producer, context } = self.active();
+        let settings = self.settings();
+        let s = settings.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(None, CHECK_TIMEOUT)
+        })
+        .await
+        .map_err(|e| SinkError::transient(format!("kafka metadata task failed: {e}")))?;
+        let metadata = match metadata {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some(issue) = context.human_issue() {
+                    if let Verdict::Fatal(m) =
+                        classify_issue(&s, &issue, s.topic.fixed().unwrap_or("-"))
+                    {
+                        return Err(SinkError::fatal(m));
+                    }
+                }
+                let recent = context.recent_errors();
+                return Err(SinkError::transient(format!(
+                    "no Kafka broker answered within {}s (tried {}): {e}{}; check `brokers`, DNS, firewalls and `security_protocol`",
+                    CHECK_TIMEOUT.as_secs(),
+                    s.brokers,
+                    if recent.is_empty() { String::new() } else { format!(" (librdkafka: {recent})") }
+                )));
+            }
+        };
+        let brokers: Vec<String> = metadata
+            .brokers()
+            .iter()
+            .map(|b| format!("{}:{} (id {})", b.host(), b.port(), b.id()))
+            .collect();
+        let mut report = format!(
+            "{} broker(s) reachable: {}",
+            brokers.len(),
+            brokers.join(", ")
+        );
+        match settings.topic.fixed() {
+            Some(topic) => match metadata.topics().iter().find(|t| t.name() == topic) {
+                Some(t) if t.error().is_none() => report.push_str(&format!(
+                    "; topic {topic:?} exists with {} partition(s)",
+                    t.partitions().len()
+                )),
+                Some(t) => report.push_str(&format!(
+                    "; topic {topic:?}: {:?}",
+                    t.error().map(RDKafkaErrorCode::from)
+                )),
+                None => report.push_str(&format!(
+                    "; topic {topic:?} does not exist yet: it is created on the first write only if the brokers allow auto.create.topics.enable"
+                )),
+            },
+            None => report.push_str(&format!(
+                "; topics are named per organization ({:?})",
+                self.config.topic
+            )),
+        }
+        Ok(report)
+    }
+
+    /// SIGHUP: re-reads the password and TLS files (rotated credentials) with a new producer.
+    /// Batches in flight finish on the producer they started with.
+    async fn reopen(&self) {
+        let settings = match self.config.resolve() {
+            Ok(s) => s,
+            Err(m) => {
+                tracing::error!(sink = %self.ctx.name, error = %m, "kafka sink keeps its current settings");
+                return;
+            }
+        };
+        match Self::create_producer(&settings, &self.ctx.name) {
+            Ok(fresh) => {
+                *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+                let old = std::mem::replace(
+                    &mut *self.active.write().unwrap_or_else(|p| p.into_inner()),
+                    fresh,
+                );
+                tokio::task::spawn_blocking(move || {
+                    let _ = old.producer.flush(Duration::from_secs(30));
+                    drop(old);
+                });
+                tracing::info!(sink = %self.ctx.name, "kafka producer recreated");
+            }
+            Err(e) => {
+                tracing::error!(sink = %self.ctx.name, error = %e, "kafka sink keeps its current producer")
+            }
+        }
+    }
+
+    async fn shutdown(&self, deadline: Duration) {
+        let producer = self.active().producer;
+        let name = self.ctx.name.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = producer.flush(deadline) {
+                tracing::warn!(sink = %name, error = %e, in_flight = producer.in_flight_count(),
+                    "kafka records still unconfirmed at shutdown; they are sent again after restart");
+            }
+        })
+        .await;
+    }
+}
