@@ -301,10 +301,13 @@ impl Metrics {
         inner
             .registered
             .remove(&(org.to_string(), sink.to_string()));
-        inner.gauges.retain(|(_, l), _| {
-            !(l.iter().any(|(k, v)| *k == "organization" && v == org)
-                && (sink.is_empty() || l.iter().any(|(k, v)| *k == "sink" && v == sink)))
-        });
+        // A removed pipeline's series disappear from /metrics (gauges and counters alike).
+        let matches = |l: &Labels| {
+            l.iter().any(|(k, v)| *k == "organization" && v == org)
+                && (sink.is_empty() || l.iter().any(|(k, v)| *k == "sink" && v == sink))
+        };
+        inner.gauges.retain(|(_, l), _| !matches(l));
+        inner.counters.retain(|(_, l), _| !matches(l));
     }
 
     /// Prometheus text exposition format 0.0.4.
