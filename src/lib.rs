@@ -12,6 +12,7 @@ pub mod deadletter;
 pub mod demo;
 pub mod event;
 pub mod format;
+pub mod httputil;
 pub mod lock;
 pub mod logging;
 pub mod pipeline;

@@ -5,13 +5,14 @@
 use crate::clock::Backoff;
 use crate::config::CodacyConfig;
 use crate::event::OrgRef;
+use crate::httputil::{body_excerpt, parse_retry_after};
 use crate::secret::Secret;
 use crate::telemetry::Metrics;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Longest wait we accept from a Retry-After header.
+/// Longest wait we accept from a Retry-After header of the Codacy API.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// One response page.
@@ -237,7 +238,7 @@ impl Client {
             return Attempt::Fatal(ApiError::Rejected {
                 status: status.as_u16(),
                 url: url.to_string(),
-                body: excerpt(&body),
+                body: body_excerpt(body.as_bytes()),
             });
         }
         let body = match response.bytes().await {
@@ -265,7 +266,7 @@ pub fn parse_page(body: &[u8]) -> Result<Page, String> {
         format!(
             "response is not complete JSON ({e}; {} bytes, starts with {:?})",
             body.len(),
-            excerpt(&String::from_utf8_lossy(&body[..body.len().min(80)]))
+            body_excerpt(&body[..body.len().min(80)])
         )
     })?;
     match value {
@@ -329,31 +330,8 @@ fn describe_transport_error(e: &reqwest::Error) -> String {
 
 /// Retry-After as seconds or an HTTP date.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let delta = when.timestamp_millis() - chrono::Utc::now().timestamp_millis();
-    Some(Duration::from_millis(delta.max(0) as u64))
-}
-
-/// The first 300 characters of a body, on one line, for error messages.
-pub fn excerpt(body: &str) -> String {
-    let one_line: String = body
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(300)
-        .collect();
-    if body.chars().count() > 300 {
-        format!("{one_line}...")
-    } else {
-        one_line
-    }
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    parse_retry_after(v, std::time::SystemTime::now())
 }
 
 #[cfg(test)]
