@@ -315,13 +315,21 @@ impl Agent {
         for r in self.orgs.values() {
             r.trigger.trigger();
         }
-        let orgs: Vec<OrgRef> = self.orgs.keys().cloned().collect();
-        for org in orgs {
-            self.stop_org(&org).await;
-        }
-        for h in self.sinks.values() {
-            h.sink.shutdown(SHUTDOWN_DEADLINE).await;
-        }
+        // One deadline for all pipelines together, so shutdown stays within seconds.
+        let running: Vec<(OrgRef, Running)> = std::mem::take(&mut self.orgs).into_iter().collect();
+        let waits = running.into_iter().map(|(org, r)| async move {
+            let abort = r.task.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_DEADLINE, r.task).await.is_err() {
+                tracing::warn!(organization = %org, "pipeline did not stop in time; its last batch will be delivered again after restart");
+                abort.abort();
+            }
+        });
+        futures::future::join_all(waits).await;
+        let flushes = self
+            .sinks
+            .values()
+            .map(|h| h.sink.shutdown(Duration::from_secs(3)));
+        futures::future::join_all(flushes).await;
     }
 }
 

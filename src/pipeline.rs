@@ -262,7 +262,16 @@ impl OrgPipeline {
             } else {
                 max_events
             };
-            let window = match self.shared.source.fetch(&self.org, cur, end, cap).await {
+            // A fetch (with its retries) holds nothing uncommitted: shutdown may cut it short.
+            let mut stop = shutdown.clone();
+            let fetched = tokio::select! {
+                r = self.shared.source.fetch(&self.org, cur, end, cap) => r,
+                _ = stop.wait() => {
+                    report.interrupted = true;
+                    break;
+                }
+            };
+            let window = match fetched {
                 Ok(w) => w,
                 Err(WindowError::TooMany(_)) if end - cur > 1 => {
                     slice = ((end - cur) / 2).max(1);
