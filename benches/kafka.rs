@@ -256,10 +256,12 @@ async fn run(target: &str, brokers: &str, topics: [&str; 3], n: usize) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `cargo test --all-targets` runs benches without `--bench`: a quick smoke run then.
+    let smoke = !std::env::args().any(|a| a == "--bench");
     let n: usize = std::env::var("KAFKA_BENCH_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50_000);
+        .unwrap_or(if smoke { 500 } else { 50_000 });
     let topics = ["bench-bare", "bench-sink-1", "bench-sink-4"];
     println!(
         "| broker       | producer                               |  records |  records/s |    MB/s |"
