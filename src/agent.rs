@@ -126,6 +126,13 @@ pub async fn once(
     clock: SharedClock,
 ) -> Result<Vec<(OrgRef, PassReport)>, StartError> {
     prepare_state_dir(&config)?;
+    // Two overlapping runs (cron, or once next to the daemon) would deliver twice and race on
+    // the checkpoints: the state directory has one user at a time.
+    let state_dir = &config.agent.state_dir;
+    let _lock = crate::lock::StateLock::acquire(state_dir).map_err(|e| StartError::State {
+        path: state_dir.display().to_string(),
+        message: e.to_string(),
+    })?;
     let mut sinks = Vec::new();
     for spec in &config.sinks {
         sinks.push(build_sink(&config, spec, &metrics, &clock).await?);

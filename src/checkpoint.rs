@@ -67,7 +67,7 @@ impl Cursor {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("checkpoint {path}: cannot read: {source}")]
+    #[error("checkpoint {path}: cannot read: {source}; check that the state directory and its files are readable by the service user (a `once` or `state reset` run as root leaves root-owned files)")]
     Read {
         path: String,
         source: std::io::Error,
@@ -197,11 +197,14 @@ pub fn store(
     bytes.push(b'\n');
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(werr)?;
+    // Unique per process and write, so that even a misbehaving second writer cannot interleave.
     let tmp = dir.join(format!(
-        ".{}.tmp",
+        ".{}.{}.{:x}.tmp",
         path.file_name()
             .and_then(|n| n.to_str())
-            .unwrap_or("checkpoint")
+            .unwrap_or("checkpoint"),
+        std::process::id(),
+        rand::random::<u32>()
     ));
     {
         let mut f = std::fs::File::create(&tmp).map_err(werr)?;

@@ -87,7 +87,8 @@ pub async fn run_daemon(
                 }
             }
             _ = status_tick.tick() => {
-                crate::status::write(&state_dir, &metrics, clock.now_ms());
+                let (dir, m, now) = (state_dir.clone(), metrics.clone(), clock.now_ms());
+                let _ = tokio::task::spawn_blocking(move || crate::status::write(&dir, &m, now)).await;
                 notifier.status(&status_line(&agent, &metrics));
             }
         }

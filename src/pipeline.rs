@@ -233,6 +233,11 @@ impl OrgPipeline {
         }
         let overlap = self.overlap_ms();
         let floor = now - RETENTION.as_millis() as i64;
+        if self.fetch_failures > 0 && now < self.fetch_retry_at_ms {
+            // The API failed recently (slowly retried for 401/403/404): not yet.
+            report.fetch_error = Some("waiting to retry the Codacy API after an error".into());
+            return report;
+        }
         let due: Vec<usize> = (0..self.sinks.len())
             .filter(|&i| self.sinks[i].broken.is_none() && self.sinks[i].retry_at_ms <= now)
             .collect();
@@ -310,7 +315,22 @@ impl OrgPipeline {
             self.shared
                 .metrics
                 .events_fetched(&org_key, window.events.len() as u64);
-            report.invalid += self.dead_letter_invalid(window.invalid).await;
+            match self.dead_letter_invalid(window.invalid).await {
+                Ok(n) => report.invalid += n,
+                Err(msg) => {
+                    tracing::error!(organization = %org_key, error = %msg, "stopping this pass so that no cursor moves");
+                    self.fetch_failures += 1;
+                    self.fetch_retry_at_ms = self.shared.clock.now_ms()
+                        + self
+                            .retry
+                            .transient
+                            .ceiling(self.fetch_failures - 1)
+                            .as_millis() as i64;
+                    self.shared.metrics.failure(&org_key, "", &msg);
+                    report.fetch_error = Some(msg);
+                    break;
+                }
+            }
             let events = identify(&self.org, window.events, self.shared.clock.now_ms());
             active = self
                 .deliver_slice(&events, end, &active, shutdown, &mut report)
@@ -325,7 +345,12 @@ impl OrgPipeline {
     }
 
     /// Dead-letters events that could not be parsed (each once per process) and counts them.
-    async fn dead_letter_invalid(&mut self, invalid: Vec<crate::codacy::InvalidEvent>) -> usize {
+    /// Fails when the dead-letter file cannot be written: then no cursor may move, or the event
+    /// would be lost.
+    async fn dead_letter_invalid(
+        &mut self,
+        invalid: Vec<crate::codacy::InvalidEvent>,
+    ) -> Result<usize, String> {
         let org_key = self.org.key();
         let mut n = 0;
         for inv in invalid {
@@ -335,27 +360,27 @@ impl OrgPipeline {
             if self.invalid_seen.contains(&digest) {
                 continue;
             }
+            let path = self.shared.invalid_events.path().display().to_string();
+            tracing::error!(organization = %org_key, position = %inv.position, error = %inv.error,
+                path = %path, "invalid event from the API; dead-lettered");
+            let entry = serde_json::json!({
+                "organization": org_key, "position": inv.position, "event": inv.raw,
+            });
+            self.shared
+                .invalid_events
+                .write(self.shared.clock.now_ms(), &inv.error.to_string(), entry)
+                .await
+                .map_err(|e| {
+                    format!("cannot write the invalid-events dead-letter file {path}: {e}; check that the state directory is writable")
+                })?;
             if self.invalid_seen.len() >= MAX_REMEMBERED_INVALID {
                 self.invalid_seen.clear();
             }
             self.invalid_seen.insert(digest);
-            n += 1;
-            tracing::error!(organization = %org_key, position = %inv.position, error = %inv.error,
-                path = %self.shared.invalid_events.path().display(), "invalid event from the API; dead-lettered");
             self.shared.metrics.events_invalid(&org_key, 1);
-            let entry = serde_json::json!({
-                "organization": org_key, "position": inv.position, "event": inv.raw,
-            });
-            if let Err(e) = self
-                .shared
-                .invalid_events
-                .write(self.shared.clock.now_ms(), &inv.error.to_string(), entry)
-                .await
-            {
-                tracing::error!(error = %e, "cannot write the invalid-events dead-letter file");
-            }
+            n += 1;
         }
-        n
+        Ok(n)
     }
 
     /// Delivers one fetched slice to the active sinks concurrently; returns the sinks still

@@ -163,6 +163,14 @@ async fn show_reset_and_replay() {
         &cfg,
     );
     assert!(o.status.success(), "{}", out(&o));
+    // `once` (cron) never runs next to another agent on the same state directory.
+    let o = cli(&["once"], &cfg);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        out(&o).contains("another codacy-audit-forwarder"),
+        "{}",
+        out(&o)
+    );
     drop(lock);
     server.shutdown().await;
 }

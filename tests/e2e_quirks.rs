@@ -272,3 +272,49 @@ async fn a_second_pass_fetches_only_what_is_new_including_late_arrivals() {
     assert_eq!(r[0].1.delivered.get("a").copied().unwrap_or(0), 0);
     assert_delivered_exactly(&c);
 }
+
+#[tokio::test]
+async fn a_redirect_is_refused_and_the_token_never_leaves_for_another_host() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen = hits.clone();
+    let other = axum::Router::new().fallback(move || {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async { "[]" }
+    });
+    let other_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_addr = other_listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(other_listener, other).await });
+    let location = format!("http://{other_addr}/elsewhere");
+    let redirector = axum::Router::new().fallback(move || {
+        let location = location.clone();
+        async move {
+            (
+                axum::http::StatusCode::FOUND,
+                [(axum::http::header::LOCATION, location)],
+                "",
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, redirector).await });
+    let dir = tempfile::tempdir().unwrap();
+    let org = OrgRef::new(Provider::Gh, "acme");
+    let cfg = config(&config_text(
+        &format!("http://{addr}"),
+        dir.path(),
+        &[&org],
+        &[("a", "json")],
+        "",
+    ));
+    let reports = agent::once(cfg, Arc::new(Metrics::new()), clock::system())
+        .await
+        .unwrap();
+    let e = reports[0].1.fetch_error.clone().unwrap();
+    assert!(
+        e.contains("302") && e.contains("redirected") && e.contains("codacy.base_url"),
+        "{e}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
+}

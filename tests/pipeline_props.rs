@@ -457,3 +457,91 @@ fn a_poll_with_nothing_new_delivers_nothing_and_keeps_checkpoints_small() {
         let _: BTreeMap<(), ()> = BTreeMap::new();
     });
 }
+
+/// A source that also returns one unparseable event.
+#[derive(Debug)]
+struct WithInvalid(ModelSource);
+
+#[async_trait]
+impl EventSource for WithInvalid {
+    async fn fetch(
+        &self,
+        org: &OrgRef,
+        from: i64,
+        to: i64,
+        max_events: usize,
+    ) -> Result<FetchedWindow, WindowError> {
+        let mut w = self.0.fetch(org, from, to, max_events).await?;
+        w.invalid
+            .push(codacy_audit_forwarder::codacy::InvalidEvent {
+                raw: json!({"action": "no.timestamp"}),
+                error: codacy_audit_forwarder::event::EventParseError::MissingTimestamp,
+                position: "test".into(),
+            });
+        Ok(w)
+    }
+}
+
+#[test]
+fn an_invalid_event_that_cannot_be_dead_lettered_stops_the_pass_without_moving_cursors() {
+    let w = World::new([10, 10], 100, MAX_OVERLAP_MS);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_t, shutdown) = Shutdown::new();
+        let source = Arc::new(WithInvalid(ModelSource::default()));
+        source
+            .0
+            .held
+            .lock()
+            .unwrap()
+            .push(json!({"timestamp": T0 - 5, "action": "user.login"}));
+        // The dead-letter file's directory is a regular file: every write fails.
+        let blocker = w.config.agent.state_dir.join("blocker");
+        std::fs::write(&blocker, "x").unwrap();
+        let clock: SharedClock = w.clock.clone();
+        let shared = |dl: DeadLetter| Shared {
+            config: w.config.clone(),
+            source: source.clone(),
+            clock: clock.clone(),
+            metrics: Arc::new(Metrics::new()),
+            invalid_events: dl,
+        };
+        let mut p = OrgPipeline::new(
+            w.org.clone(),
+            &w.handles,
+            shared(DeadLetter::at(blocker.join("invalid.ndjson"))),
+            RetryPolicy::default(),
+        );
+        let r = p.run_pass(&shutdown).await;
+        assert!(
+            r.fetch_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("dead-letter"),
+            "{r:?}"
+        );
+        assert!(w
+            .sinks
+            .iter()
+            .all(|s| s.delivered.lock().unwrap().is_empty()));
+        // Fixed: the event is dead-lettered and everything else delivered.
+        let good = w.config.agent.state_dir.join("dead-letter/invalid.ndjson");
+        let mut p = OrgPipeline::new(
+            w.org.clone(),
+            &w.handles,
+            shared(DeadLetter::at(good.clone())),
+            RetryPolicy::default(),
+        );
+        let r = p.run_pass(&shutdown).await;
+        assert!(r.ok() && r.invalid == 1, "{r:?}");
+        assert_eq!(std::fs::read_to_string(&good).unwrap().lines().count(), 1);
+        assert!(w
+            .sinks
+            .iter()
+            .all(|s| s.delivered.lock().unwrap().len() == 1));
+    });
+}

@@ -97,6 +97,8 @@ impl Client {
                 "codacy-audit-forwarder/",
                 env!("CARGO_PKG_VERSION")
             ))
+            // A redirect would carry the api-token header to whatever host it names.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Client {
@@ -188,7 +190,7 @@ impl Client {
         let response = self
             .http
             .get(url)
-            .header("api-token", self.token.expose())
+            .header("api-token", token_header(&self.token))
             .header("accept", "application/json")
             .query(&query)
             .send()
@@ -233,6 +235,21 @@ impl Client {
                 org: org_key,
             });
         }
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("(no Location)")
+                .to_string();
+            return Attempt::Fatal(ApiError::Rejected {
+                status: status.as_u16(),
+                url: url.to_string(),
+                body: format!(
+                    "redirected to {location}; the token is not sent after redirects: set codacy.base_url to the API's real address"
+                ),
+            });
+        }
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
             return Attempt::Fatal(ApiError::Rejected {
@@ -257,6 +274,19 @@ impl Client {
                 after: None,
             },
         }
+    }
+}
+
+/// The token as a header value marked sensitive (kept out of reqwest's Debug output).
+fn token_header(token: &Secret) -> reqwest::header::HeaderValue {
+    match reqwest::header::HeaderValue::from_str(token.expose()) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            v
+        }
+        // Not a valid header value (a stray control character): sent empty, so the API answers
+        // 401 with the remedy instead of the request failing obscurely.
+        Err(_) => reqwest::header::HeaderValue::from_static(""),
     }
 }
 

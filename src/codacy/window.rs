@@ -39,7 +39,7 @@ pub enum WindowError {
     Api(#[from] ApiError),
     #[error("window holds more than {0} events; fetch a smaller window")]
     TooMany(usize),
-    #[error("the API returned a full page for the single millisecond {at_ms} even after splitting the window; events may be missing there. Lower codacy.page_limit is not the fix: this needs Codacy's cursor pagination")]
+    #[error("the API returned a full page for the single millisecond {at_ms} even after splitting the window, without a cursor to page further: raise codacy.page_limit (at most 1000); if it is already 1000, more events share that millisecond than the API can return in one response")]
     FullMillisecond { at_ms: i64 },
 }
 

@@ -164,6 +164,9 @@ pub enum ItemOutcome {
     Duplicate,
     /// 429, 5xx: resend this item.
     Retry,
+    /// 401/403/404 per item: credentials, a write block or a missing data stream. Not the
+    /// document's fault: the sink stops with the remedy instead of dead-lettering everything.
+    Denied,
     /// Other statuses: the document itself is refused; dead-letter it.
     Reject,
 }
@@ -173,6 +176,7 @@ pub fn classify_item(status: u16) -> ItemOutcome {
         200..=299 => ItemOutcome::Created,
         409 => ItemOutcome::Duplicate,
         429 | 500..=599 => ItemOutcome::Retry,
+        401 | 403 | 404 => ItemOutcome::Denied,
         _ => ItemOutcome::Reject,
     }
 }
@@ -286,8 +290,10 @@ impl ElasticsearchSink {
     fn fatal_auth(&self, status: reqwest::StatusCode, url: &str, excerpt: &str) -> SinkError {
         let remedy = if status == reqwest::StatusCode::UNAUTHORIZED {
             "the credentials were refused (API key invalid, expired or revoked, or a wrong password): create a key with POST /_security/api_key and put its `encoded` value in api_key_file"
+        } else if status == reqwest::StatusCode::NOT_FOUND {
+            "the data stream does not exist and cannot be created: add an index template matching it (logs-*-* has one by default) or fix `data_stream`"
         } else {
-            "the credentials lack a privilege: the API key or user needs `create_doc` (or create/index/write) on the data stream, plus `auto_configure` to create it"
+            "the credentials lack a privilege or the index is write-blocked: the API key or user needs `create_doc` (or create/index/write) on the data stream, plus `auto_configure` to create it; check index.blocks.write"
         };
         SinkError::fatal(format!(
             "{url}: HTTP {status} writing to {}: {remedy}; nothing was dropped, the batch will be retried: {excerpt}",
@@ -391,6 +397,11 @@ impl ElasticsearchSink {
                             last_retry_reason = format!("{item_status} {error}");
                             retry.push(i);
                         }
+                        ItemOutcome::Denied => {
+                            let status = reqwest::StatusCode::from_u16(item_status)
+                                .unwrap_or(reqwest::StatusCode::FORBIDDEN);
+                            return Err(self.fatal_auth(status, &shown, &error));
+                        }
                         ItemOutcome::Reject => rejects.add(
                             i,
                             format!("Elasticsearch refused the document into {}: status {item_status} {error}", self.data_stream),
@@ -488,7 +499,8 @@ mod tests {
         assert_eq!(classify_item(429), ItemOutcome::Retry);
         assert_eq!(classify_item(503), ItemOutcome::Retry);
         assert_eq!(classify_item(400), ItemOutcome::Reject);
-        assert_eq!(classify_item(404), ItemOutcome::Reject);
+        assert_eq!(classify_item(404), ItemOutcome::Denied);
+        assert_eq!(classify_item(403), ItemOutcome::Denied);
     }
 
     #[test]
