@@ -177,13 +177,34 @@ impl AuditEvent {
     }
 
     pub fn from_map(raw: Map<String, Value>) -> Result<Self, EventParseError> {
-        let timestamp_ms = parse_timestamp(
-            raw.get("timestamp")
-                .ok_or(EventParseError::MissingTimestamp)?,
-        )?;
+        Self::from_map_or_back(raw).map_err(|(e, _)| e)
+    }
+
+    /// [`AuditEvent::from_value`] that hands the value back when it is not an event, so a
+    /// caller can dead-letter it without cloning every valid event up front.
+    pub fn from_value_or_back(value: Value) -> Result<Self, (EventParseError, Value)> {
+        match value {
+            Value::Object(map) => {
+                Self::from_map_or_back(map).map_err(|(e, map)| (e, Value::Object(map)))
+            }
+            other => Err((EventParseError::NotAnObject(type_name(&other)), other)),
+        }
+    }
+
+    fn from_map_or_back(
+        raw: Map<String, Value>,
+    ) -> Result<Self, (EventParseError, Map<String, Value>)> {
+        let timestamp_ms = match raw
+            .get("timestamp")
+            .ok_or(EventParseError::MissingTimestamp)
+            .and_then(parse_timestamp)
+        {
+            Ok(t) => t,
+            Err(e) => return Err((e, raw)),
+        };
         let action = match raw.get("action") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => return Err(EventParseError::MissingAction),
+            _ => return Err((EventParseError::MissingAction, raw)),
         };
         let (actor_email, actor_role) = match raw.get("actor") {
             Some(Value::Object(actor)) => (
@@ -353,6 +374,20 @@ mod tests {
 
     fn org() -> std::sync::Arc<OrgRef> {
         std::sync::Arc::new(OrgRef::new(Provider::Gh, "acme"))
+    }
+
+    #[test]
+    fn a_value_that_is_no_event_comes_back_unchanged() {
+        for bad in [
+            json!({"action": "user.login", "zeta": [1]}),
+            json!({"timestamp": "2024-07-01T09:45:30.656Z", "action": ""}),
+            json!([1, 2]),
+        ] {
+            let (_, back) = AuditEvent::from_value_or_back(bad.clone()).unwrap_err();
+            assert_eq!(back, bad);
+        }
+        let good = json!({"timestamp": 1, "action": "a"});
+        assert!(AuditEvent::from_value_or_back(good).is_ok());
     }
 
     #[test]

@@ -84,10 +84,10 @@ pub async fn fetch_window(
                 break;
             }
             for (i, raw) in page.events.into_iter().enumerate() {
-                match AuditEvent::from_value(raw.clone()) {
+                match AuditEvent::from_value_or_back(raw) {
                     Ok(e) if e.timestamp_ms >= from && e.timestamp_ms < to => out.events.push(e),
                     Ok(_) => {} // belongs to another window; fetched there
-                    Err(error) => out.invalid.push(InvalidEvent {
+                    Err((error, raw)) => out.invalid.push(InvalidEvent {
                         raw,
                         error,
                         position: format!("window [{from}, {to}) page {page_no} index {i}"),

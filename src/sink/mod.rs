@@ -217,7 +217,7 @@ pub struct SinkSpec {
     pub name: String,
     pub format: Format,
     pub format_options: FormatOptions,
-    /// Records per delivery call (default 500).
+    /// Records per delivery call (default 500; 5000 for file sinks, which fsync per batch).
     pub batch_max_events: usize,
     pub kind: SinkKind,
 }
