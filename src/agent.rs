@@ -14,7 +14,6 @@ use crate::pipeline::{
 use crate::sink::{SinkContext, SinkSpec};
 use crate::telemetry::Metrics;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -222,15 +221,7 @@ impl Agent {
 
     async fn stop_org(&mut self, org: &OrgRef) {
         if let Some(r) = self.orgs.remove(org) {
-            r.trigger.trigger();
-            let abort = r.task.abort_handle();
-            if tokio::time::timeout(SHUTDOWN_DEADLINE, r.task)
-                .await
-                .is_err()
-            {
-                tracing::warn!(organization = %org, "pipeline did not stop in time; its last batch will be delivered again after restart");
-                abort.abort();
-            }
+            stop_running(org, r).await;
         }
     }
 
@@ -324,13 +315,9 @@ impl Agent {
         }
         // One deadline for all pipelines together, so shutdown stays within seconds.
         let running: Vec<(OrgRef, Running)> = std::mem::take(&mut self.orgs).into_iter().collect();
-        let waits = running.into_iter().map(|(org, r)| async move {
-            let abort = r.task.abort_handle();
-            if tokio::time::timeout(SHUTDOWN_DEADLINE, r.task).await.is_err() {
-                tracing::warn!(organization = %org, "pipeline did not stop in time; its last batch will be delivered again after restart");
-                abort.abort();
-            }
-        });
+        let waits = running
+            .into_iter()
+            .map(|(org, r)| async move { stop_running(&org, r).await });
         futures::future::join_all(waits).await;
         let flushes = self
             .sinks
@@ -340,8 +327,16 @@ impl Agent {
     }
 }
 
-/// Where `run` reads its configuration again on SIGHUP.
-#[derive(Debug, Clone)]
-pub struct ConfigSource {
-    pub path: PathBuf,
+/// Signals a pipeline to stop after its batch in flight and waits for it, up to the deadline;
+/// past it the task is aborted (its uncommitted batch is delivered again after restart).
+async fn stop_running(org: &OrgRef, r: Running) {
+    r.trigger.trigger();
+    let abort = r.task.abort_handle();
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, r.task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(organization = %org, "pipeline did not stop in time; its last batch will be delivered again after restart");
+        abort.abort();
+    }
 }

@@ -201,15 +201,6 @@ pub async fn check(config: &Config, clock: &SharedClock) -> bool {
     ok
 }
 
-/// `demo`: the agent against the embedded simulator.
-pub async fn demo(
-    out: PathBuf,
-    duration: Option<Duration>,
-    clock: SharedClock,
-) -> Result<(), StartError> {
-    crate::demo::run(out, duration, clock).await
-}
-
 /// `preview`: events from a file or stdin, printed in a format. Errors starting with "usage:"
 /// are command-line mistakes (exit 2).
 pub fn preview(

@@ -184,10 +184,12 @@ async fn async_main(cli: Cli) -> ExitCode {
                 ExitCode::from(1)
             }
         }
-        Command::Demo { out, duration } => match cli::demo(out, duration, clock).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => start_error(&e),
-        },
+        Command::Demo { out, duration } => {
+            match codacy_audit_forwarder::demo::run(out, duration, clock).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => start_error(&e),
+            }
+        }
         Command::Preview {
             format,
             org,

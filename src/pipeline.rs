@@ -592,8 +592,15 @@ async fn deliver_to_sink(
             }
         }
     }
+    let before = state.cursor.cursor_ms;
     state.cursor.advance(std::iter::empty(), slice_end, overlap);
-    if let Err(e) = commit(shared, org, state).await {
+    // Batches were committed as they went; write again only if the window end moved the cursor.
+    let moved = state.cursor.cursor_ms != before;
+    if let Err(e) = if moved {
+        commit(shared, org, state).await
+    } else {
+        Ok(())
+    } {
         return fail(
             shared,
             org,

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_codacy-audit-forwarder");
 const BATCH: usize = 40; // batch_max_events in e2e::config_text
@@ -149,14 +149,6 @@ async fn kill_9_at_random_moments_loses_nothing() {
 #[ignore = "long: 200 kill -9 cycles over 20,000 events; run with --ignored"]
 async fn kill_9_soak() {
     crash_cycles(200, 20_000, 2).await;
-}
-
-async fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

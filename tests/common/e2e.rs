@@ -108,3 +108,12 @@ pub fn strip_provenance(line: &Value) -> Value {
     }
     v
 }
+
+/// Polls `cond` every 100 ms until it holds; fails the test naming `what` after `deadline`.
+pub async fn wait_until(what: &str, deadline: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
