@@ -2,7 +2,11 @@
 # Backfill / preview / idle benchmark of codacy-audit-forwarder against the jq pipeline from
 # Codacy's documentation and a bare serde_json reference, all on the same generated data.
 #
-#   bench/run.sh [--events N] [--idle-seconds S] [--keep]
+#   bench/run.sh [--events N] [--idle-seconds S] [--only LIST] [--keep]
+#
+# --only takes a comma list of sections: backfill (one file sink per format), sinks (four sinks at
+# once, and syslog and Kafka alone), baselines (jq, curl|jq, reference), preview, idle. A partial
+# run prints its rows but leaves bench/RESULTS.md alone.
 #
 # Needs: cargo, jq, curl, /usr/bin/time (GNU time). Optional: rsyslogd, tansu (four-sink row).
 # Writes the table to stdout and to bench/RESULTS.md. Work files go to a temp dir (~1 GB for 1M
@@ -12,15 +16,20 @@ set -euo pipefail
 EVENTS=1000000
 IDLE_SECONDS=60
 KEEP=0
+ONLY=backfill,sinks,baselines,preview,idle
 while [ $# -gt 0 ]; do
     case "$1" in
         --events) EVENTS="$2"; shift 2 ;;
         --idle-seconds) IDLE_SECONDS="$2"; shift 2 ;;
+        --only) ONLY="$2"; shift 2 ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n 2,9p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,13p "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+FULL=0; [ "$ONLY" = backfill,sinks,baselines,preview,idle ] && FULL=1
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -68,10 +77,11 @@ measure() {
 }
 
 # --- the simulator with the backlog -------------------------------------------------------------
+if want backfill || want sinks || want baselines || want preview; then
 echo "generating $EVENTS events over ~360 days in the simulator..." >&2
 mkdir -p "$WORK/sim"
 "$HELPER" serve --events "$EVENTS" --orgs 1 --dir "$WORK/sim" 2>"$WORK/sim.log" &
-PIDS+=($!)
+SIM_PID=$!; PIDS+=($SIM_PID)
 wait_for 600 test -s "$WORK/sim/base_url"
 BASE_URL="$(cat "$WORK/sim/base_url")"
 NOW_MS=$(( $(date +%s) * 1000 ))
@@ -80,6 +90,7 @@ FROM_MS=$(( NOW_MS - 365 * 86400000 ))
 echo "dumping the pages the simulator serves..." >&2
 "$HELPER" dump --base-url "$BASE_URL" --org gh/bench-0 --from "$FROM_MS" --to "$NOW_MS" --dir "$WORK/data" >&2
 PAGES=("$WORK"/data/pages/*.json)
+fi
 
 # --- agent backfills ----------------------------------------------------------------------------
 write_config() { # write_config FILE STATE_DIR ORG_COUNT SINKS_TOML
@@ -104,10 +115,12 @@ backfill() { # backfill NAME SINKS_TOML OUTFILE
     rm -f "$3"
 }
 
+if want backfill; then
 echo "backfills (once, 1 organization, $EVENTS events, initial_lookback 365d, page_limit 1000)..." >&2
 for fmt in json ecs cef; do
     backfill "agent-$fmt" "$(file_sink out "$fmt" "$WORK/run-agent-$fmt/out.ndjson")" "$WORK/run-agent-$fmt/out.ndjson"
 done
+fi
 
 # Four sinks at once, where rsyslogd and tansu are installed.
 RSYSLOG_PORT=""; KAFKA_PORT=""
@@ -135,28 +148,48 @@ start_tansu() {
     wait_for 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT"
     wait_for 30 tansu topic create codacy-audit --broker "tcp://127.0.0.1:$KAFKA_PORT" --partitions 1
 }
-start_rsyslog
-start_tansu
+if want sinks || want idle; then
+    start_rsyslog
+    start_tansu
+fi
+syslog_sink() { printf '[[sinks]]\nname = "siem"\ntype = "syslog"\nformat = "cef"\naddress = "tcp://127.0.0.1:%s"\n' "$RSYSLOG_PORT"; }
+kafka_sink() { printf '[[sinks]]\nname = "bus"\ntype = "kafka"\nformat = "json"\nbrokers = "127.0.0.1:%s"\ntopic = "codacy-audit"\n' "$KAFKA_PORT"; }
 four_sinks() { # four_sinks DIR
     file_sink archive json "$1/out.ndjson"
     file_sink archive-cef cef "$1/out.cef"
-    if [ -n "$RSYSLOG_PORT" ]; then
-        printf '[[sinks]]\nname = "siem"\ntype = "syslog"\nformat = "cef"\naddress = "tcp://127.0.0.1:%s"\n' "$RSYSLOG_PORT"
-    fi
-    if [ -n "$KAFKA_PORT" ]; then
-        printf '[[sinks]]\nname = "bus"\ntype = "kafka"\nformat = "json"\nbrokers = "127.0.0.1:%s"\ntopic = "codacy-audit"\n' "$KAFKA_PORT"
-    fi
+    [ -z "$RSYSLOG_PORT" ] || syslog_sink
+    [ -z "$KAFKA_PORT" ] || kafka_sink
 }
 SINK_COUNT=2
 [ -z "$RSYSLOG_PORT" ] || SINK_COUNT=$((SINK_COUNT + 1))
 [ -z "$KAFKA_PORT" ] || SINK_COUNT=$((SINK_COUNT + 1))
-backfill "agent-4sinks" "$(four_sinks "$WORK/run-agent-4sinks")" "$WORK/run-agent-4sinks/out.ndjson"
-rm -f "$WORK/run-agent-4sinks/out.cef" "$WORK/rsyslog/received.log"
+# lines FILE: how many lines a peer wrote (0 before it created the file)
+lines() { if [ -e "$1" ]; then wc -l <"$1"; else echo 0; fi; }
+if want sinks; then
+    echo "four sinks at once, then syslog and Kafka alone..." >&2
+    backfill "agent-4sinks" "$(four_sinks "$WORK/run-agent-4sinks")" "$WORK/run-agent-4sinks/out.ndjson"
+    rm -f "$WORK/run-agent-4sinks/out.cef" "$WORK/rsyslog/received.log"
+    # Alone: `once` returns when rsyslog has acknowledged at the TCP level / the broker has acked;
+    # the row counts what rsyslog wrote to its file, which may trail by a moment.
+    if [ -n "$RSYSLOG_PORT" ]; then
+        dir="$WORK/run-agent-syslog"; mkdir -p "$dir/state"
+        write_config "$dir/config.toml" "$dir/state" 1 "$(syslog_sink)"
+        measure agent-syslog "$BIN" once --config "$dir/config.toml" >"$dir/agent.out" 2>"$dir/agent.log"
+        wait_for 60 bash -c "[ \"\$(wc -l <'$WORK/rsyslog/received.log')\" -ge $EVENTS ]"
+        rm -f "$WORK/rsyslog/received.log"
+    fi
+    if [ -n "$KAFKA_PORT" ]; then
+        dir="$WORK/run-agent-kafka"; mkdir -p "$dir/state"
+        write_config "$dir/config.toml" "$dir/state" 1 "$(kafka_sink)"
+        measure agent-kafka "$BIN" once --config "$dir/config.toml" >"$dir/agent.out" 2>"$dir/agent.log"
+    fi
+fi
 
 # --- baselines ----------------------------------------------------------------------------------
 # The documented filter; jq's @csv refuses objects (actor, requestDetails), so those are turned
 # into JSON text first, the least a user must add for the filter to run on real events.
 JQ_ROW='[.actor, .action, .timestamp, .result, .source, .repositoryName, .requestDetails] | map(if type == "object" or type == "array" then tojson else . end) | @csv'
+if want baselines; then
 echo "baselines..." >&2
 measure jq-pages jq -r ".data[] | $JQ_ROW" "${PAGES[@]}" >"$WORK/jq.csv"
 # (@csv keeps newlines inside quoted fields, so a few rows span two lines.)
@@ -183,16 +216,20 @@ rm -f "$WORK/curl-jq.csv"
 
 measure reference "$HELPER" reference --base-url "$BASE_URL" --org gh/bench-0 --from "$FROM_MS" --to "$NOW_MS" --out "$WORK/reference.ndjson"
 rm -f "$WORK/reference.ndjson"
+fi
 
 # --- preview (mapping alone) vs jq on the same NDJSON file --------------------------------------
+if want preview; then
 echo "preview..." >&2
-measure jq-file jq -r "$JQ_ROW" "$WORK/data/events.ndjson" >/dev/null
+want baselines && measure jq-file jq -r "$JQ_ROW" "$WORK/data/events.ndjson" >/dev/null
 for fmt in json ecs cef; do
     measure "preview-$fmt" "$BIN" preview --format "$fmt" "$WORK/data/events.ndjson" >/dev/null
 done
+fi
 
 # --- idle: run, 10 organizations x 4 sinks, nothing new -----------------------------------------
-kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true
+if want idle; then
+[ -z "${SIM_PID:-}" ] || { kill "$SIM_PID"; wait "$SIM_PID" 2>/dev/null || true; }
 echo "idle: 10 organizations x $SINK_COUNT sinks, ${IDLE_SECONDS}s..." >&2
 rm -rf "$WORK/sim"; mkdir -p "$WORK/sim"
 "$HELPER" serve --events 1000 --orgs 10 --dir "$WORK/sim" 2>"$WORK/sim-idle.log" &
@@ -215,49 +252,62 @@ IDLE_RSS=$(awk '/VmRSS/ {print $2}' "/proc/$AGENT/status")
 IDLE_ANON=$(awk '/RssAnon/ {print $2}' "/proc/$AGENT/status")
 IDLE_CPU_PCT=$(echo "scale=4; 100 * ($T1 - $T0) / $HZ / ($S1 - $S0)" | bc)
 kill "$AGENT"; wait "$AGENT" 2>/dev/null || true
+fi
 
 # --- the table ----------------------------------------------------------------------------------
-ratio() { echo "scale=2; $1 / $2" | bc | sed 's/^\./0./'; }
+have() { [ -n "${WALL[$1]:-}" ]; }
+ratio() { if have "$1" && have "$2"; then echo "$(echo "scale=2; ${WALL[$1]} / ${WALL[$2]}" | bc | sed 's/^\./0./')"; else echo "-"; fi; }
 eps() { echo "$EVENTS / $1" | bc; }
 mb() { echo "scale=1; $1 / 1024" | bc | sed 's/^\./0./'; }
-row() { # row LABEL NAME NOTE
+row() { # row LABEL NAME NOTE: nothing when NAME was not measured
     local n="$2"
+    have "$n" || return 0
     printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "${WALL[$n]}" "$(eps "${WALL[$n]}")" "${CPU[$n]}" "$(mb "${RSS[$n]}")" "$3"
 }
 {
     echo "## Results ($EVENTS events, $(date -u +%Y-%m-%dT%H:%MZ))"
     echo
     echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GB RAM, Linux $(uname -r)."
-    echo
-    echo "### Backfill (HTTP from the local simulator to the sink)"
-    echo
-    echo "| run | wall s | events/s | CPU s | peak RSS MB | vs jq (pages) / vs reference |"
-    echo "|---|---|---|---|---|---|"
-    for fmt in json ecs cef; do
-        row "agent once, file $fmt" "agent-$fmt" "$(ratio "${WALL[jq-pages]}" "${WALL[agent-$fmt]}")x / $(ratio "${WALL[reference]}" "${WALL[agent-$fmt]}")"
-    done
-    row "agent once, $SINK_COUNT sinks at once" agent-4sinks "$(ratio "${WALL[agent-4sinks]}" "${WALL[agent-json]}")x the time of file json"
-    row "jq over the dumped pages (one jq process)" jq-pages "baseline"
-    row "curl \\| jq per page, following cursors" curl-jq "$(ratio "${WALL[curl-jq]}" "${WALL[jq-pages]}")x the time of jq (pages)"
-    row "bare reference: serde_json parse + write (HTTP)" reference "practical limit"
-    echo
-    echo "### Mapping alone: \`preview --format F events.ndjson\` vs jq on the same file"
-    echo
-    echo "| run | wall s | events/s | CPU s | peak RSS MB | vs jq |"
-    echo "|---|---|---|---|---|---|"
-    row "jq (documented row, NDJSON)" jq-file "baseline"
-    for fmt in json ecs cef; do
-        row "preview $fmt" "preview-$fmt" "$(ratio "${WALL[jq-file]}" "${WALL[preview-$fmt]}")x"
-    done
-    echo
-    echo "### Idle: \`run\`, 10 organizations x $SINK_COUNT sinks, nothing new, ${IDLE_SECONDS} s"
-    echo
-    echo "| RSS MB | of which anonymous (heap, stacks) MB | CPU % |"
-    echo "|---|---|---|"
-    echo "| $(mb "$IDLE_RSS") | $(mb "$IDLE_ANON") | $IDLE_CPU_PCT |"
+    if want backfill || want sinks || want baselines; then
+        echo
+        echo "### Backfill (HTTP from the local simulator to the sink)"
+        echo
+        echo "| run | wall s | events/s | CPU s | peak RSS MB | vs jq (pages) / vs curl\\|jq / vs reference |"
+        echo "|---|---|---|---|---|---|"
+        for fmt in json ecs cef; do
+            row "agent once, file $fmt" "agent-$fmt" "$(ratio jq-pages "agent-$fmt")x / $(ratio curl-jq "agent-$fmt")x / $(ratio reference "agent-$fmt")"
+        done
+        row "agent once, $SINK_COUNT sinks at once" agent-4sinks "$(ratio agent-4sinks agent-json)x the time of file json"
+        row "agent once, syslog TCP alone (cef)" agent-syslog "$(ratio agent-syslog agent-json)x the time of file json"
+        row "agent once, Kafka alone (json)" agent-kafka "$(ratio agent-kafka agent-json)x the time of file json"
+        row "jq over the dumped pages (one jq process)" jq-pages "baseline"
+        row "curl \\| jq per page, following cursors" curl-jq "$(ratio curl-jq jq-pages)x the time of jq (pages)"
+        row "bare reference: serde_json parse + write (HTTP)" reference "practical limit"
+    fi
+    if want preview; then
+        echo
+        echo "### Mapping alone: \`preview --format F events.ndjson\` vs jq on the same file"
+        echo
+        echo "| run | wall s | events/s | CPU s | peak RSS MB | vs jq |"
+        echo "|---|---|---|---|---|---|"
+        row "jq (documented row, NDJSON)" jq-file "baseline"
+        for fmt in json ecs cef; do
+            row "preview $fmt" "preview-$fmt" "$(ratio jq-file "preview-$fmt")x"
+        done
+    fi
+    if want idle; then
+        echo
+        echo "### Idle: \`run\`, 10 organizations x $SINK_COUNT sinks, nothing new, ${IDLE_SECONDS} s"
+        echo
+        echo "| RSS MB | of which anonymous (heap, stacks) MB | CPU % |"
+        echo "|---|---|---|"
+        echo "| $(mb "$IDLE_RSS") | $(mb "$IDLE_ANON") | $IDLE_CPU_PCT |"
+    fi
     echo
     echo "Wall/CPU/peak RSS by GNU time (CPU includes children: the curl|jq loop's curls and jqs)."
     echo "The agent and the reference fetch over HTTP from the simulator (another process on this"
     echo "machine); jq (pages) reads the same pages from files, so its figure excludes HTTP."
     for n in "${NOTES[@]}"; do echo "Note: $n."; done
-} | tee "$ROOT/bench/RESULTS.md"
+} >"$WORK/table.md"
+cat "$WORK/table.md"
+if [ "$FULL" = 1 ]; then cp "$WORK/table.md" "$ROOT/bench/RESULTS.md"; else echo "(partial run: bench/RESULTS.md left as it was)" >&2; fi
