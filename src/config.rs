@@ -66,7 +66,8 @@ pub struct AgentConfig {
     pub poll_interval: Duration,
     pub initial_lookback: Duration,
     pub overlap: Duration,
-    /// The most events one fetch slice may hold in memory before the slice is split.
+    /// The most events an organization holds at once (the slice being delivered plus the next
+    /// one, fetched meanwhile); larger windows are split.
     pub max_events_in_memory: usize,
 }
 

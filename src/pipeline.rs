@@ -8,7 +8,7 @@
 
 use crate::checkpoint::{self, CheckpointError, Cursor};
 use crate::clock::{Backoff, SharedClock};
-use crate::codacy::{EventSource, WindowError};
+use crate::codacy::{EventSource, FetchedWindow, WindowError};
 use crate::config::{Config, RETENTION};
 use crate::deadletter::DeadLetter;
 use crate::event::{identify, IdentifiedEvent, OrgRef};
@@ -252,31 +252,32 @@ impl OrgPipeline {
             .unwrap_or(to)
             .max(floor);
         let mut active: Vec<usize> = due;
-        let max_events = self.shared.config.agent.max_events_in_memory;
+        // The slice being delivered and the next one, fetched meanwhile, share the budget.
+        let max_events = (self.shared.config.agent.max_events_in_memory / 2).max(1);
         let mut cur = from;
         let mut slice = INITIAL_SLICE_MS.min((to - from).max(1));
+        // The next slice, fetched and identified on another worker while this one is delivered.
+        let mut next: Option<Prefetch> = None;
         while cur < to && !active.is_empty() {
             if shutdown.is_triggered() {
                 report.interrupted = true;
                 break;
             }
             let end = (cur + slice).min(to);
-            // A single millisecond cannot be split further: hold it whatever its size.
-            let cap = if end - cur <= 1 {
-                usize::MAX
-            } else {
-                max_events
+            let prefetch = match next.take() {
+                Some(p) if p.from == cur && p.to == end => p,
+                _ => self.prefetch(cur, end, max_events),
             };
             // A fetch (with its retries) holds nothing uncommitted: shutdown may cut it short.
             let mut stop = shutdown.clone();
             let fetched = tokio::select! {
-                r = self.shared.source.fetch(&self.org, cur, end, cap) => r,
+                r = prefetch.result() => r,
                 _ = stop.wait() => {
                     report.interrupted = true;
                     break;
                 }
             };
-            let window = match fetched {
+            let (window, events) = match fetched {
                 Ok(w) => w,
                 Err(WindowError::TooMany(_)) if end - cur > 1 => {
                     slice = ((end - cur) / 2).max(1);
@@ -308,13 +309,13 @@ impl OrgPipeline {
                     break;
                 }
             };
-            if window.events.len().saturating_mul(4) <= max_events {
+            if events.len().saturating_mul(4) <= max_events {
                 slice = (slice * 2).min(MAX_SLICE_MS);
             }
-            report.fetched += window.events.len();
+            report.fetched += events.len();
             self.shared
                 .metrics
-                .events_fetched(&org_key, window.events.len() as u64);
+                .events_fetched(&org_key, events.len() as u64);
             match self.dead_letter_invalid(window.invalid).await {
                 Ok(n) => report.invalid += n,
                 Err(msg) => {
@@ -331,7 +332,9 @@ impl OrgPipeline {
                     break;
                 }
             }
-            let events = identify(&self.org, window.events, self.shared.clock.now_ms());
+            if end < to {
+                next = Some(self.prefetch(end, (end + slice).min(to), max_events));
+            }
             active = self
                 .deliver_slice(&events, end, &active, shutdown, &mut report)
                 .await;
@@ -342,6 +345,29 @@ impl OrgPipeline {
             self.shared.metrics.poll_succeeded(&org_key, now);
         }
         report
+    }
+
+    /// Starts fetching and identifying `[from, to)` on its own task.
+    fn prefetch(&self, from: i64, to: i64, max_events: usize) -> Prefetch {
+        // A single millisecond cannot be split further: hold it whatever its size.
+        let cap = if to - from <= 1 {
+            usize::MAX
+        } else {
+            max_events
+        };
+        let source = self.shared.source.clone();
+        let clock = self.shared.clock.clone();
+        let org = self.org.clone();
+        let task = tokio::spawn(async move {
+            let mut window = source.fetch(&org, from, to, cap).await?;
+            let events = identify(&org, std::mem::take(&mut window.events), clock.now_ms());
+            Ok((window, events))
+        });
+        Prefetch {
+            from,
+            to,
+            task: Some(task),
+        }
     }
 
     /// Dead-letters events that could not be parsed (each once per process) and counts them.
@@ -483,6 +509,38 @@ impl OrgPipeline {
             }
         }
         still
+    }
+}
+
+type PrefetchResult = Result<(FetchedWindow, Vec<IdentifiedEvent>), WindowError>;
+
+/// A slice being fetched on its own task; dropping it cancels the fetch.
+struct Prefetch {
+    from: i64,
+    to: i64,
+    task: Option<tokio::task::JoinHandle<PrefetchResult>>,
+}
+
+impl Prefetch {
+    async fn result(mut self) -> PrefetchResult {
+        let Some(task) = self.task.as_mut() else {
+            unreachable!("a prefetch is awaited once");
+        };
+        let joined = task.await;
+        self.task = None;
+        match joined {
+            Ok(r) => r,
+            // The fetch task panicked: surface it as a failed fetch, retried like one.
+            Err(e) => Err(WindowError::TaskFailed(e.to_string())),
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
 

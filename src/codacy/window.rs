@@ -41,6 +41,9 @@ pub enum WindowError {
     TooMany(usize),
     #[error("the API returned a full page for the single millisecond {at_ms} even after splitting the window, without a cursor to page further: raise codacy.page_limit (at most 1000); if it is already 1000, more events share that millisecond than the API can return in one response")]
     FullMillisecond { at_ms: i64 },
+    /// The task fetching a slice ended without a result (a bug); retried like a failed fetch.
+    #[error("the fetch task failed ({0}); this is a bug, please report it with the log")]
+    TaskFailed(String),
 }
 
 /// Fetches `[from_ms, to_ms)` completely. `max_events` caps what is held in memory.
