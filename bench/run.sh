@@ -136,7 +136,7 @@ ruleset(name="out") { action(type="omfile" file="$WORK/rsyslog/received.log" tem
 input(type="imtcp" address="127.0.0.1" port="$RSYSLOG_PORT" ruleset="out")
 EOF
     rsyslogd -n -f "$WORK/rsyslog/rsyslog.conf" -i "$WORK/rsyslog/pid" >"$WORK/rsyslog/log" 2>&1 &
-    PIDS+=($!)
+    RSYSLOG_PID=$!; PIDS+=($RSYSLOG_PID)
     wait_for 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$RSYSLOG_PORT"
 }
 start_tansu() {
@@ -144,7 +144,7 @@ start_tansu() {
     KAFKA_PORT=$(free_port)
     tansu broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
         --storage-engine memory://tansu/ >"$WORK/tansu.log" 2>&1 &
-    PIDS+=($!)
+    TANSU_PID=$!; PIDS+=($TANSU_PID)
     wait_for 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT"
     wait_for 30 tansu topic create codacy-audit --broker "tcp://127.0.0.1:$KAFKA_PORT" --partitions 1
 }
@@ -163,25 +163,32 @@ four_sinks() { # four_sinks DIR
 SINK_COUNT=2
 [ -z "$RSYSLOG_PORT" ] || SINK_COUNT=$((SINK_COUNT + 1))
 [ -z "$KAFKA_PORT" ] || SINK_COUNT=$((SINK_COUNT + 1))
+# peer_cpu PID: CPU seconds a peer (rsyslogd, tansu) has used so far
+peer_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+declare -A PEER_CPU
 # lines FILE: how many lines a peer wrote (0 before it created the file)
 lines() { if [ -e "$1" ]; then wc -l <"$1"; else echo 0; fi; }
 if want sinks; then
     echo "four sinks at once, then syslog and Kafka alone..." >&2
     backfill "agent-4sinks" "$(four_sinks "$WORK/run-agent-4sinks")" "$WORK/run-agent-4sinks/out.ndjson"
-    rm -f "$WORK/run-agent-4sinks/out.cef" "$WORK/rsyslog/received.log"
+    rm -f "$WORK/run-agent-4sinks/out.cef"
     # Alone: `once` returns when rsyslog has acknowledged at the TCP level / the broker has acked;
     # the row counts what rsyslog wrote to its file, which may trail by a moment.
     if [ -n "$RSYSLOG_PORT" ]; then
         dir="$WORK/run-agent-syslog"; mkdir -p "$dir/state"
         write_config "$dir/config.toml" "$dir/state" 1 "$(syslog_sink)"
+        # rsyslogd keeps its output file open: count from what is there already.
+        base=$(lines "$WORK/rsyslog/received.log"); c0=$(peer_cpu "$RSYSLOG_PID")
         measure agent-syslog "$BIN" once --config "$dir/config.toml" >"$dir/agent.out" 2>"$dir/agent.log"
-        wait_for 60 bash -c "[ \"\$(wc -l <'$WORK/rsyslog/received.log')\" -ge $EVENTS ]"
-        rm -f "$WORK/rsyslog/received.log"
+        wait_for 60 bash -c "[ \"\$(wc -l <'$WORK/rsyslog/received.log')\" -ge $((base + EVENTS)) ]"
+        PEER_CPU[agent-syslog]=$(echo "$(peer_cpu "$RSYSLOG_PID") - $c0" | bc)
     fi
     if [ -n "$KAFKA_PORT" ]; then
         dir="$WORK/run-agent-kafka"; mkdir -p "$dir/state"
         write_config "$dir/config.toml" "$dir/state" 1 "$(kafka_sink)"
+        c0=$(peer_cpu "$TANSU_PID")
         measure agent-kafka "$BIN" once --config "$dir/config.toml" >"$dir/agent.out" 2>"$dir/agent.log"
+        PEER_CPU[agent-kafka]=$(echo "$(peer_cpu "$TANSU_PID") - $c0" | bc)
     fi
 fi
 
@@ -278,8 +285,8 @@ row() { # row LABEL NAME NOTE: nothing when NAME was not measured
             row "agent once, file $fmt" "agent-$fmt" "$(ratio jq-pages "agent-$fmt")x / $(ratio curl-jq "agent-$fmt")x / $(ratio reference "agent-$fmt")"
         done
         row "agent once, $SINK_COUNT sinks at once" agent-4sinks "$(ratio agent-4sinks agent-json)x the time of file json"
-        row "agent once, syslog TCP alone (cef)" agent-syslog "$(ratio agent-syslog agent-json)x the time of file json"
-        row "agent once, Kafka alone (json)" agent-kafka "$(ratio agent-kafka agent-json)x the time of file json"
+        row "agent once, syslog TCP alone (cef)" agent-syslog "$(ratio agent-syslog agent-json)x the time of file json; rsyslogd used ${PEER_CPU[agent-syslog]:-?} CPU s"
+        row "agent once, Kafka alone (json)" agent-kafka "$(ratio agent-kafka agent-json)x the time of file json; tansu used ${PEER_CPU[agent-kafka]:-?} CPU s"
         row "jq over the dumped pages (one jq process)" jq-pages "baseline"
         row "curl \\| jq per page, following cursors" curl-jq "$(ratio curl-jq jq-pages)x the time of jq (pages)"
         row "bare reference: serde_json parse + write (HTTP)" reference "practical limit"

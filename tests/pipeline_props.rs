@@ -545,3 +545,124 @@ fn an_invalid_event_that_cannot_be_dead_lettered_stops_the_pass_without_moving_c
             .all(|s| s.delivered.lock().unwrap().len() == 1));
     });
 }
+
+/// A source that remembers where each fetch started and wakes whoever waits for one.
+#[derive(Debug, Default)]
+struct WatchedSource {
+    inner: ModelSource,
+    starts: Mutex<Vec<i64>>,
+    asked: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl EventSource for WatchedSource {
+    async fn fetch(
+        &self,
+        org: &OrgRef,
+        from: i64,
+        to: i64,
+        max_events: usize,
+    ) -> Result<FetchedWindow, WindowError> {
+        self.starts.lock().unwrap().push(from);
+        self.asked.notify_waiters();
+        self.inner.fetch(org, from, to, max_events).await
+    }
+}
+
+/// Holds its first batch until the source is asked for what comes after it.
+#[derive(Debug)]
+struct WaitsForNextSlice {
+    source: Arc<WatchedSource>,
+    first: Mutex<bool>,
+    delivered: Mutex<usize>,
+}
+
+#[async_trait]
+impl Sink for WaitsForNextSlice {
+    async fn deliver(&self, batch: &[Record]) -> Result<(), SinkError> {
+        let first = std::mem::replace(&mut *self.first.lock().unwrap(), false);
+        if first {
+            let last = batch
+                .iter()
+                .map(|r| r.timestamp_ms)
+                .max()
+                .unwrap_or(i64::MAX);
+            let asked_beyond = || self.source.starts.lock().unwrap().iter().any(|&s| s > last);
+            let waited = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+                while !asked_beyond() {
+                    let notified = self.source.asked.notified();
+                    if asked_beyond() {
+                        break;
+                    }
+                    notified.await;
+                }
+            })
+            .await;
+            if waited.is_err() {
+                return Err(SinkError::fatal(
+                    "the next slice was not fetched during delivery",
+                ));
+            }
+        }
+        *self.delivered.lock().unwrap() += batch.len();
+        Ok(())
+    }
+}
+
+#[test]
+fn the_next_slice_is_fetched_while_the_current_one_is_delivered() {
+    // max_events_in_memory 4: slices of at most 2 events, so 8 events take several slices.
+    let w = World::new([100, 100], 4, MAX_OVERLAP_MS);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_t, shutdown) = Shutdown::new();
+        let source = Arc::new(WatchedSource::default());
+        for i in 0..8 {
+            source
+                .inner
+                .held
+                .lock()
+                .unwrap()
+                .push(json!({"timestamp": T0 - 3_000_000 + i * 300_000, "action": "user.login"}));
+        }
+        let sinks: Vec<Arc<WaitsForNextSlice>> = (0..2)
+            .map(|_| {
+                Arc::new(WaitsForNextSlice {
+                    source: source.clone(),
+                    first: Mutex::new(true),
+                    delivered: Mutex::new(0),
+                })
+            })
+            .collect();
+        let handles: Vec<Arc<SinkHandle>> = w
+            .config
+            .sinks
+            .iter()
+            .zip(&sinks)
+            .map(|(spec, s)| {
+                Arc::new(SinkHandle {
+                    spec: spec.clone(),
+                    sink: s.clone() as Arc<dyn Sink>,
+                    encoder: Encoder::new(spec.format, spec.format_options.clone()),
+                })
+            })
+            .collect();
+        let clock: SharedClock = w.clock.clone();
+        let shared = Shared {
+            config: w.config.clone(),
+            source: source.clone(),
+            clock,
+            metrics: Arc::new(Metrics::new()),
+            invalid_events: DeadLetter::in_state_dir(&w.config.agent.state_dir, "invalid"),
+        };
+        let mut p = OrgPipeline::new(w.org.clone(), &handles, shared, RetryPolicy::default());
+        let r = p.run_pass(&shutdown).await;
+        assert!(r.ok(), "{r:?}");
+        for s in &sinks {
+            assert_eq!(*s.delivered.lock().unwrap(), 8);
+        }
+    });
+}
