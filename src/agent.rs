@@ -147,6 +147,7 @@ pub async fn once(
         let shutdown = shutdown.clone();
         async move {
             let report = p.run_pass(&shutdown).await;
+            p.write_pending_checkpoints().await;
             log_pass(&org.key(), &report);
             (org.clone(), report)
         }

@@ -62,6 +62,8 @@ pub async fn run_daemon(
             .watchdog_interval()
             .unwrap_or(Duration::from_secs(3600)),
     );
+    // What status.json holds: it is rewritten only when an error appears or clears.
+    let mut written_errors = None;
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -87,8 +89,12 @@ pub async fn run_daemon(
                 }
             }
             _ = status_tick.tick() => {
-                let (dir, m, now) = (state_dir.clone(), metrics.clone(), clock.now_ms());
-                let _ = tokio::task::spawn_blocking(move || crate::status::write(&dir, &m, now)).await;
+                let errors = crate::status::errors(&metrics);
+                if written_errors.as_ref() != Some(&errors) {
+                    let (dir, e, now) = (state_dir.clone(), errors.clone(), clock.now_ms());
+                    let _ = tokio::task::spawn_blocking(move || crate::status::write(&dir, e, now)).await;
+                    written_errors = Some(errors);
+                }
                 notifier.status(&status_line(&agent, &metrics));
             }
         }
@@ -96,7 +102,7 @@ pub async fn run_daemon(
     tracing::info!("shutting down: finishing batches in flight");
     notifier.stopping();
     agent.shutdown().await;
-    crate::status::write(&state_dir, &metrics, clock.now_ms());
+    crate::status::write(&state_dir, crate::status::errors(&metrics), clock.now_ms());
     let _ = telemetry_stop.send(());
     if let Some(task) = telemetry {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;

@@ -25,6 +25,11 @@ use tokio::sync::watch;
 /// The first slice of a window walk; it doubles while slices stay small.
 const INITIAL_SLICE_MS: i64 = 24 * 3600 * 1000;
 const MAX_SLICE_MS: i64 = 30 * 24 * 3600 * 1000;
+/// How often a cursor that only moved because time passed (nothing delivered) is written. Writing
+/// it every poll would fsync every checkpoint every minute at idle; losing such a move in a crash
+/// only means refetching a few minutes that held nothing, and every delivered batch is still
+/// written at once.
+const IDLE_CHECKPOINT_EVERY_MS: i64 = 5 * 60 * 1000;
 /// Remembered invalid events (so each is dead-lettered once per process, not every poll).
 const MAX_REMEMBERED_INVALID: usize = 100_000;
 
@@ -91,6 +96,9 @@ struct SinkState {
     broken: Option<String>,
     failures: u32,
     retry_at_ms: i64,
+    /// When the checkpoint was last written (clock ms), and the cursor it holds.
+    written_at_ms: i64,
+    written_cursor_ms: i64,
 }
 
 /// The outcome of one pass over an organization.
@@ -176,10 +184,12 @@ impl OrgPipeline {
                 SinkState {
                     handle: h.clone(),
                     path,
-                    cursor,
                     broken,
                     failures: 0,
                     retry_at_ms: i64::MIN,
+                    written_at_ms: i64::MIN,
+                    written_cursor_ms: cursor.cursor_ms,
+                    cursor,
                 }
             })
             .collect();
@@ -345,6 +355,20 @@ impl OrgPipeline {
             self.shared.metrics.poll_succeeded(&org_key, now);
         }
         report
+    }
+
+    /// Writes the cursors that moved since their checkpoint was last written (a quiet window's
+    /// end is written only now and then): on shutdown and at the end of `once`.
+    pub async fn write_pending_checkpoints(&mut self) {
+        for state in self.sinks.iter_mut() {
+            if state.broken.is_some() || state.written_cursor_ms == state.cursor.cursor_ms {
+                continue;
+            }
+            if let Err(e) = commit(&self.shared, &self.org, state).await {
+                tracing::warn!(organization = %self.org, sink = %state.handle.spec.name, error = %e,
+                    "cannot write the checkpoint; the next start refetches from the previous one");
+            }
+        }
     }
 
     /// Starts fetching and identifying `[from, to)` on its own task.
@@ -619,7 +643,7 @@ async fn deliver_to_sink(
                     last_ts,
                     overlap,
                 );
-                if let Err(e) = commit(shared, org, state).await {
+                if let Err(e) = commit(shared, org, &mut *state).await {
                     return fail(
                         shared,
                         org,
@@ -652,13 +676,23 @@ async fn deliver_to_sink(
     }
     let before = state.cursor.cursor_ms;
     state.cursor.advance(std::iter::empty(), slice_end, overlap);
-    // Batches were committed as they went; write again only if the window end moved the cursor.
+    // Batches were committed as they went; write again only if the window end moved the cursor,
+    // and a move with nothing delivered only now and then.
     let moved = state.cursor.cursor_ms != before;
-    if let Err(e) = if moved {
-        commit(shared, org, state).await
+    let now = shared.clock.now_ms();
+    let due = delivered > 0 || now.saturating_sub(state.written_at_ms) >= IDLE_CHECKPOINT_EVERY_MS;
+    let written = if moved && due {
+        commit(shared, org, &mut *state).await
     } else {
+        if moved {
+            // The lag gauges follow the delivered position, written or not.
+            shared
+                .metrics
+                .checkpoint(&org_key, &name, state.cursor.cursor_ms, now);
+        }
         Ok(())
-    } {
+    };
+    if let Err(e) = written {
         return fail(
             shared,
             org,
@@ -716,7 +750,11 @@ fn fail(
     SinkOutcome::Failed(delivered, message)
 }
 
-async fn commit(shared: &Shared, org: &OrgRef, state: &SinkState) -> Result<(), CheckpointError> {
+async fn commit(
+    shared: &Shared,
+    org: &OrgRef,
+    state: &mut SinkState,
+) -> Result<(), CheckpointError> {
     let now = shared.clock.now_ms();
     checkpoint::store_async(
         state.path.clone(),
@@ -726,6 +764,8 @@ async fn commit(shared: &Shared, org: &OrgRef, state: &SinkState) -> Result<(), 
         now,
     )
     .await?;
+    state.written_at_ms = now;
+    state.written_cursor_ms = state.cursor.cursor_ms;
     shared.metrics.checkpoint(
         &org.key(),
         &state.handle.spec.name,
@@ -755,6 +795,7 @@ pub async fn run_org(mut pipeline: OrgPipeline, mut shutdown: Shutdown) {
             _ = shutdown.wait() => break,
         }
     }
+    pipeline.write_pending_checkpoints().await;
     tracing::debug!(organization = %org_key, "pipeline stopped");
 }
 

@@ -20,19 +20,19 @@ fn status_path(state_dir: &Path) -> std::path::PathBuf {
     state_dir.join("status.json")
 }
 
-/// Writes the pipelines' last errors to `state_dir/status.json` (atomically; errors are logged).
-pub fn write(state_dir: &Path, metrics: &Metrics, now_ms: i64) {
-    let errors: BTreeMap<String, String> = metrics
+/// The pipelines' last errors, keyed "organization|sink", as the status file holds them.
+pub fn errors(metrics: &Metrics) -> BTreeMap<String, String> {
+    metrics
         .statuses()
         .into_iter()
         .filter_map(|((org, sink), s)| s.last_error.map(|e| (format!("{org}|{sink}"), e)))
-        .collect();
+        .collect()
+}
+
+/// Writes `errors` to `state_dir/status.json` (atomically; a failure is logged). The daemon calls
+/// it only when they changed, so an idle agent does not touch the disk.
+pub fn write(state_dir: &Path, errors: BTreeMap<String, String>, now_ms: i64) {
     let path = status_path(state_dir);
-    if let Ok(old) = std::fs::read(&path) {
-        if serde_json::from_slice::<StatusFile>(&old).is_ok_and(|o| o.errors == errors) {
-            return;
-        }
-    }
     let file = StatusFile {
         errors,
         updated_ms: now_ms,

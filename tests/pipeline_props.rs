@@ -445,9 +445,10 @@ fn a_poll_with_nothing_new_delivers_nothing_and_keeps_checkpoints_small() {
         w.clock.advance(1_000);
         let r = p.run_pass(&shutdown).await;
         assert_eq!(r.delivered.values().sum::<usize>(), 0);
-        // After the overlap passes, remembered ids are pruned.
+        // After the overlap passes, remembered ids are pruned (written on shutdown at the latest).
         w.clock.advance(60_000);
         let _ = p.run_pass(&shutdown).await;
+        p.write_pending_checkpoints().await;
         let path =
             codacy_audit_forwarder::checkpoint::path_for(&w.config.agent.state_dir, &w.org, "a");
         let c = codacy_audit_forwarder::checkpoint::load(&path)
@@ -455,6 +456,60 @@ fn a_poll_with_nothing_new_delivers_nothing_and_keeps_checkpoints_small() {
             .unwrap();
         assert!(c.recent.is_empty(), "{:?}", c.recent);
         let _: BTreeMap<(), ()> = BTreeMap::new();
+    });
+}
+
+/// At idle, polls every minute must not rewrite (and fsync) every checkpoint every minute; the
+/// cursor's move is written every few minutes and on shutdown, and nothing is redelivered.
+#[test]
+fn idle_polls_write_checkpoints_only_now_and_then() {
+    let w = World::new([10, 10], 100, MAX_OVERLAP_MS);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_t, shutdown) = Shutdown::new();
+        let path =
+            codacy_audit_forwarder::checkpoint::path_for(&w.config.agent.state_dir, &w.org, "a");
+        let stored = || {
+            codacy_audit_forwarder::checkpoint::load(&path)
+                .unwrap()
+                .unwrap()
+                .cursor_ms
+        };
+        let mut p = w.pipeline();
+        w.source
+            .held
+            .lock()
+            .unwrap()
+            .push(json!({"timestamp": T0 - 100, "action": "user.login"}));
+        let r = p.run_pass(&shutdown).await;
+        assert_eq!(r.delivered.values().sum::<usize>(), 2);
+        let after_delivery = stored();
+        // Four idle polls a minute apart: the checkpoint file keeps the delivered position.
+        for _ in 0..4 {
+            w.clock.advance(60_000);
+            let r = p.run_pass(&shutdown).await;
+            assert!(r.ok(), "{r:?}");
+            assert_eq!(stored(), after_delivery);
+        }
+        // Five minutes after the last write, the quiet stretch is written.
+        w.clock.advance(60_000);
+        let _ = p.run_pass(&shutdown).await;
+        assert!(stored() > after_delivery);
+        let written = stored();
+        // A newer move is written on shutdown; a restart from either position delivers nothing again.
+        w.clock.advance(60_000);
+        let _ = p.run_pass(&shutdown).await;
+        assert_eq!(stored(), written);
+        p.write_pending_checkpoints().await;
+        assert!(stored() > written);
+        let mut restarted = w.pipeline();
+        let r = restarted.run_pass(&shutdown).await;
+        assert_eq!(r.delivered.values().sum::<usize>(), 0);
+        assert_eq!(w.sinks[0].delivered.lock().unwrap().len(), 1);
     });
 }
 
