@@ -5,6 +5,12 @@
 //! report is awaited. Any failure fails the whole batch, which the pipeline offers again later;
 //! idempotence keeps librdkafka's internal retries free of duplicates, and the `event_id` header
 //! lets consumers drop the duplicates a batch retry can cause.
+//!
+//! Each producer has one `kafka-poll` thread that serves librdkafka's callbacks (delivery reports,
+//! client errors, log lines). It polls only while a batch or a check waits for them, or while
+//! librdkafka holds records or events; otherwise it sleeps, looking for stray events every
+//! `IDLE_CHECK`. rdkafka's own polling thread wakes every 100 ms forever, which was most of an idle
+//! agent's CPU.
 
 pub mod config;
 
@@ -15,10 +21,15 @@ use async_trait::async_trait;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
+};
 use rdkafka::ClientContext;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// How long `check` waits for cluster metadata.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +38,16 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 const HUMAN_ERROR_GRACE: Duration = Duration::from_secs(30);
 /// Pause before retrying to enqueue into a full local queue.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(20);
+/// How often an idle poll thread wakes to serve events nobody waits for (log lines, client errors
+/// between batches): they are logged up to this late. Rare wake-ups are what makes idle cheap.
+const IDLE_CHECK: Duration = Duration::from_secs(10);
+/// One poll while callbacks are awaited. A report is served the moment it is queued whatever the
+/// slice; the slice only bounds how late the thread notices that it may sleep or must stop.
+const BUSY_SLICE: Duration = Duration::from_millis(100);
+/// How long a stopping poll thread serves the reports of the records it purged.
+const PURGE_FLUSH: Duration = Duration::from_millis(200);
+/// What `shutdown` keeps of its deadline to stop the poll thread after flushing.
+const STOP_ALLOWANCE: Duration = Duration::from_millis(300);
 
 /// An error librdkafka reported outside any one record (connection, authentication, TLS).
 #[derive(Debug, Clone)]
@@ -158,13 +179,137 @@ impl ClientContext for KafkaContext {
     }
 }
 
-type KafkaProducer = FutureProducer<KafkaContext>;
+/// A record's delivery report, from the poll thread to the batch awaiting it.
+type DeliveryReport = Result<(), KafkaError>;
 
-/// The producer and a handle on its context's diagnostics (the producer hides its context).
+impl ProducerContext for KafkaContext {
+    type DeliveryOpaque = Box<oneshot::Sender<DeliveryReport>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, report: Self::DeliveryOpaque) {
+        // A batch that ended early (a fatal error) no longer listens: nothing to tell then.
+        let _ = report.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
+    }
+}
+
+type KafkaProducer = BaseProducer<KafkaContext>;
+
+/// What the poll thread is told by the tasks that need its callbacks.
+#[derive(Debug, Default)]
+struct PollState {
+    /// Batches and checks waiting for callbacks: poll continuously while any.
+    waiters: usize,
+    stop: bool,
+}
+
+/// Wakes the poll thread when a batch starts or the producer goes away.
+#[derive(Debug, Default)]
+struct Poller {
+    state: Mutex<PollState>,
+    wake: Condvar,
+}
+
+impl Poller {
+    fn lock(&self) -> MutexGuard<'_, PollState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.wake.notify_all();
+    }
+
+    /// Keeps the thread polling until the returned guard is dropped.
+    fn busy(&self) -> Busy<'_> {
+        self.lock().waiters += 1;
+        self.wake.notify_all();
+        Busy(self)
+    }
+
+    /// Serves `producer`'s callbacks until stopped, then purges what is left so that nothing
+    /// awaits a report that will never come.
+    fn run(&self, producer: &KafkaProducer) {
+        'serve: loop {
+            {
+                let mut state = self.lock();
+                loop {
+                    if state.stop {
+                        break 'serve;
+                    }
+                    // Records in flight or queued events (logs, errors) count too: a batch
+                    // that gave up early leaves records whose reports must still be served.
+                    if state.waiters > 0 || producer.in_flight_count() > 0 {
+                        break;
+                    }
+                    state = self
+                        .wake
+                        .wait_timeout(state, IDLE_CHECK)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+            producer.poll(BUSY_SLICE);
+        }
+        producer.purge(PurgeConfig::default().queue().inflight());
+        let _ = producer.flush(PURGE_FLUSH);
+    }
+}
+
+struct Busy<'a>(&'a Poller);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.waiters = state.waiters.saturating_sub(1);
+    }
+}
+
+/// The `kafka-poll` thread of one producer. Dropping the last handle stops it without waiting:
+/// the thread then drops the producer itself (purge, flush, destroy), off the async runtime.
+struct PollThread {
+    poller: Arc<Poller>,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl PollThread {
+    fn start(producer: Arc<KafkaProducer>) -> std::io::Result<PollThread> {
+        let poller = Arc::new(Poller::default());
+        let handle = std::thread::Builder::new()
+            .name("kafka-poll".into())
+            .spawn({
+                let poller = poller.clone();
+                move || poller.run(&producer)
+            })?;
+        Ok(PollThread {
+            poller,
+            handle: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Stops the thread and waits for it: blocking, keep it off the runtime.
+    fn stop_and_join(&self) {
+        self.poller.stop();
+        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for PollThread {
+    fn drop(&mut self) {
+        self.poller.stop();
+    }
+}
+
+/// The producer, a handle on its context's diagnostics (the producer hides its context) and its
+/// poll thread, which runs as long as any clone lives.
 #[derive(Clone)]
 struct Active {
-    producer: KafkaProducer,
+    // Declared (so dropped) before `poll`: the poll thread, still running then, holds the last
+    // reference to the producer and destroys it on its own thread.
+    producer: Arc<KafkaProducer>,
     context: KafkaContext,
+    poll: Arc<PollThread>,
 }
 
 /// What a failed delivery means for the batch.
@@ -185,6 +330,8 @@ pub struct KafkaSink {
     config: KafkaSinkConfig,
     settings: RwLock<Arc<KafkaSettings>>,
     active: RwLock<Active>,
+    /// Set by `shutdown`, which stops the poll thread: later batches fail instead of waiting.
+    closed: AtomicBool,
 }
 
 impl KafkaSink {
@@ -206,6 +353,7 @@ impl KafkaSink {
             config,
             settings: RwLock::new(Arc::new(settings)),
             active: RwLock::new(producer),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -220,20 +368,29 @@ impl KafkaSink {
             },
         );
         let context = KafkaContext::new(name);
-        cc.create_with_context(context.clone())
-            .map(|producer| Active { producer, context })
-            .map_err(|e| {
-                let what = match &e {
-                    KafkaError::ClientConfig(..) => {
-                        config::describe_config_error(&e, "librdkafka_options.")
-                    }
-                    // e.g. an unreadable or malformed TLS file, named by librdkafka.
-                    other => other.to_string(),
-                };
-                SinkError::fatal(format!(
-                    "kafka sink {name:?}: cannot create the producer: {what}"
-                ))
-            })
+        let producer: KafkaProducer = cc.create_with_context(context.clone()).map_err(|e| {
+            let what = match &e {
+                KafkaError::ClientConfig(..) => {
+                    config::describe_config_error(&e, "librdkafka_options.")
+                }
+                // e.g. an unreadable or malformed TLS file, named by librdkafka.
+                other => other.to_string(),
+            };
+            SinkError::fatal(format!(
+                "kafka sink {name:?}: cannot create the producer: {what}"
+            ))
+        })?;
+        let producer = Arc::new(producer);
+        let poll = PollThread::start(producer.clone()).map_err(|e| {
+            SinkError::fatal(format!(
+                "kafka sink {name:?}: cannot start the producer's poll thread: {e}"
+            ))
+        })?;
+        Ok(Active {
+            producer,
+            context,
+            poll: Arc::new(poll),
+        })
     }
 
     fn settings(&self) -> Arc<KafkaSettings> {
@@ -262,8 +419,9 @@ impl KafkaSink {
             &mut *self.active.write().unwrap_or_else(|p| p.into_inner()),
             fresh,
         );
-        // Dropping a producer joins its polling thread: keep that off the runtime.
-        tokio::task::spawn_blocking(move || drop(old));
+        // Dropping it only tells its poll thread to stop (batches still holding it keep it alive);
+        // that thread destroys the producer, so nothing blocks here.
+        drop(old);
         Ok(())
     }
 
@@ -294,16 +452,18 @@ impl KafkaSink {
             })
     }
 
-    /// Enqueues one record, waiting while the local queue is full.
+    /// Enqueues one record, waiting while the local queue is full; the receiver gets its
+    /// delivery report.
     async fn enqueue(
         &self,
         producer: &KafkaProducer,
         settings: &KafkaSettings,
         r: &Record,
         topic: &str,
-    ) -> Result<DeliveryFuture, KafkaError> {
+    ) -> Result<oneshot::Receiver<DeliveryReport>, KafkaError> {
         let org_key = r.org.key();
-        let mut record = FutureRecord::to(topic)
+        let (report, delivered) = oneshot::channel();
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(report))
             .payload(&r.payload[..])
             .key(self.key(settings, r, &org_key))
             .headers(Self::headers(r));
@@ -312,8 +472,8 @@ impl KafkaSink {
             record = record.timestamp(r.timestamp_ms);
         }
         loop {
-            match producer.send_result(record) {
-                Ok(f) => return Ok(f),
+            match producer.send(record) {
+                Ok(()) => return Ok(delivered),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     tokio::time::sleep(QUEUE_FULL_PAUSE).await;
@@ -402,14 +562,24 @@ impl KafkaSink {
         &self,
         batch: &[&'a Record],
     ) -> Result<Vec<(&'a Record, String)>, SinkError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(SinkError::transient(format!(
+                "kafka sink {:?} is shut down",
+                self.ctx.name
+            )));
+        }
         self.replace_if_broken()?;
-        let Active { producer, context } = self.active();
+        // Kept whole, not destructured: its fields drop in the order `Active` relies on.
+        let active = self.active();
+        let (producer, context) = (&active.producer, &active.context);
+        // Before the first record: its report may come at once.
+        let _busy = active.poll.poller.busy();
         let settings = self.settings();
         let mut pending = Vec::with_capacity(batch.len());
         let mut failures: Vec<(&Record, String, KafkaError)> = Vec::new();
         for r in batch {
             let topic = settings.topic.render(&r.org).map_err(SinkError::fatal)?;
-            match self.enqueue(&producer, &settings, r, &topic).await {
+            match self.enqueue(producer, &settings, r, &topic).await {
                 Ok(f) => pending.push((*r, topic, f)),
                 Err(e) => {
                     let stop = !matches!(
@@ -444,9 +614,10 @@ impl KafkaSink {
                 }
             };
             match outcome {
-                Ok(Ok(_)) => delivered += 1,
-                Ok(Err((e, _))) => failures.push((r, topic, e)),
-                Err(_canceled) => failures.push((r, topic, KafkaError::Canceled)),
+                Ok(Ok(())) => delivered += 1,
+                Ok(Err(e)) => failures.push((r, topic, e)),
+                // The producer went away without a report (it should purge first).
+                Err(_closed) => failures.push((r, topic, KafkaError::Canceled)),
             }
         }
         if delivered > 0 {
@@ -456,7 +627,7 @@ impl KafkaSink {
         let mut too_large = Vec::new();
         let mut worst: Option<SinkError> = None;
         for (r, topic, e) in failures {
-            let verdict = Self::classify(&context, &settings, &e, &topic);
+            let verdict = Self::classify(context, &settings, &e, &topic);
             tracing::debug!(sink = %self.ctx.name, event_id = %r.event_id, topic, error = %e, ?verdict, "kafka delivery failed");
             let err = match verdict {
                 Verdict::TooLarge(reason) => {
@@ -565,11 +736,14 @@ impl Sink for KafkaSink {
     }
 
     async fn check(&self) -> Result<String, SinkError> {
-        let Active { producer, context } = self.active();
+        let active = self.active();
+        let context = active.context.clone();
         let settings = self.settings();
         let s = settings.clone();
         let metadata = tokio::task::spawn_blocking(move || {
-            producer.client().fetch_metadata(None, CHECK_TIMEOUT)
+            // Client errors meanwhile (authentication, TLS) are served at once for the diagnosis.
+            let _busy = active.poll.poller.busy();
+            active.producer.client().fetch_metadata(None, CHECK_TIMEOUT)
         })
         .await
         .map_err(|e| SinkError::transient(format!("kafka metadata task failed: {e}")))?;
@@ -627,6 +801,9 @@ impl Sink for KafkaSink {
     /// SIGHUP: re-reads the password and TLS files (rotated credentials) with a new producer.
     /// Batches in flight finish on the producer they started with.
     async fn reopen(&self) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
         let settings = match self.config.resolve() {
             Ok(s) => s,
             Err(m) => {
@@ -653,14 +830,21 @@ impl Sink for KafkaSink {
         }
     }
 
+    /// Flushes within the deadline, then stops the poll thread (purging what is unconfirmed).
     async fn shutdown(&self, deadline: Duration) {
-        let producer = self.active().producer;
+        self.closed.store(true, Ordering::Relaxed);
+        let active = self.active();
         let name = self.ctx.name.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = producer.flush(deadline) {
-                tracing::warn!(sink = %name, error = %e, in_flight = producer.in_flight_count(),
+            // flush serves the delivery reports itself, besides the poll thread.
+            if let Err(e) = active
+                .producer
+                .flush(deadline.saturating_sub(STOP_ALLOWANCE))
+            {
+                tracing::warn!(sink = %name, error = %e, in_flight = active.producer.in_flight_count(),
                     "kafka records still unconfirmed at shutdown; they are sent again after restart");
             }
+            active.poll.stop_and_join();
         })
         .await;
     }
