@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -99,26 +100,14 @@ pub enum EventParseError {
     MissingAction,
 }
 
-/// A Codacy audit event. `raw` holds every field exactly as received (unknown ones included,
-/// in the order received); the typed fields are views of the known ones.
+/// A Codacy audit event: every field exactly as received (unknown ones included, in the order
+/// received) and the parsed time. The known fields are read through accessors rather than copied
+/// out, so an event costs its parsed JSON and nothing more (the agent holds many at once).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEvent {
     pub raw: Map<String, Value>,
     /// Event time, epoch milliseconds (UTC).
     pub timestamp_ms: i64,
-    pub action: String,
-    /// `succeed`, `failed`, `rejected` (or whatever the API sends).
-    pub result: Option<String>,
-    pub actor_email: Option<String>,
-    /// e.g. `organizationAdmin`; absent when `actor` is a plain string.
-    pub actor_role: Option<String>,
-    /// `UI` or `API`.
-    pub source: Option<String>,
-    pub repository: Option<String>,
-    pub description: Option<String>,
-    pub entity_id: Option<String>,
-    /// `details` (or the older `requestDetails`); `None` when absent or null.
-    pub details: Option<Value>,
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -133,11 +122,11 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 /// A scalar as text; objects, arrays and null are not text.
-fn scalar_text(v: Option<&Value>) -> Option<String> {
+fn scalar_text(v: Option<&Value>) -> Option<Cow<'_, str>> {
     match v? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         _ => None,
     }
 }
@@ -202,36 +191,64 @@ impl AuditEvent {
             Ok(t) => t,
             Err(e) => return Err((e, raw)),
         };
-        let action = match raw.get("action") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => return Err((EventParseError::MissingAction, raw)),
-        };
-        let (actor_email, actor_role) = match raw.get("actor") {
-            Some(Value::Object(actor)) => (
-                scalar_text(actor.get("email")),
-                scalar_text(actor.get("role")),
-            ),
-            Some(Value::String(s)) => (Some(s.clone()), None),
-            _ => (None, None),
-        };
-        let details = raw
+        if !matches!(raw.get("action"), Some(Value::String(s)) if !s.is_empty()) {
+            return Err((EventParseError::MissingAction, raw));
+        }
+        Ok(AuditEvent { raw, timestamp_ms })
+    }
+
+    /// `action`: a non-empty string (checked when the event was built).
+    pub fn action(&self) -> &str {
+        self.raw.get("action").and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// `result`: `succeed`, `failed`, `rejected` (or whatever the API sends).
+    pub fn result(&self) -> Option<Cow<'_, str>> {
+        scalar_text(self.raw.get("result"))
+    }
+
+    /// `actor.email`, or `actor` itself when it is a plain string.
+    pub fn actor_email(&self) -> Option<Cow<'_, str>> {
+        match self.raw.get("actor") {
+            Some(Value::Object(actor)) => scalar_text(actor.get("email")),
+            Some(Value::String(s)) => Some(Cow::Borrowed(s)),
+            _ => None,
+        }
+    }
+
+    /// `actor.role`, e.g. `organizationAdmin`; absent when `actor` is a plain string.
+    pub fn actor_role(&self) -> Option<Cow<'_, str>> {
+        match self.raw.get("actor") {
+            Some(Value::Object(actor)) => scalar_text(actor.get("role")),
+            _ => None,
+        }
+    }
+
+    /// `source`: `UI` or `API`.
+    pub fn source(&self) -> Option<Cow<'_, str>> {
+        scalar_text(self.raw.get("source"))
+    }
+
+    /// `repositoryName`.
+    pub fn repository(&self) -> Option<Cow<'_, str>> {
+        scalar_text(self.raw.get("repositoryName"))
+    }
+
+    pub fn description(&self) -> Option<Cow<'_, str>> {
+        scalar_text(self.raw.get("description"))
+    }
+
+    /// `entityId`.
+    pub fn entity_id(&self) -> Option<Cow<'_, str>> {
+        scalar_text(self.raw.get("entityId"))
+    }
+
+    /// `details` (or the older `requestDetails`); `None` when absent or null.
+    pub fn details(&self) -> Option<&Value> {
+        self.raw
             .get("details")
-            .or_else(|| raw.get("requestDetails"))
+            .or_else(|| self.raw.get("requestDetails"))
             .filter(|v| !v.is_null())
-            .cloned();
-        Ok(AuditEvent {
-            timestamp_ms,
-            action,
-            result: scalar_text(raw.get("result")),
-            actor_email,
-            actor_role,
-            source: scalar_text(raw.get("source")),
-            repository: scalar_text(raw.get("repositoryName")),
-            description: scalar_text(raw.get("description")),
-            entity_id: scalar_text(raw.get("entityId")),
-            details,
-            raw,
-        })
     }
 
     /// The event's canonical JSON: keys sorted at every level, no whitespace.
@@ -256,26 +273,126 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        scalar => {
-            // Serialising a scalar Value into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, scalar);
-        }
+        scalar => write_json(scalar, out),
     }
 }
 
 fn write_canonical_map(map: &Map<String, Value>, out: &mut Vec<u8>) {
-    let mut keys: Vec<&String> = map.keys().collect();
-    keys.sort_unstable();
+    let mut keys: Vec<(&String, &Value)> = map.iter().collect();
+    keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
     out.push(b'{');
-    for (i, key) in keys.into_iter().enumerate() {
+    for (i, (key, value)) in keys.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        let _ = serde_json::to_writer(&mut *out, key);
+        write_json_str(out, key);
         out.push(b':');
-        write_canonical(&map[key], out);
+        write_canonical(value, out);
     }
     out.push(b'}');
+}
+
+/// Appends `value` as compact JSON with keys in their order: the same bytes as
+/// `serde_json::to_writer`, written with [`write_json_str`].
+pub fn write_json(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => {
+            // Serialising a number into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, n);
+        }
+        Value::String(s) => write_json_str(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => write_json_map(map, out),
+    }
+}
+
+/// [`write_json`] for an object.
+pub fn write_json_map(map: &Map<String, Value>, out: &mut Vec<u8>) {
+    out.push(b'{');
+    for (i, (key, value)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(out, key);
+        out.push(b':');
+        write_json(value, out);
+    }
+    out.push(b'}');
+}
+
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Whether any of the 8 bytes in `word` needs an escape, with word-wide arithmetic (the classic
+/// "has a zero / has a byte below n" bit tricks; exact about whether any byte matches).
+fn any_needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
+    let control = below(word, 0x20);
+    let quote = below(word ^ (ONES * u64::from(b'"')), 1);
+    let backslash = below(word ^ (ONES * u64::from(b'\\')), 1);
+    control | quote | backslash != 0
+}
+
+/// Appends `s` as a JSON string escaped exactly as serde_json escapes it (the same bytes, so
+/// canonical JSON and ids do not change). serde_json looks at every byte; this skips runs that
+/// need no escape 8 bytes at a time, which is most of a record.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            if !any_needs_escape(u64::from_le_bytes(word)) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        if needs_escape(b) {
+            out.extend_from_slice(&bytes[start..i]);
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                _ => out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX_DIGITS[usize::from(b >> 4)],
+                    HEX_DIGITS[usize::from(b & 0xf)],
+                ]),
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 /// Stable identity of one event occurrence: hex SHA-256 over provider, organization, the event's
@@ -288,15 +405,7 @@ pub struct EventId(String);
 
 impl EventId {
     pub fn compute(org: &OrgRef, canonical_json: &[u8], occurrence: u32) -> Self {
-        let mut h = Sha256::new();
-        h.update(org.provider.as_str().as_bytes());
-        h.update(b"/");
-        h.update(org.name.as_bytes());
-        h.update(b"\n");
-        h.update(canonical_json);
-        h.update(b"\n");
-        h.update(occurrence.to_string().as_bytes());
-        EventId(hex::encode(h.finalize()))
+        IdSeed::new(org, canonical_json).id(occurrence)
     }
 
     pub fn as_str(&self) -> &str {
@@ -315,6 +424,87 @@ impl EventId {
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The SHA-256 state of an [`EventId`] before its occurrence number: hashing the canonical JSON
+/// once serves every occurrence of the event.
+#[derive(Clone)]
+pub struct IdSeed(Sha256);
+
+/// Stands for an event's canonical JSON (within one organization) in [`StreamIdentifier`]:
+/// 16 bytes of its occurrence-0 id hash, so no second hash is needed.
+pub type EventKey = [u8; 16];
+
+impl IdSeed {
+    pub fn new(org: &OrgRef, canonical_json: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        h.update(org.provider.as_str().as_bytes());
+        h.update(b"/");
+        h.update(org.name.as_bytes());
+        h.update(b"\n");
+        h.update(canonical_json);
+        h.update(b"\n");
+        IdSeed(h)
+    }
+
+    pub fn id(&self, occurrence: u32) -> EventId {
+        self.finish(occurrence).0
+    }
+
+    /// The occurrence-0 id and the key [`StreamIdentifier`] counts by.
+    pub fn first(&self) -> (EventId, EventKey) {
+        self.finish(0)
+    }
+
+    fn finish(&self, occurrence: u32) -> (EventId, EventKey) {
+        let mut h = self.0.clone();
+        h.update(occurrence.to_string().as_bytes());
+        let hash = h.finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&hash[..16]);
+        // hex::encode collects chars one by one; a table is several times faster.
+        let mut hex = String::with_capacity(64);
+        for &b in hash.iter() {
+            hex.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+            hex.push(char::from(HEX_DIGITS[usize::from(b & 0xf)]));
+        }
+        (EventId(hex), key)
+    }
+}
+
+/// Occurrence numbers for events seen one at a time (`preview` streams its input): the n-th
+/// byte-identical copy gets n - 1. [`identify`] numbers a sorted batch the same way, and identical
+/// copies are interchangeable, so both give the same ids. Holds one key and count per distinct
+/// event (about 40 bytes), not the events.
+#[derive(Debug, Default)]
+pub struct StreamIdentifier {
+    seen: std::collections::HashMap<EventKey, u32, std::hash::BuildHasherDefault<KeyHasher>>,
+}
+
+/// Keys are hash bytes already, evenly spread: their first eight bytes serve as the hash, with
+/// none of SipHash's cost.
+#[derive(Debug, Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for (i, b) in bytes.iter().take(8).enumerate() {
+            self.0 ^= u64::from(*b) << (8 * i);
+        }
+    }
+}
+
+impl StreamIdentifier {
+    pub fn occurrence(&mut self, key: EventKey) -> u32 {
+        let count = self.seen.entry(key).or_insert(0);
+        let occurrence = *count;
+        *count = count.saturating_add(1);
+        occurrence
     }
 }
 
@@ -400,9 +590,9 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(e.timestamp_ms, 1_719_827_130_656);
-        assert_eq!(e.actor_email.as_deref(), Some("a@b.com"));
-        assert_eq!(e.actor_role.as_deref(), Some("organizationAdmin"));
-        assert_eq!(e.entity_id.as_deref(), Some("42"));
+        assert_eq!(e.actor_email().as_deref(), Some("a@b.com"));
+        assert_eq!(e.actor_role().as_deref(), Some("organizationAdmin"));
+        assert_eq!(e.entity_id().as_deref(), Some("42"));
         assert_eq!(e.raw["future"], json!([1, 2]));
     }
 
@@ -414,9 +604,9 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(e.timestamp_ms, 1_719_827_130_656);
-        assert_eq!(e.actor_email.as_deref(), Some("a@b.com"));
-        assert_eq!(e.actor_role, None);
-        assert_eq!(e.details, Some(json!("text")));
+        assert_eq!(e.actor_email().as_deref(), Some("a@b.com"));
+        assert_eq!(e.actor_role(), None);
+        assert_eq!(e.details(), Some(&json!("text")));
     }
 
     #[test]
@@ -477,6 +667,107 @@ mod tests {
                 .len(),
             3
         );
+    }
+
+    #[test]
+    fn streamed_occurrences_give_the_ids_of_a_batch() {
+        let e1 = AuditEvent::from_value(json!({"timestamp": 5, "action": "a"})).unwrap();
+        let e2 = AuditEvent::from_value(json!({"timestamp": 4, "action": "b"})).unwrap();
+        let input = vec![e1.clone(), e2.clone(), e1.clone(), e1.clone()];
+        let mut batch: Vec<String> = identify(&org(), input.clone(), 0)
+            .into_iter()
+            .map(|e| e.id.to_string())
+            .collect();
+        let mut ident = StreamIdentifier::default();
+        let mut streamed: Vec<String> = input
+            .iter()
+            .map(|e| {
+                let seed = IdSeed::new(&org(), &e.canonical_json());
+                let (first, key) = seed.first();
+                let occurrence = ident.occurrence(key);
+                assert_eq!(first, seed.id(0));
+                seed.id(occurrence).to_string()
+            })
+            .collect();
+        batch.sort();
+        streamed.sort();
+        assert_eq!(batch, streamed);
+    }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+            "[\\x00-\\x20\"\\\\a-z\u{7f}é€]{0,40}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::vec(("[\\x00-\\x20\"a-z]*", inner), 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    #[test]
+    fn the_word_check_finds_every_byte_that_needs_an_escape_wherever_it_is() {
+        for byte in 0..=255u8 {
+            for at in 0..8 {
+                // Neighbours that need no escape, and ones just above and below the ranges.
+                for filler in [b'a', 0x21, 0x5d, 0xff] {
+                    let mut word = [filler; 8];
+                    word[at] = byte;
+                    assert_eq!(
+                        any_needs_escape(u64::from_le_bytes(word)),
+                        needs_escape(byte),
+                        "byte {byte:#04x} at {at} among {filler:#04x}"
+                    );
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_json_writers_write_what_serde_json_writes(v in arb_json()) {
+            let mut out = Vec::new();
+            write_json(&v, &mut out);
+            proptest::prop_assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&v).unwrap()
+            );
+            // Canonical JSON as the agent wrote it before: serde_json with sorted keys.
+            fn sorted(v: &Value) -> serde_json::Value {
+                match v {
+                    Value::Object(m) => {
+                        let mut keys: Vec<_> = m.iter().collect();
+                        keys.sort_by(|a, b| a.0.cmp(b.0));
+                        Value::Object(keys.into_iter().map(|(k, v)| (k.clone(), sorted(v))).collect())
+                    }
+                    Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+                    other => other.clone(),
+                }
+            }
+            let mut canon = Vec::new();
+            write_canonical(&v, &mut canon);
+            proptest::prop_assert_eq!(
+                String::from_utf8(canon).unwrap(),
+                serde_json::to_string(&sorted(&v)).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn ids_are_lowercase_hex_of_the_sha256() {
+        let org = OrgRef::new(Provider::Gh, "acme");
+        let id = EventId::compute(&org, b"{}", 2);
+        let mut h = Sha256::new();
+        h.update(b"gh/acme\n{}\n2");
+        assert_eq!(id.as_str(), hex::encode(h.finalize()));
     }
 
     #[test]

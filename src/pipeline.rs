@@ -466,8 +466,8 @@ impl OrgPipeline {
             .iter()
             .map(|e| {
                 (
-                    Arc::from(e.event.action.as_str()),
-                    catalog::classify(&e.event.action, e.event.result.as_deref()).severity,
+                    Arc::from(e.event.action()),
+                    catalog::classify(e.event.action(), e.event.result().as_deref()).severity,
                 )
             })
             .collect();

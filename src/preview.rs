@@ -6,18 +6,37 @@
 //! - a v3 page `{"data": [...], "pagination": {...}}`;
 //! - NDJSON: one event per line (pretty-printed objects one after another work too).
 //!
-//! All events are identified together with [`crate::event::identify`], exactly as the agent does
-//! for one fetch: they come out sorted by (timestamp, canonical JSON) and byte-identical events get
-//! occurrence numbers 0, 1, ...
+//! Records come out in input order. Ids are the agent's: byte-identical events get occurrence
+//! numbers 0, 1, ... in the order they appear ([`StreamIdentifier`]), which gives the same ids
+//! [`crate::event::identify`] gives one fetch.
+//!
+//! NDJSON is streamed with bounded memory: the input is read in batches of lines, parsed and
+//! encoded by [`WORKERS`] threads, and written in order; only the duplicate counter grows (a few
+//! dozen bytes per distinct event). Arrays, pages and pretty-printed events (API pages, small in
+//! practice) are read whole. Events are checked as they stream: at a bad event, the records of the
+//! events before it have been written and the error names the bad one.
 
-use crate::event::{identify, AuditEvent, EventParseError, OrgRef};
+use crate::event::StreamIdentifier;
+use crate::event::{AuditEvent, EventKey, EventParseError, IdSeed, IdentifiedEvent, OrgRef};
 use crate::format::Encoder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::fmt;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
+
+/// Threads that parse and encode NDJSON batches while the caller's thread reads and writes.
+pub const WORKERS: usize = 2;
+/// Batches queued per worker: enough to keep it busy while the writer catches up, few enough to
+/// keep memory at a few MB.
+const DEPTH: usize = 2;
+/// A batch holds whole lines, at least this many bytes (about 500 typical events).
+const BATCH_BYTES: usize = 512 * 1024;
+const READ_CHUNK: usize = 128 * 1024;
+/// Output is handed to the writer in pieces of about this size on the in-memory path.
+const WRITE_CHUNK: usize = 64 * 1024;
 
 /// Where in the input an event starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,22 +77,40 @@ impl fmt::Display for InputShape {
     }
 }
 
+/// What was written before an error, for its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written(pub usize);
+
+impl fmt::Display for Written {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => f.write_str("nothing was written"),
+            1 => f.write_str("the record of the 1 event before it was written"),
+            n => write!(f, "the records of the {n} events before it were written"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PreviewError {
     #[error("could not read the input: {0}")]
     Read(#[source] std::io::Error),
-    #[error("the input is not UTF-8 (first bad byte at offset {offset}); save it as UTF-8 JSON")]
-    NotUtf8 { offset: usize },
+    #[error(
+        "the input is not UTF-8 (first bad byte at offset {offset}); save it as UTF-8 JSON; \
+         {written}"
+    )]
+    NotUtf8 { offset: usize, written: Written },
     #[error(
         "invalid JSON at line {line}, column {column}: {message}; expected a JSON array of \
-         events, a {{\"data\": [...]}} page, or one event per line (NDJSON)"
+         events, a {{\"data\": [...]}} page, or one event per line (NDJSON); {written}"
     )]
     Json {
         line: usize,
         column: usize,
         message: String,
+        written: Written,
     },
-    #[error("event {index} of the {shape} at {position}: {source}")]
+    #[error("event {index} of the {shape} at {position}: {source}; {written}")]
     Event {
         /// 1-based index of the event in the input.
         index: usize,
@@ -81,6 +118,7 @@ pub enum PreviewError {
         position: Position,
         #[source]
         source: EventParseError,
+        written: Written,
     },
     #[error("could not write the output: {0}")]
     Write(#[source] std::io::Error),
@@ -92,8 +130,54 @@ struct Envelope<'a> {
     data: Vec<&'a RawValue>,
 }
 
-/// Reads events from `input`, encodes each with `encoder` and writes one record per line to `out`.
-/// Returns how many records were written. Nothing is written when any event is bad.
+/// What encoding needs besides the event; shared by the workers.
+struct Ctx<'a> {
+    encoder: &'a Encoder,
+    org: Arc<OrgRef>,
+    fetched_at_ms: i64,
+}
+
+/// Why one event could not be encoded.
+enum Bad {
+    Json(serde_json::Error),
+    Event(EventParseError),
+}
+
+impl Ctx<'_> {
+    /// Parses, checks, identifies and encodes the event in `text`, appending its record and a line
+    /// feed to `out`. `occurrence` gets the event's key and returns its occurrence number.
+    fn encode(
+        &self,
+        text: &str,
+        occurrence: impl FnOnce(EventKey) -> u32,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Bad> {
+        let value: Value = serde_json::from_str(text).map_err(Bad::Json)?;
+        let event = AuditEvent::from_value(value).map_err(Bad::Event)?;
+        let seed = IdSeed::new(&self.org, &event.canonical_json());
+        let (first, key) = seed.first();
+        let occurrence = occurrence(key);
+        let id = if occurrence == 0 {
+            first
+        } else {
+            seed.id(occurrence)
+        };
+        let event = IdentifiedEvent {
+            org: self.org.clone(),
+            id,
+            occurrence,
+            fetched_at_ms: self.fetched_at_ms,
+            event,
+        };
+        self.encoder.encode(&event, out);
+        out.push(b'\n');
+        Ok(())
+    }
+}
+
+/// Reads events from `input`, encodes each with `encoder` and writes one record per line to `out`,
+/// in input order. Returns how many records were written. Stops at the first bad event; the
+/// records of the events before it have then been written (the error says how many).
 pub fn preview(
     encoder: &Encoder,
     org: &OrgRef,
@@ -101,91 +185,459 @@ pub fn preview(
     mut out: impl Write,
     fetched_at_ms: i64,
 ) -> Result<usize, PreviewError> {
-    let mut bytes = Vec::new();
-    input.read_to_end(&mut bytes).map_err(PreviewError::Read)?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| PreviewError::NotUtf8 {
-        offset: e.valid_up_to(),
-    })?;
+    let ctx = Ctx {
+        encoder,
+        org: Arc::new(org.clone()),
+        fetched_at_ms,
+    };
+    let mut first = Vec::new();
+    let mut carry = Vec::new();
+    let mut eof = read_batch(&mut input, &mut first, &mut carry).map_err(PreviewError::Read)?;
     // A byte-order mark is not JSON; skip it but keep offsets relative to the real input.
-    let body_start = if text.starts_with('\u{feff}') { 3 } else { 0 };
-    let events = parse_events(text, body_start)?;
-    let org = Arc::new(org.clone());
-    let identified = identify(&org, events, fetched_at_ms);
-    let mut buf = Vec::with_capacity(1024);
-    for event in &identified {
-        buf.clear();
-        encoder.encode(event, &mut buf);
-        buf.push(b'\n');
-        out.write_all(&buf).map_err(PreviewError::Write)?;
+    const BOM: &[u8] = "\u{feff}".as_bytes();
+    // The shape shows at the first non-blank byte; a blank first batch is extended until it does.
+    let blank = |b: &[u8]| {
+        b.strip_prefix(BOM)
+            .unwrap_or(b)
+            .trim_ascii_start()
+            .is_empty()
+    };
+    while !eof && blank(&first) {
+        let mut more = Vec::new();
+        eof = read_batch(&mut input, &mut more, &mut carry).map_err(PreviewError::Read)?;
+        first.extend_from_slice(&more);
     }
-    out.flush().map_err(PreviewError::Write)?;
-    Ok(identified.len())
+    let bom = first.starts_with(BOM);
+    let body_start = if bom { 3 } else { 0 };
+    let body = &first[body_start..];
+    let lead = body.len() - body.trim_ascii_start().len();
+    let streamable = match body.get(lead) {
+        None => true,
+        Some(b'[') => false,
+        Some(b'{') => {
+            // One object per line is NDJSON, unless that object is a page; an object spread over
+            // lines (pretty-printed) needs the whole-input parser.
+            let line_end = body[lead..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(body.len(), |i| lead + i);
+            std::str::from_utf8(&body[lead..line_end]).is_ok_and(|line| {
+                serde_json::from_str::<&RawValue>(line).is_ok() && !is_envelope(line)
+            })
+        }
+        Some(_) => true,
+    };
+    if streamable {
+        return stream_ndjson(&ctx, input, out, first, carry, eof, body_start);
+    }
+    first.append(&mut carry);
+    input.read_to_end(&mut first).map_err(PreviewError::Read)?;
+    let text = std::str::from_utf8(&first).map_err(|e| PreviewError::NotUtf8 {
+        offset: e.valid_up_to(),
+        written: Written(0),
+    })?;
+    encode_whole(&ctx, text, body_start, &mut out)
 }
 
-/// Detects the input shape and parses every event, naming the position of the first bad one.
-fn parse_events(text: &str, body_start: usize) -> Result<Vec<AuditEvent>, PreviewError> {
+/// Reads into `batch` (which first takes the partial line left in `carry`) until it holds at
+/// least [`BATCH_BYTES`] ending with a line feed, or the input ends (returns true). A partial last
+/// line goes back to `carry`.
+fn read_batch(
+    input: &mut impl Read,
+    batch: &mut Vec<u8>,
+    carry: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    batch.clear();
+    batch.append(carry);
+    loop {
+        let start = batch.len();
+        batch.resize(start + READ_CHUNK, 0);
+        let n = loop {
+            match input.read(&mut batch[start..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    batch.truncate(start);
+                    return Err(e);
+                }
+            }
+        };
+        batch.truncate(start + n);
+        if n == 0 {
+            return Ok(true);
+        }
+        if batch.len() >= BATCH_BYTES {
+            // Only the new bytes are searched, so a very long line costs linear time.
+            if let Some(i) = batch[start..].iter().rposition(|&b| b == b'\n') {
+                carry.extend_from_slice(&batch[start + i + 1..]);
+                batch.truncate(start + i + 1);
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// Whole lines of NDJSON, handed to a worker and back.
+#[derive(Default)]
+struct Batch {
+    text: Vec<u8>,
+    /// Records, each ending with a line feed.
+    out: Vec<u8>,
+    events: Vec<Encoded>,
+    /// Line feeds in `text`.
+    lines: usize,
+    failure: Option<Failure>,
+}
+
+/// One encoded event of a batch.
+struct Encoded {
+    key: EventKey,
+    /// Where its text is in `Batch::text`.
+    value: std::ops::Range<usize>,
+    /// Where its record ends in `Batch::out`.
+    out_end: usize,
+}
+
+/// The first problem in a batch; events before it are encoded.
+struct Failure {
+    /// 0-based line in the batch.
+    line: usize,
+    /// Byte offset in the batch where the event (or the bad byte) starts.
+    offset: usize,
+    /// 1-based column of that offset on its line.
+    column: usize,
+    problem: Problem,
+}
+
+enum Problem {
+    NotUtf8,
+    Json(serde_json::Error),
+    Event(EventParseError),
+}
+
+/// JSON's whitespace (Rust's `trim` also takes Unicode spaces, which JSON rejects).
+fn is_json_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
+/// The worker's job: encode every line of `batch` up to the first problem, as if every event
+/// were the first of its kind; the writer fixes up the rare repeated ones.
+fn encode_batch(ctx: &Ctx, batch: &mut Batch) {
+    batch.out.clear();
+    batch.events.clear();
+    batch.lines = 0;
+    batch.failure = None;
+    // Lines before the first bad byte are encoded; the error then names the byte.
+    let (valid, bad_byte) = match std::str::from_utf8(&batch.text) {
+        Ok(t) => (t, None),
+        Err(e) => {
+            let upto = e.valid_up_to();
+            // Cannot fail: the prefix up to valid_up_to is UTF-8.
+            let prefix = std::str::from_utf8(&batch.text[..upto]).unwrap_or("");
+            let line_start = prefix.rfind('\n').map_or(0, |i| i + 1);
+            (
+                &prefix[..line_start],
+                Some((upto, prefix[line_start..].chars().count() + 1)),
+            )
+        }
+    };
+    let mut pos = 0;
+    while pos < valid.len() {
+        let end = valid[pos..].find('\n').map_or(valid.len(), |i| pos + i);
+        let line = &valid[pos..end];
+        let value = line.trim_start_matches(is_json_space);
+        if !value.trim_end_matches(is_json_space).is_empty() {
+            let start = end - value.len();
+            let mut key = EventKey::default();
+            let encoded = ctx.encode(
+                value,
+                |k| {
+                    key = k;
+                    0
+                },
+                &mut batch.out,
+            );
+            match encoded {
+                Ok(()) => batch.events.push(Encoded {
+                    key,
+                    value: start..end,
+                    out_end: batch.out.len(),
+                }),
+                Err(bad) => {
+                    let (column, problem) = match bad {
+                        Bad::Json(e) => (e.column() + (start - pos), Problem::Json(e)),
+                        Bad::Event(e) => (start - pos + 1, Problem::Event(e)),
+                    };
+                    batch.failure = Some(Failure {
+                        line: batch.lines,
+                        offset: start,
+                        column,
+                        problem,
+                    });
+                    return;
+                }
+            }
+        }
+        if end < valid.len() {
+            batch.lines += 1;
+        }
+        pos = end + 1;
+    }
+    if let Some((offset, column)) = bad_byte {
+        batch.failure = Some(Failure {
+            line: batch.lines,
+            offset,
+            column,
+            problem: Problem::NotUtf8,
+        });
+    }
+}
+
+/// Writes finished batches in order, numbering repeated events and turning a batch's failure into
+/// an error with its place in the whole input.
+struct Writer<'a, 'b, W> {
+    ctx: &'a Ctx<'b>,
+    out: W,
+    ident: StreamIdentifier,
+    written: usize,
+    /// Lines and bytes of the input before the next batch.
+    lines: usize,
+    offset: usize,
+    /// A skipped byte-order mark is one character on line 1.
+    bom: bool,
+    scratch: Vec<u8>,
+}
+
+impl<W: Write> Writer<'_, '_, W> {
+    fn write_batch(&mut self, b: &Batch) -> Result<(), PreviewError> {
+        let mut from = 0;
+        let mut prev_end = 0;
+        for ev in &b.events {
+            let occurrence = self.ident.occurrence(ev.key);
+            if occurrence > 0 {
+                // A repeat: its record carries another id, so it is encoded again.
+                self.out
+                    .write_all(&b.out[from..prev_end])
+                    .map_err(PreviewError::Write)?;
+                self.scratch.clear();
+                let redone = std::str::from_utf8(&b.text[ev.value.clone()])
+                    .ok()
+                    .and_then(|v| self.ctx.encode(v, |_| occurrence, &mut self.scratch).ok());
+                if redone.is_none() {
+                    // Cannot happen: the same bytes were encoded a moment ago.
+                    return Err(PreviewError::Read(std::io::Error::other(format!(
+                        "event {} could not be encoded a second time",
+                        self.written + 1
+                    ))));
+                }
+                self.out
+                    .write_all(&self.scratch)
+                    .map_err(PreviewError::Write)?;
+                from = ev.out_end;
+            }
+            prev_end = ev.out_end;
+            self.written += 1;
+        }
+        self.out
+            .write_all(&b.out[from..])
+            .map_err(PreviewError::Write)?;
+        if let Some(f) = &b.failure {
+            return Err(self.error(f));
+        }
+        self.lines += b.lines;
+        self.offset += b.text.len();
+        Ok(())
+    }
+
+    fn error(&mut self, f: &Failure) -> PreviewError {
+        let line = self.lines + f.line + 1;
+        let column = f.column + usize::from(self.bom && line == 1);
+        let written = Written(self.written);
+        // What was written is no use if it does not reach its destination.
+        let _ = self.out.flush();
+        match &f.problem {
+            Problem::NotUtf8 => PreviewError::NotUtf8 {
+                offset: self.offset + f.offset,
+                written,
+            },
+            Problem::Json(e) => PreviewError::Json {
+                line,
+                column,
+                message: strip_position(e),
+                written,
+            },
+            Problem::Event(source) => PreviewError::Event {
+                index: self.written + 1,
+                shape: InputShape::Ndjson,
+                position: Position {
+                    line,
+                    column,
+                    offset: self.offset + f.offset,
+                },
+                source: source.clone(),
+                written,
+            },
+        }
+    }
+}
+
+fn worker_gone() -> PreviewError {
+    PreviewError::Read(std::io::Error::other("an encoding thread stopped"))
+}
+
+/// NDJSON, one event per line: batches go round-robin to the workers and come back in the same
+/// order, so no reordering buffer is needed; at most `WORKERS * DEPTH` batches are in flight.
+fn stream_ndjson(
+    ctx: &Ctx,
+    mut input: impl Read,
+    out: impl Write,
+    mut first: Vec<u8>,
+    mut carry: Vec<u8>,
+    mut eof: bool,
+    body_start: usize,
+) -> Result<usize, PreviewError> {
+    first.drain(..body_start);
+    let mut writer = Writer {
+        ctx,
+        out,
+        ident: StreamIdentifier::default(),
+        written: 0,
+        lines: 0,
+        offset: body_start,
+        bom: body_start > 0,
+        scratch: Vec::new(),
+    };
+    std::thread::scope(|scope| {
+        let mut jobs: Vec<SyncSender<Batch>> = Vec::with_capacity(WORKERS);
+        let mut dones: Vec<Receiver<Batch>> = Vec::with_capacity(WORKERS);
+        for _ in 0..WORKERS {
+            let (job_tx, job_rx) = sync_channel::<Batch>(DEPTH);
+            let (done_tx, done_rx) = sync_channel::<Batch>(DEPTH);
+            scope.spawn(move || {
+                for mut batch in job_rx {
+                    encode_batch(ctx, &mut batch);
+                    if done_tx.send(batch).is_err() {
+                        break;
+                    }
+                }
+            });
+            jobs.push(job_tx);
+            dones.push(done_rx);
+        }
+        let (mut sent, mut received) = (0, 0);
+        let mut spare: Vec<Batch> = Vec::new();
+        let mut next = Some(Batch {
+            text: first,
+            ..Batch::default()
+        });
+        while let Some(batch) = next.take() {
+            if sent - received == WORKERS * DEPTH {
+                let done = dones[received % WORKERS]
+                    .recv()
+                    .map_err(|_| worker_gone())?;
+                received += 1;
+                writer.write_batch(&done)?;
+                spare.push(done);
+            }
+            jobs[sent % WORKERS]
+                .send(batch)
+                .map_err(|_| worker_gone())?;
+            sent += 1;
+            if !eof {
+                let mut b = spare.pop().unwrap_or_default();
+                eof =
+                    read_batch(&mut input, &mut b.text, &mut carry).map_err(PreviewError::Read)?;
+                next = Some(b);
+            }
+        }
+        while received < sent {
+            let done = dones[received % WORKERS]
+                .recv()
+                .map_err(|_| worker_gone())?;
+            received += 1;
+            writer.write_batch(&done)?;
+        }
+        writer.out.flush().map_err(PreviewError::Write)?;
+        Ok(writer.written)
+    })
+}
+
+/// Arrays, pages and pretty-printed events: parsed whole (they are API pages, small in practice),
+/// then encoded in order.
+fn encode_whole(
+    ctx: &Ctx,
+    text: &str,
+    body_start: usize,
+    mut out: impl Write,
+) -> Result<usize, PreviewError> {
     let body = &text[body_start..];
     let first = body.trim_start().as_bytes().first().copied();
     // serde_json counts from the start of `body`; a skipped BOM is one character on line 1.
     let bom_columns = usize::from(body_start > 0);
-    let json_err = |e: serde_json::Error| PreviewError::Json {
+    let json_err = |e: serde_json::Error, written: usize| PreviewError::Json {
         line: e.line(),
         column: e.column() + if e.line() == 1 { bom_columns } else { 0 },
         message: strip_position(&e),
+        written: Written(written),
     };
-    // Element positions are computed from where each raw value sits in `text`.
-    let at = |raw: &str| position(text, raw.as_ptr() as usize - text.as_ptr() as usize);
-    let from_raw = |shape, items: Vec<&RawValue>| {
-        items
-            .into_iter()
-            .enumerate()
-            .map(|(i, raw)| {
-                let value: Value = serde_json::from_str(raw.get()).map_err(json_err)?;
-                AuditEvent::from_value(value).map_err(|source| PreviewError::Event {
-                    index: i + 1,
-                    shape,
-                    position: at(raw.get()),
-                    source,
-                })
-            })
-            .collect()
-    };
-    match first {
-        None => Ok(Vec::new()),
-        Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(body).map_err(json_err)?;
-            from_raw(InputShape::Array, items)
-        }
-        Some(b'{') if is_envelope(body) => {
-            let env: Envelope = serde_json::from_str(body).map_err(json_err)?;
-            from_raw(InputShape::Envelope, env.data)
-        }
+    let mut syntax_error = None;
+    let (shape, items): (InputShape, Vec<&RawValue>) = match first {
+        None => (InputShape::Ndjson, Vec::new()),
+        Some(b'[') => (
+            InputShape::Array,
+            serde_json::from_str(body).map_err(|e| json_err(e, 0))?,
+        ),
+        Some(b'{') if is_envelope(body) => (
+            InputShape::Envelope,
+            serde_json::from_str::<Envelope>(body)
+                .map_err(|e| json_err(e, 0))?
+                .data,
+        ),
         Some(_) => {
-            let mut stream = serde_json::Deserializer::from_str(body).into_iter::<Value>();
-            let mut events = Vec::new();
-            let mut end = 0;
-            loop {
-                // The next value starts after the whitespace that follows the previous one.
-                let start = end + (body[end..].len() - body[end..].trim_start().len());
-                match stream.next() {
-                    None => break,
-                    Some(Err(e)) => return Err(json_err(e)),
-                    Some(Ok(value)) => {
-                        end = stream.byte_offset();
-                        let event = AuditEvent::from_value(value).map_err(|source| {
-                            PreviewError::Event {
-                                index: events.len() + 1,
-                                shape: InputShape::Ndjson,
-                                position: position(text, body_start + start),
-                                source,
-                            }
-                        })?;
-                        events.push(event);
+            // Values one after another; the events before a syntax error are still encoded.
+            let mut items = Vec::new();
+            for item in serde_json::Deserializer::from_str(body).into_iter::<&RawValue>() {
+                match item {
+                    Ok(raw) => items.push(raw),
+                    Err(e) => {
+                        syntax_error = Some(e);
+                        break;
                     }
                 }
             }
-            Ok(events)
+            (InputShape::Ndjson, items)
         }
+    };
+    let mut ident = StreamIdentifier::default();
+    let mut buf = Vec::with_capacity(WRITE_CHUNK + 4096);
+    let mut written = 0;
+    for (i, raw) in items.iter().enumerate() {
+        let encoded = ctx.encode(raw.get(), |k| ident.occurrence(k), &mut buf);
+        if let Err(bad) = encoded {
+            out.write_all(&buf).map_err(PreviewError::Write)?;
+            let _ = out.flush();
+            return Err(match bad {
+                Bad::Json(e) => json_err(e, written),
+                Bad::Event(source) => PreviewError::Event {
+                    index: i + 1,
+                    shape,
+                    position: position(text, raw.get().as_ptr() as usize - text.as_ptr() as usize),
+                    source,
+                    written: Written(written),
+                },
+            });
+        }
+        written += 1;
+        if buf.len() >= WRITE_CHUNK {
+            out.write_all(&buf).map_err(PreviewError::Write)?;
+            buf.clear();
+        }
+    }
+    out.write_all(&buf).map_err(PreviewError::Write)?;
+    out.flush().map_err(PreviewError::Write)?;
+    match syntax_error {
+        Some(e) => Err(json_err(e, written)),
+        None => Ok(written),
     }
 }
 
@@ -230,7 +682,7 @@ fn position(text: &str, offset: usize) -> Position {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Provider;
+    use crate::event::{identify, Provider};
     use crate::format::{Format, FormatOptions};
 
     fn enc(format: Format) -> Encoder {
@@ -262,7 +714,7 @@ mod tests {
 
     #[test]
     fn all_three_shapes_give_the_same_records() {
-        let array = format!("[{E2},\n {E1}]");
+        let array = format!("[{E1},\n {E2}]");
         let envelope = format!(
             "{{\"data\": [{E1}, {E2}], \"pagination\": {{\"cursor\": \"MjUw\", \"limit\": 2}}}}"
         );
@@ -276,7 +728,7 @@ mod tests {
             assert_eq!(a, c, "{format}");
             let lines: Vec<&str> = a.1.lines().collect();
             assert_eq!(lines.len(), 2);
-            // Sorted by timestamp, whatever the input order.
+            // In input order.
             assert!(lines[0].contains("user.login"), "{}", lines[0]);
         }
     }
@@ -337,13 +789,36 @@ mod tests {
         assert!(msg.contains("line 3, column 1"), "{msg}");
         assert!(msg.contains("no `timestamp`"), "{msg}");
 
-        let err = run(Format::Cef, &format!("{E1}\n{{\"timestamp\": 1,\n")).unwrap_err();
+        // One event per line: an unfinished one is reported on its own line, after the record
+        // of the good one before it.
+        let input = format!("{E1}\n{{\"timestamp\": 1,\n");
+        let mut out = Vec::new();
+        let err = preview(
+            &enc(Format::Cef),
+            &OrgRef::new(Provider::Gh, "acme"),
+            input.as_bytes(),
+            &mut out,
+            0,
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(
-            matches!(err, PreviewError::Json { line: 3, .. }),
+            matches!(
+                err,
+                PreviewError::Json {
+                    line: 2,
+                    column: 16,
+                    ..
+                }
+            ),
             "{msg} / {err:?}"
         );
         assert!(msg.contains("EOF"), "{msg}");
+        assert!(
+            msg.ends_with("the record of the 1 event before it was written"),
+            "{msg}"
+        );
+        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
 
         let err = run(Format::Cef, &format!("{E1}\n{E2} garbage\n")).unwrap_err();
         assert!(matches!(err, PreviewError::Json { line: 2, .. }), "{err:?}");
@@ -365,7 +840,8 @@ mod tests {
                         column: 3,
                         ..
                     },
-                    source: EventParseError::BadTimestamp(_)
+                    source: EventParseError::BadTimestamp(_),
+                    written: Written(1),
                 }
             ),
             "{err:?}"
@@ -380,8 +856,10 @@ mod tests {
                 shape,
                 position,
                 source,
+                written,
             } => {
                 assert_eq!((index, shape), (2, InputShape::Envelope));
+                assert_eq!(written, Written(1));
                 assert_eq!(position.offset, input.find("42").unwrap());
                 assert_eq!(source, EventParseError::NotAnObject("a number"));
             }
@@ -417,8 +895,153 @@ mod tests {
             0,
         )
         .unwrap_err();
-        assert!(matches!(err, PreviewError::NotUtf8 { offset: 1 }));
+        assert!(matches!(err, PreviewError::NotUtf8 { offset: 1, .. }));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_large_ndjson_input_streams_in_order_with_the_agents_ids() {
+        // Enough lines for many batches, with copies of one event far apart (other batches,
+        // other workers).
+        let mut input = String::new();
+        let mut events = Vec::new();
+        for i in 0..6000 {
+            let line = if i % 1000 == 7 {
+                E1.to_string()
+            } else {
+                format!(
+                    r#"{{"timestamp":{i},"action":"a.update","pad":"{:0>200}"}}"#,
+                    i
+                )
+            };
+            input.push_str(&line);
+            input.push_str(if i % 2 == 0 { "\n" } else { "\r\n" });
+            events.push(AuditEvent::from_value(serde_json::from_str(&line).unwrap()).unwrap());
+        }
+        assert!(input.len() > 2 * BATCH_BYTES);
+        let (n, out) = run(Format::Json, &input).unwrap();
+        assert_eq!(n, 6000);
+        let got: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for (i, rec) in got.iter().enumerate() {
+            if i % 1000 != 7 {
+                assert_eq!(rec["timestamp"], Value::from(i), "record {i}");
+            }
+        }
+        let org = Arc::new(OrgRef::new(Provider::Gh, "acme"));
+        let mut expected: Vec<String> = identify(&org, events, 0)
+            .into_iter()
+            .map(|e| e.id.to_string())
+            .collect();
+        let mut ids: Vec<String> = got
+            .iter()
+            .map(|r| r["event_id"].as_str().unwrap().to_string())
+            .collect();
+        expected.sort();
+        ids.sort();
+        assert_eq!(ids, expected);
+    }
+
+    #[test]
+    fn a_bad_line_in_a_later_batch_is_named_after_the_records_before_it() {
+        let mut input = String::new();
+        for i in 0..3000 {
+            input.push_str(&format!(
+                r#"{{"timestamp":{i},"action":"a.b","pad":"{:0>300}"}}"#,
+                0
+            ));
+            input.push('\n');
+        }
+        let offset = input.len();
+        input.push_str("  {\"action\": \"a\"}\n");
+        input.push_str(E1);
+        let mut out = Vec::new();
+        let err = preview(
+            &enc(Format::Cef),
+            &OrgRef::new(Provider::Gh, "acme"),
+            input.as_bytes(),
+            &mut out,
+            0,
+        )
+        .unwrap_err();
+        match &err {
+            PreviewError::Event {
+                index,
+                position,
+                written,
+                ..
+            } => {
+                assert_eq!(*index, 3001);
+                assert_eq!(
+                    *position,
+                    Position {
+                        line: 3001,
+                        column: 3,
+                        offset: offset + 2
+                    }
+                );
+                assert_eq!(*written, Written(3000));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err
+            .to_string()
+            .ends_with("the records of the 3000 events before it were written"));
+        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 3000);
+
+        // Bad UTF-8 on line 3: the two lines before it are written.
+        let input = [E1.as_bytes(), b"\n", E2.as_bytes(), b"\n{\"a\xff\": 1}\n"].concat();
+        let mut out = Vec::new();
+        let err = preview(
+            &enc(Format::Cef),
+            &OrgRef::new(Provider::Gh, "acme"),
+            &input[..],
+            &mut out,
+            0,
+        )
+        .unwrap_err();
+        let bad = input.iter().position(|&b| b == 0xff).unwrap();
+        assert!(
+            matches!(err, PreviewError::NotUtf8 { offset, written: Written(2) } if offset == bad),
+            "{err:?}"
+        );
+        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 2);
+    }
+
+    #[test]
+    fn a_byte_order_mark_counts_as_one_column_of_line_one() {
+        let err = run(Format::Json, "\u{feff}{\"action\": \"a\"}\n").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                PreviewError::Event {
+                    index: 1,
+                    position: Position {
+                        line: 1,
+                        column: 2,
+                        offset: 3
+                    },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn pretty_printed_events_one_after_another_work() {
+        let pretty = |e: &str| {
+            serde_json::to_string_pretty(&serde_json::from_str::<Value>(e).unwrap()).unwrap()
+        };
+        let input = format!("{}\n{}\n{}\n", pretty(E1), pretty(E2), pretty(E1));
+        let (n, out) = run(Format::Json, &input).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(
+            out,
+            run(Format::Json, &format!("{E1}\n{E2}\n{E1}\n")).unwrap().1
+        );
     }
 
     #[test]

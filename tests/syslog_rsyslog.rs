@@ -106,7 +106,7 @@ fn records(format: Format, first_ms: i64, n: usize) -> Vec<Record> {
             event_id: e.id.clone(),
             org: org.clone(),
             timestamp_ms: e.event.timestamp_ms,
-            action: e.event.action.as_str().into(),
+            action: e.event.action().into(),
             // Cover every band of the severity mapping.
             severity: [0u8, 4, 5, 7, 9, 10][i % 6],
             format,

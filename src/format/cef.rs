@@ -84,6 +84,15 @@ pub fn push_value(out: &mut Vec<u8>, value: &str, max: usize) {
     let value = truncate(value, max);
     // Work on bytes: every byte we escape is ASCII, so UTF-8 sequences pass through untouched.
     let bytes = value.as_bytes();
+    let special = |b: u8| matches!(b, b'\\' | b'=' | b'\n' | b'\r');
+    // Most values need no escape: check 16 bytes at a time (`fold` vectorises, `any` would not).
+    if bytes
+        .chunks(16)
+        .all(|c| !c.iter().fold(false, |hit, &b| hit | special(b)))
+    {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc: &[u8] = match b {
@@ -168,7 +177,10 @@ pub fn outcome(result: Option<&str>) -> Option<&'static str> {
 /// Appends the CEF record for `event` to `out` (one line, no trailing newline).
 pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8>) {
     let ev = &event.event;
-    let class: Classification = catalog::classify(&ev.action, ev.result.as_deref());
+    let action = ev.action();
+    let result = ev.result();
+    let result = result.as_deref();
+    let class: Classification = catalog::classify(action, result);
 
     out.extend_from_slice(b"CEF:0|");
     push_header(out, "Codacy", MAX_VENDOR);
@@ -177,7 +189,7 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
     out.push(b'|');
     push_header(out, super::AGENT_VERSION, MAX_VERSION);
     out.push(b'|');
-    push_header(out, &ev.action, MAX_EVENT_CLASS_ID);
+    push_header(out, action, MAX_EVENT_CLASS_ID);
     out.push(b'|');
     push_header(out, &class.name, MAX_NAME);
     out.push(b'|');
@@ -188,32 +200,28 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
     // §1.4: rt and end both carry the Codacy timestamp, as epoch milliseconds.
     x.int("rt", ev.timestamp_ms);
     x.int("end", ev.timestamp_ms);
-    x.str("act", &ev.action, MAX_ACT);
+    x.str("act", action, MAX_ACT);
     x.opt("cat", Some(&class.cef_category), MAX_CAT);
-    x.opt("outcome", outcome(ev.result.as_deref()), MAX_OUTCOME);
-    x.opt(
-        "reason",
-        ev.result.as_deref().filter(|r| *r != "succeed"),
-        MAX_REASON,
-    );
-    x.opt("suser", ev.actor_email.as_deref(), MAX_SUSER);
+    x.opt("outcome", outcome(result), MAX_OUTCOME);
+    x.opt("reason", result.filter(|r| *r != "succeed"), MAX_REASON);
+    x.opt("suser", ev.actor_email().as_deref(), MAX_SUSER);
     // §1.6 slots.
-    x.custom(1, "repository", ev.repository.as_deref());
-    x.custom(2, "actorRole", ev.actor_role.as_deref());
-    x.custom(3, "entityId", ev.entity_id.as_deref());
-    let details = ev.details.as_ref().map(|d| match d {
+    x.custom(1, "repository", ev.repository().as_deref());
+    x.custom(2, "actorRole", ev.actor_role().as_deref());
+    x.custom(3, "entityId", ev.entity_id().as_deref());
+    let details = ev.details().map(|d| match d {
         // A string is carried as is rather than as a quoted JSON string.
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
+        serde_json::Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+        other => std::borrow::Cow::Owned(other.to_string()),
     });
     x.custom(4, "details", details.as_deref());
-    x.custom(5, "source", ev.source.as_deref());
+    x.custom(5, "source", ev.source().as_deref());
     x.custom(6, "organization", Some(&event.org.key()));
     // §7: externalId = first 40 hex characters of the event id.
     x.str("externalId", event.id.as_str(), MAX_EXTERNAL_ID);
     x.opt("dvchost", Some(&options.hostname), MAX_DVCHOST);
     x.str("deviceProcessName", super::AGENT_NAME, MAX_PROCESS_NAME);
-    x.opt("msg", ev.description.as_deref(), MAX_MSG);
+    x.opt("msg", ev.description().as_deref(), MAX_MSG);
 }
 
 #[cfg(test)]

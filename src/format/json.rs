@@ -5,15 +5,13 @@
 //! value is kept and the forwarder's goes to `forwarder_event_id` / `forwarder_provider` /
 //! `forwarder_organization` instead, so nothing received is ever overwritten.
 
-use crate::event::IdentifiedEvent;
-use serde_json::Value;
+use crate::event::{write_json_map, write_json_str, IdentifiedEvent};
 
 /// Appends the JSON record for `event` to `out` (one line, no trailing newline).
 pub fn encode(event: &IdentifiedEvent, out: &mut Vec<u8>) {
     let raw = &event.event.raw;
     let start = out.len();
-    // A map of JSON values always serialises.
-    let _ = serde_json::to_writer(&mut *out, raw);
+    write_json_map(raw, out);
     debug_assert_eq!(out.last(), Some(&b'}'));
     out.pop();
     let mut first = out.len() == start + 1;
@@ -22,14 +20,13 @@ pub fn encode(event: &IdentifiedEvent, out: &mut Vec<u8>) {
             out.push(b',');
         }
         first = false;
-        let key = if raw.contains_key(key) {
-            format!("forwarder_{key}")
+        if raw.contains_key(key) {
+            write_json_str(out, &format!("forwarder_{key}"));
         } else {
-            key.to_string()
-        };
-        let _ = serde_json::to_writer(&mut *out, &key);
+            write_json_str(out, key);
+        }
         out.push(b':');
-        let _ = serde_json::to_writer(&mut *out, &Value::from(value));
+        write_json_str(out, value);
     };
     field("event_id", event.id.as_str(), out);
     field("provider", event.org.provider.as_str(), out);
@@ -42,7 +39,7 @@ mod tests {
     use super::*;
     use crate::event::{identify, AuditEvent, OrgRef, Provider};
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
     use std::sync::Arc;
 
     fn one(v: Value) -> IdentifiedEvent {

@@ -588,10 +588,13 @@ fn generator_covers_catalog_fields_and_awkward_text() {
         .all(|w| w[0].timestamp_ms <= w[1].timestamp_ms));
     assert!(parsed.iter().all(|e| (from..to).contains(&e.timestamp_ms)));
     for (action, repo_scoped, _) in ACTIONS {
-        let of_action: Vec<_> = parsed.iter().filter(|e| e.action == *action).collect();
+        let of_action: Vec<_> = parsed.iter().filter(|e| e.action() == *action).collect();
         assert!(!of_action.is_empty(), "{action} never generated");
         if *repo_scoped {
-            assert!(of_action.iter().all(|e| e.repository.is_some()), "{action}");
+            assert!(
+                of_action.iter().all(|e| e.repository().is_some()),
+                "{action}"
+            );
         }
     }
     let count = |f: &dyn Fn(&Value) -> bool| events.iter().filter(|e| f(e)).count();
@@ -652,7 +655,7 @@ fn generator_forces_duplicates_shared_milliseconds_unknown_and_invalid_events() 
     let unknown = parsed
         .iter()
         .flatten()
-        .filter(|e| !ACTIONS.iter().any(|(a, _, _)| *a == e.action))
+        .filter(|e| !ACTIONS.iter().any(|(a, _, _)| *a == e.action()))
         .count();
     assert_eq!(unknown, 2);
     // Groups of five in one millisecond.

@@ -185,7 +185,7 @@ pub fn records(format: Format, n: usize, special: &[(usize, &str)]) -> Vec<Recor
             event_id: ev.id.clone(),
             org: ev.org.clone(),
             timestamp_ms: ev.event.timestamp_ms,
-            action: ev.event.action.as_str().into(),
+            action: ev.event.action().into(),
             severity: 3,
             format,
             payload: encoder.encode_to_vec(&ev).into(),
