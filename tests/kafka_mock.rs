@@ -2,12 +2,12 @@
 //! timestamps, payloads), injected produce errors, outages past `message_timeout`, records too
 //! large for the topic, and errors that need a human.
 
-use codacy_audit_forwarder::deadletter::DeadLetter;
+#[path = "common/kafka.rs"]
+mod kafka_common;
 use codacy_audit_forwarder::event::{EventId, OrgRef, Provider};
-use codacy_audit_forwarder::format::Format;
 use codacy_audit_forwarder::sink::kafka::{KafkaSink, KafkaSinkConfig};
-use codacy_audit_forwarder::sink::{Record, Sink, SinkContext, SinkErrorKind};
-use codacy_audit_forwarder::telemetry::Metrics;
+use codacy_audit_forwarder::sink::{Record, Sink, SinkErrorKind};
+use kafka_common::{ctx, record};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::mocking::MockCluster;
@@ -16,8 +16,6 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset, Timestamp, TopicPartitionList};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Generous: a slow shared CI machine must never make a correct sink fail.
@@ -32,35 +30,12 @@ fn cluster(brokers: i32, topic: &str, partitions: i32) -> Mock {
     mock
 }
 
-fn ctx(dir: &Path) -> SinkContext {
-    SinkContext {
-        name: "bus".into(),
-        state_dir: dir.to_path_buf(),
-        dead_letter: DeadLetter::in_state_dir(dir, "bus"),
-        metrics: Arc::new(Metrics::new()),
-        clock: codacy_audit_forwarder::clock::system(),
-    }
-}
-
 fn config(brokers: &str, extra: Value) -> KafkaSinkConfig {
     let mut v = json!({"brokers": brokers, "topic": "codacy-audit", "message_timeout": "20s"});
     if let (Some(v), Some(e)) = (v.as_object_mut(), extra.as_object()) {
         v.extend(e.clone());
     }
     serde_json::from_value(v).unwrap()
-}
-
-fn record(org: &OrgRef, i: u32) -> Record {
-    let payload = format!("{{\"action\":\"a\",\"n\":{i},\"org\":\"{}\"}}", org.name);
-    Record {
-        event_id: EventId::compute(org, payload.as_bytes(), 0),
-        org: Arc::new(org.clone()),
-        timestamp_ms: 1_700_000_000_000 + i64::from(i) * 1000,
-        action: "a".into(),
-        severity: 3,
-        format: Format::Json,
-        payload: payload.into_bytes().into(),
-    }
 }
 
 fn batch(org: &OrgRef, from: u32, n: u32) -> Vec<Record> {

@@ -2,17 +2,15 @@
 //! delivery reports at once, and `shutdown` stops it within its deadline. A test binary of its
 //! own, as it counts the process's threads.
 
-use codacy_audit_forwarder::deadletter::DeadLetter;
-use codacy_audit_forwarder::event::{EventId, OrgRef, Provider};
-use codacy_audit_forwarder::format::Format;
+#[path = "common/kafka.rs"]
+mod kafka_common;
+use codacy_audit_forwarder::event::{OrgRef, Provider};
 use codacy_audit_forwarder::sink::kafka::{KafkaSink, KafkaSinkConfig};
-use codacy_audit_forwarder::sink::{Record, Sink, SinkContext};
-use codacy_audit_forwarder::telemetry::Metrics;
+use codacy_audit_forwarder::sink::{Record, Sink};
+use kafka_common::{ctx, record};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use serde_json::json;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The `kafka-poll` threads of this process, by thread id.
@@ -35,29 +33,6 @@ fn switches(tid: &str) -> u64 {
         .filter(|l| l.contains("ctxt_switches"))
         .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .sum()
-}
-
-fn ctx(dir: &Path) -> SinkContext {
-    SinkContext {
-        name: "bus".into(),
-        state_dir: dir.to_path_buf(),
-        dead_letter: DeadLetter::in_state_dir(dir, "bus"),
-        metrics: Arc::new(Metrics::new()),
-        clock: codacy_audit_forwarder::clock::system(),
-    }
-}
-
-fn record(org: &OrgRef, i: u32) -> Record {
-    let payload = format!("{{\"action\":\"a\",\"n\":{i}}}");
-    Record {
-        event_id: EventId::compute(org, payload.as_bytes(), 0),
-        org: Arc::new(org.clone()),
-        timestamp_ms: 1_700_000_000_000 + i64::from(i) * 1000,
-        action: "a".into(),
-        severity: 3,
-        format: Format::Json,
-        payload: payload.into_bytes().into(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

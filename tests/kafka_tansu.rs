@@ -2,12 +2,12 @@
 //! 127.0.0.1 port, killed by a Drop guard) or any brokers named by `KAFKA_TEST_BROKERS`.
 //! Skipped, with the reason printed, when neither is available.
 
-use codacy_audit_forwarder::deadletter::DeadLetter;
-use codacy_audit_forwarder::event::{EventId, OrgRef, Provider};
-use codacy_audit_forwarder::format::Format;
+#[path = "common/kafka.rs"]
+mod kafka_common;
+use codacy_audit_forwarder::event::{OrgRef, Provider};
 use codacy_audit_forwarder::sink::kafka::{KafkaSink, KafkaSinkConfig};
-use codacy_audit_forwarder::sink::{Record, Sink, SinkContext};
-use codacy_audit_forwarder::telemetry::Metrics;
+use codacy_audit_forwarder::sink::{Record, Sink};
+use kafka_common::{ctx, record};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -17,7 +17,6 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -169,32 +168,6 @@ fn unique_topic() -> String {
             .unwrap()
             .as_nanos()
     )
-}
-
-fn ctx(dir: &Path) -> SinkContext {
-    SinkContext {
-        name: "bus".into(),
-        state_dir: dir.to_path_buf(),
-        dead_letter: DeadLetter::in_state_dir(dir, "bus"),
-        metrics: Arc::new(Metrics::new()),
-        clock: codacy_audit_forwarder::clock::system(),
-    }
-}
-
-fn record(org: &OrgRef, i: u32) -> Record {
-    let payload = format!(
-        "{{\"action\":\"repository.added\",\"n\":{i},\"org\":\"{}\"}}",
-        org.name
-    );
-    Record {
-        event_id: EventId::compute(org, payload.as_bytes(), 0),
-        org: Arc::new(org.clone()),
-        timestamp_ms: 1_700_000_000_000 + i64::from(i),
-        action: "repository.added".into(),
-        severity: 3,
-        format: Format::Json,
-        payload: payload.into_bytes().into(),
-    }
 }
 
 /// Reads the topic until `want` messages arrived (tansu's high watermarks are unreliable).
