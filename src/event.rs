@@ -261,40 +261,31 @@ impl AuditEvent {
 
 /// Writes `value` as canonical JSON (sorted keys, compact). Deterministic for a given value.
 pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => write_canonical_map(map, out),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        scalar => write_json(scalar, out),
-    }
+    write_value(value, KeyOrder::Sorted, out);
 }
 
 fn write_canonical_map(map: &Map<String, Value>, out: &mut Vec<u8>) {
-    let mut keys: Vec<(&String, &Value)> = map.iter().collect();
-    keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    out.push(b'{');
-    for (i, (key, value)) in keys.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_json_str(out, key);
-        out.push(b':');
-        write_canonical(value, out);
-    }
-    out.push(b'}');
+    write_map(map, KeyOrder::Sorted, out);
 }
 
 /// Appends `value` as compact JSON with keys in their order: the same bytes as
 /// `serde_json::to_writer`, written with [`write_json_str`].
 pub fn write_json(value: &Value, out: &mut Vec<u8>) {
+    write_value(value, KeyOrder::AsReceived, out);
+}
+
+/// [`write_json`] for an object.
+pub fn write_json_map(map: &Map<String, Value>, out: &mut Vec<u8>) {
+    write_map(map, KeyOrder::AsReceived, out);
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum KeyOrder {
+    Sorted,
+    AsReceived,
+}
+
+fn write_value(value: &Value, order: KeyOrder, out: &mut Vec<u8>) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
@@ -309,24 +300,38 @@ pub fn write_json(value: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_json(item, out);
+                write_value(item, order, out);
             }
             out.push(b']');
         }
-        Value::Object(map) => write_json_map(map, out),
+        Value::Object(map) => write_map(map, order, out),
     }
 }
 
-/// [`write_json`] for an object.
-pub fn write_json_map(map: &Map<String, Value>, out: &mut Vec<u8>) {
+fn write_map(map: &Map<String, Value>, order: KeyOrder, out: &mut Vec<u8>) {
     out.push(b'{');
-    for (i, (key, value)) in map.iter().enumerate() {
+    let mut member = |i: usize, key: &str, value: &Value| {
         if i > 0 {
             out.push(b',');
         }
         write_json_str(out, key);
         out.push(b':');
-        write_json(value, out);
+        write_value(value, order, out);
+    };
+    match order {
+        KeyOrder::Sorted => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (i, (key, value)) in members.into_iter().enumerate() {
+                member(i, key, value);
+            }
+        }
+        // No copy of the members: this is the path every JSON and ECS record takes.
+        KeyOrder::AsReceived => {
+            for (i, (key, value)) in map.iter().enumerate() {
+                member(i, key, value);
+            }
+        }
     }
     out.push(b'}');
 }
