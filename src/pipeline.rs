@@ -674,17 +674,16 @@ async fn deliver_to_sink(
             }
         }
     }
-    let before = state.cursor.cursor_ms;
     state.cursor.advance(std::iter::empty(), slice_end, overlap);
-    // Batches were committed as they went; write again only if the window end moved the cursor,
-    // and a move with nothing delivered only now and then.
-    let moved = state.cursor.cursor_ms != before;
+    // Batches were committed as they went; the window end is written when it moved the cursor
+    // past the checkpoint, and with nothing delivered only now and then.
+    let unwritten = state.cursor.cursor_ms != state.written_cursor_ms;
     let now = shared.clock.now_ms();
     let due = delivered > 0 || now.saturating_sub(state.written_at_ms) >= IDLE_CHECKPOINT_EVERY_MS;
-    let written = if moved && due {
+    let written = if unwritten && due {
         commit(shared, org, &mut *state).await
     } else {
-        if moved {
+        if unwritten {
             // The lag gauges follow the delivered position, written or not.
             shared
                 .metrics
