@@ -708,6 +708,20 @@ mod tests {
         Ok((n, String::from_utf8(out).unwrap()))
     }
 
+    /// Runs preview on input that must fail: the error and what was written before it.
+    fn run_to_error(format: Format, input: &[u8]) -> (PreviewError, Vec<u8>) {
+        let mut out = Vec::new();
+        let err = preview(
+            &enc(format),
+            &OrgRef::new(Provider::Gh, "acme"),
+            input,
+            &mut out,
+            0,
+        )
+        .unwrap_err();
+        (err, out)
+    }
+
     const E1: &str =
         r#"{"timestamp":"2024-07-01T09:45:30.656Z","action":"user.login","result":"succeed"}"#;
     const E2: &str = r#"{"timestamp":"2024-07-01T09:45:31.000Z","action":"user.tokens.create"}"#;
@@ -792,15 +806,7 @@ mod tests {
         // One event per line: an unfinished one is reported on its own line, after the record
         // of the good one before it.
         let input = format!("{E1}\n{{\"timestamp\": 1,\n");
-        let mut out = Vec::new();
-        let err = preview(
-            &enc(Format::Cef),
-            &OrgRef::new(Provider::Gh, "acme"),
-            input.as_bytes(),
-            &mut out,
-            0,
-        )
-        .unwrap_err();
+        let (err, out) = run_to_error(Format::Cef, input.as_bytes());
         let msg = err.to_string();
         assert!(
             matches!(
@@ -886,15 +892,7 @@ mod tests {
 
     #[test]
     fn not_utf8_is_reported_with_its_offset() {
-        let mut out = Vec::new();
-        let err = preview(
-            &enc(Format::Json),
-            &OrgRef::new(Provider::Gh, "acme"),
-            &b"[\xff]"[..],
-            &mut out,
-            0,
-        )
-        .unwrap_err();
+        let (err, out) = run_to_error(Format::Json, &b"[\xff]"[..]);
         assert!(matches!(err, PreviewError::NotUtf8 { offset: 1, .. }));
         assert!(out.is_empty());
     }
@@ -957,15 +955,7 @@ mod tests {
         let offset = input.len();
         input.push_str("  {\"action\": \"a\"}\n");
         input.push_str(E1);
-        let mut out = Vec::new();
-        let err = preview(
-            &enc(Format::Cef),
-            &OrgRef::new(Provider::Gh, "acme"),
-            input.as_bytes(),
-            &mut out,
-            0,
-        )
-        .unwrap_err();
+        let (err, out) = run_to_error(Format::Cef, input.as_bytes());
         match &err {
             PreviewError::Event {
                 index,
@@ -993,15 +983,7 @@ mod tests {
 
         // Bad UTF-8 on line 3: the two lines before it are written.
         let input = [E1.as_bytes(), b"\n", E2.as_bytes(), b"\n{\"a\xff\": 1}\n"].concat();
-        let mut out = Vec::new();
-        let err = preview(
-            &enc(Format::Cef),
-            &OrgRef::new(Provider::Gh, "acme"),
-            &input[..],
-            &mut out,
-            0,
-        )
-        .unwrap_err();
+        let (err, out) = run_to_error(Format::Cef, &input);
         let bad = input.iter().position(|&b| b == 0xff).unwrap();
         assert!(
             matches!(err, PreviewError::NotUtf8 { offset, written: Written(2) } if offset == bad),
