@@ -25,6 +25,9 @@ pub struct Page {
     pub reported_limit: Option<u32>,
     /// Whether the body was the v3 envelope (vs a bare array).
     pub enveloped: bool,
+    /// `pagination.total` when the server reported it: how many events the window holds now.
+    /// A change between the pages of one walk means the data moved under it.
+    pub total: Option<u64>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -305,6 +308,7 @@ pub fn parse_page(body: &[u8]) -> Result<Page, String> {
             next_cursor: None,
             reported_limit: None,
             enveloped: false,
+            total: None,
         }),
         Value::Object(mut map) => {
             let events =
@@ -327,11 +331,16 @@ pub fn parse_page(body: &[u8]) -> Result<Page, String> {
                 .and_then(|p| p.get("limit"))
                 .and_then(|l| l.as_u64())
                 .map(|l| l.min(u32::MAX as u64) as u32);
+            let total = pagination
+                .as_ref()
+                .and_then(|p| p.get("total"))
+                .and_then(|t| t.as_u64());
             Ok(Page {
                 events,
                 next_cursor,
                 reported_limit,
                 enveloped: true,
+                total,
             })
         }
         _ => Err("response is JSON but neither an array nor an object".into()),
@@ -381,6 +390,7 @@ mod tests {
         assert_eq!(p.events.len(), 2);
         assert_eq!(p.next_cursor.as_deref(), Some("MjUw"));
         assert_eq!(p.reported_limit, Some(250));
+        assert_eq!(p.total, Some(1510));
         let p = parse_page(br#"{"data":[],"pagination":{"limit":250}}"#).unwrap();
         assert_eq!(p.next_cursor, None);
     }
