@@ -318,3 +318,49 @@ async fn a_redirect_is_refused_and_the_token_never_leaves_for_another_host() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
 }
+
+#[tokio::test]
+async fn events_filed_under_another_time_are_dead_lettered_with_the_reason_never_dropped() {
+    let c = case(Quirks::default(), 50, GenOptions::default()).await;
+    let now = clock::system().now_ms();
+    // The server files these inside the polled window, but their own `timestamp` says otherwise:
+    // no query by that time would ever return them.
+    let odd = [
+        serde_json::json!({"timestamp": 12345, "action": "user.login", "result": "succeed"}),
+        serde_json::json!({"timestamp": "9999-12-31T23:59:59.000Z", "action": "user.login"}),
+        serde_json::json!({"timestamp": "1970-01-01T00:00:01.000Z", "action": "user.login"}),
+    ];
+    c.sim
+        .push_events_at(&c.org, odd.iter().map(|v| (now - 3_600_000, v.clone())));
+    let cfg = config(&config_text(
+        &c.base_url,
+        c.dir.path(),
+        &[&c.org],
+        &[("a", "json")],
+        "",
+    ));
+    let metrics = Arc::new(Metrics::new());
+    let reports = agent::once(cfg, metrics.clone(), clock::system())
+        .await
+        .unwrap();
+    assert_eq!(reports[0].1.invalid, 3, "{:?}", reports[0].1);
+    assert_eq!(
+        metrics.counter(
+            "codacy_forwarder_events_invalid_total",
+            &[("organization", "gh/acme")]
+        ),
+        3
+    );
+    let dead = read_ndjson(&c.dir.path().join("state/dead-letter/invalid-events.ndjson"));
+    let mut got: Vec<Value> = dead.iter().map(|d| d["event"].clone()).collect();
+    let mut want = odd.to_vec();
+    got.sort_by_key(|v| v.to_string());
+    want.sort_by_key(|v| v.to_string());
+    assert_eq!(got, want);
+    assert!(dead.iter().all(|d| d["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("outside the window"))));
+    // Every real event is delivered exactly once, and none of the odd ones.
+    let lines = read_ndjson(&c.dir.path().join("a.ndjson"));
+    assert_eq!(lines.len(), 50);
+}

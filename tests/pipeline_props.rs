@@ -530,7 +530,7 @@ impl EventSource for WithInvalid {
         w.invalid
             .push(codacy_audit_forwarder::codacy::InvalidEvent {
                 raw: json!({"action": "no.timestamp"}),
-                error: codacy_audit_forwarder::event::EventParseError::MissingTimestamp,
+                error: codacy_audit_forwarder::event::EventParseError::MissingTimestamp.into(),
                 position: "test".into(),
             });
         Ok(w)

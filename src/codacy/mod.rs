@@ -5,7 +5,7 @@ pub mod client;
 pub mod window;
 
 pub use client::{ApiError, Client, Page};
-pub use window::{fetch_window, FetchedWindow, InvalidEvent, WindowError};
+pub use window::{fetch_window, FetchedWindow, InvalidEvent, RejectReason, WindowError};
 
 use crate::event::OrgRef;
 use async_trait::async_trait;

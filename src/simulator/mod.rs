@@ -93,6 +93,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
+fn stored(events: impl IntoIterator<Item = (i64, Value)>) -> Vec<Stored> {
+    events
+        .into_iter()
+        .map(|(ts, value)| Stored {
+            ts,
+            json: serde_json::to_vec(&value)
+                .unwrap_or_else(|_| b"null".to_vec())
+                .into_boxed_slice(),
+        })
+        .collect()
+}
+
 /// Default `limit` when the request has none (Codacy's v3 default).
 pub const DEFAULT_LIMIT: usize = 100;
 /// Largest `limit` honoured; larger values are clamped.
@@ -233,6 +245,21 @@ struct State {
     /// First-page requests answered so far (drives `Shape::Alternate`).
     first_pages: u64,
     log: VecDeque<RequestRecord>,
+    /// Events that land once a given request has been answered: (request number, org, events).
+    arrivals: Vec<(u64, OrgRef, Vec<Stored>)>,
+}
+
+impl State {
+    /// Lands the scheduled arrivals due after request `number`.
+    fn land_arrivals(&mut self, number: u64) {
+        let (due, later) = std::mem::take(&mut self.arrivals)
+            .into_iter()
+            .partition(|(after, _, _)| *after <= number);
+        self.arrivals = later;
+        for (_, org, batch) in due {
+            self.orgs.entry(org).or_default().insert(batch);
+        }
+    }
 }
 
 /// Cloneable handle to one simulated Codacy; every clone sees and changes the same state.
@@ -321,20 +348,37 @@ impl Simulator {
     /// serving unparseable events exactly where a test wants them.
     pub fn push_events_at(&self, org: &OrgRef, events: impl IntoIterator<Item = (i64, Value)>) {
         // Serialize outside the lock: a million events take a while and requests must not wait.
-        let batch: Vec<Stored> = events
-            .into_iter()
-            .map(|(ts, value)| Stored {
-                ts,
-                json: serde_json::to_vec(&value)
-                    .unwrap_or_else(|_| b"null".to_vec())
-                    .into_boxed_slice(),
-            })
-            .collect();
+        let batch = stored(events);
         self.state()
             .orgs
             .entry(org.clone())
             .or_default()
             .insert(batch);
+    }
+
+    /// Events that arrive while a client pages: they land right after request number
+    /// `after_request` (1-based, see [`Simulator::request_count`]) is answered, before the next
+    /// one is. Each needs a usable `timestamp`. For deterministic "traffic during a walk" tests.
+    pub fn arrive_after_request(
+        &self,
+        after_request: u64,
+        org: &OrgRef,
+        events: impl IntoIterator<Item = Value>,
+    ) {
+        let placed = events.into_iter().map(|v| {
+            let ts = v
+                .get("timestamp")
+                .and_then(|t| parse_timestamp(t).ok())
+                .unwrap_or(0);
+            (ts, v)
+        });
+        let batch = stored(placed);
+        let mut state = self.state();
+        if state.requests >= after_request {
+            state.orgs.entry(org.clone()).or_default().insert(batch);
+        } else {
+            state.arrivals.push((after_request, org.clone(), batch));
+        }
     }
 
     /// Everything `org` holds, sorted by timestamp (ties in push order): the expected multiset.

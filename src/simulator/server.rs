@@ -203,6 +203,7 @@ async fn audit(
         state.log.pop_front();
     }
     state.log.push_back(record);
+    state.land_arrivals(number);
     response
 }
 
