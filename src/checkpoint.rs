@@ -17,6 +17,10 @@ use std::path::{Path, PathBuf};
 
 pub const VERSION: u32 = 1;
 
+/// How far a cursor may be ahead of this host's clock before the checkpoint is refused: clocks
+/// of hosts that share a state directory (a restored backup, a failover) differ by a little.
+pub const AHEAD_TOLERANCE_MS: i64 = 5 * 60 * 1000;
+
 /// The pure cursor logic, independent of files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
@@ -76,10 +80,26 @@ pub enum CheckpointError {
     Corrupt { path: String, reason: String },
     #[error("checkpoint {path} has version {found}, newer than this agent understands ({VERSION}); upgrade the agent or restore an older state directory")]
     FutureVersion { path: String, found: u32 },
-    #[error("checkpoint {path}: cannot write: {source}; check that the state directory is writable by the service user")]
+    #[error("checkpoint {path}: cannot write: {source}; check that the state directory is writable by the service user and that its file system is not full")]
     Write {
         path: String,
         source: std::io::Error,
+    },
+    #[error("checkpoint {path} belongs to {found}, not to {expected} (copied from another organization or sink?); it was not used, so nothing is skipped or replayed by mistake. Move it away, or set this sink's position with `codacy-audit-forwarder state reset --org {org} --sink {sink} --to <RFC 3339 time>`")]
+    Foreign {
+        path: String,
+        found: String,
+        expected: String,
+        org: String,
+        sink: String,
+    },
+    #[error("checkpoint {path} says everything before {cursor} was delivered, but this host's clock says {now}: the clock was ahead when it was written (corrected since?), or the file was edited. Trusted, it would deliver nothing until then. Check the clock, then set the position with `codacy-audit-forwarder state reset --org {org} --sink {sink} --to <RFC 3339 time>` (the last time you know was delivered)")]
+    AheadOfClock {
+        path: String,
+        cursor: String,
+        now: String,
+        org: String,
+        sink: String,
     },
 }
 
@@ -122,8 +142,63 @@ pub fn path_for(state_dir: &Path, org: &OrgRef, sink: &str) -> PathBuf {
         .join(format!("{sink}.json"))
 }
 
-/// Reads a checkpoint; `Ok(None)` when there is none yet.
-pub fn load(path: &Path) -> Result<Option<Cursor>, CheckpointError> {
+/// Reads the checkpoint of (`org`, `sink`); `Ok(None)` when there is none yet. A checkpoint that
+/// names another organization or sink, or whose cursor is ahead of `now_ms` (plus
+/// [`AHEAD_TOLERANCE_MS`]), is an error: trusting it would skip events without a trace.
+pub fn load(
+    path: &Path,
+    org: &OrgRef,
+    sink: &str,
+    now_ms: i64,
+) -> Result<Option<Cursor>, CheckpointError> {
+    let Some((cursor, found_org, found_sink)) = read(path)? else {
+        return Ok(None);
+    };
+    let p = path.display().to_string();
+    if found_org != org.key() || found_sink != sink {
+        return Err(CheckpointError::Foreign {
+            path: p,
+            found: format!("{found_org} / {found_sink}"),
+            expected: format!("{org} / {sink}"),
+            org: org.key(),
+            sink: sink.to_string(),
+        });
+    }
+    if cursor.cursor_ms > now_ms.saturating_add(AHEAD_TOLERANCE_MS) {
+        return Err(CheckpointError::AheadOfClock {
+            path: p,
+            cursor: rfc3339(cursor.cursor_ms),
+            now: rfc3339(now_ms),
+            org: org.key(),
+            sink: sink.to_string(),
+        });
+    }
+    Ok(Some(cursor))
+}
+
+/// Whether a cursor held in memory has got ahead of the clock (the clock was set back while the
+/// agent ran): the same error as at load.
+pub fn check_not_ahead(
+    path: &Path,
+    org: &OrgRef,
+    sink: &str,
+    cursor: &Cursor,
+    now_ms: i64,
+) -> Result<(), CheckpointError> {
+    if cursor.cursor_ms > now_ms.saturating_add(AHEAD_TOLERANCE_MS) {
+        return Err(CheckpointError::AheadOfClock {
+            path: path.display().to_string(),
+            cursor: rfc3339(cursor.cursor_ms),
+            now: rfc3339(now_ms),
+            org: org.key(),
+            sink: sink.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The file as written: the cursor and the organization and sink it names.
+fn read(path: &Path) -> Result<Option<(Cursor, String, String)>, CheckpointError> {
     let p = path.display().to_string();
     let text = match std::fs::read(path) {
         Ok(t) => t,
@@ -159,11 +234,43 @@ pub fn load(path: &Path) -> Result<Option<Cursor>, CheckpointError> {
         })?;
         recent.insert(id, ts);
     }
-    Ok(Some(Cursor {
-        start_ms: disk.start_ms,
-        cursor_ms: disk.cursor_ms,
-        recent,
-    }))
+    Ok(Some((
+        Cursor {
+            start_ms: disk.start_ms,
+            cursor_ms: disk.cursor_ms,
+            recent,
+        },
+        disk.organization,
+        disk.sink,
+    )))
+}
+
+/// Removes the temp files a crash left next to `path` (`.<name>.<pid>.<rand>.tmp`). Call only
+/// while holding the state lock, so that no other writer's temp file is taken.
+pub fn remove_stale_temp_files(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(f) = file_name.to_str() else {
+            continue;
+        };
+        if f.starts_with(&prefix) && f.ends_with(".tmp") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path().display(), "removed a checkpoint temp file left by an interrupted write")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a checkpoint temp file left by an interrupted write")
+                }
+            }
+        }
+    }
 }
 
 /// Writes a checkpoint atomically and durably (blocking; call from `spawn_blocking`).
@@ -206,12 +313,17 @@ pub fn store(
         std::process::id(),
         rand::random::<u32>()
     ));
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(werr)?;
-        f.write_all(&bytes).map_err(werr)?;
-        f.sync_all().map_err(werr)?;
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(&bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        // A full disk must not also fill the directory with empty temp files, one per attempt.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(werr(e));
     }
-    std::fs::rename(&tmp, path).map_err(werr)?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(werr)?;
@@ -250,11 +362,11 @@ mod tests {
         let org = OrgRef::new(Provider::Gh, "acme corp/x");
         let path = path_for(dir.path(), &org, "archive");
         assert!(path.to_string_lossy().contains("acme%20corp%2Fx"));
-        assert_eq!(load(&path).unwrap(), None);
+        assert_eq!(load(&path, &org, "archive", 3_000).unwrap(), None);
         let mut c = Cursor::starting_at(1_000);
         c.advance([(&id(1), 1_500)], 2_000, 1_000);
         store(&path, &org, "archive", &c, 3_000).unwrap();
-        assert_eq!(load(&path).unwrap(), Some(c));
+        assert_eq!(load(&path, &org, "archive", 3_000).unwrap(), Some(c));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("\"version\": 1") && text.contains("1970-01-01T00:00:02.000Z"));
     }
@@ -263,12 +375,90 @@ mod tests {
     fn corrupt_and_future_files_are_errors_not_resets() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.json");
+        let org = OrgRef::new(Provider::Gh, "a");
         std::fs::write(&path, "{\"version\": 1, \"cursor_ms\": ").unwrap();
-        assert!(matches!(load(&path), Err(CheckpointError::Corrupt { .. })));
+        assert!(matches!(
+            load(&path, &org, "c", 0),
+            Err(CheckpointError::Corrupt { .. })
+        ));
         std::fs::write(&path, "{\"version\": 2}").unwrap();
-        let e = load(&path).unwrap_err();
+        let e = load(&path, &org, "c", 0).unwrap_err();
         assert!(matches!(e, CheckpointError::FutureVersion { found: 2, .. }));
         assert!(e.to_string().contains("upgrade"));
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_organization_or_sink_is_refused_with_the_remedy() {
+        let dir = tempfile::tempdir().unwrap();
+        let acme = OrgRef::new(Provider::Gh, "acme");
+        let other = OrgRef::new(Provider::Gh, "other");
+        let path = path_for(dir.path(), &acme, "siem");
+        store(&path, &other, "siem", &Cursor::starting_at(1_000), 2_000).unwrap();
+        let e = load(&path, &acme, "siem", 2_000).unwrap_err();
+        assert!(matches!(e, CheckpointError::Foreign { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("gh/other / siem") && msg.contains("gh/acme / siem"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("state reset --org gh/acme --sink siem"),
+            "{msg}"
+        );
+        store(&path, &acme, "archive", &Cursor::starting_at(1_000), 2_000).unwrap();
+        assert!(matches!(
+            load(&path, &acme, "siem", 2_000),
+            Err(CheckpointError::Foreign { .. })
+        ));
+    }
+
+    #[test]
+    fn a_cursor_ahead_of_the_clock_is_refused_with_the_remedy() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = OrgRef::new(Provider::Gh, "acme");
+        let path = path_for(dir.path(), &org, "siem");
+        let now = 1_900_000_000_000;
+        let year_2100 = 4_102_444_800_000;
+        store(&path, &org, "siem", &Cursor::starting_at(year_2100), now).unwrap();
+        let e = load(&path, &org, "siem", now).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, CheckpointError::AheadOfClock { .. }), "{msg}");
+        assert!(
+            msg.contains("2100-01-01T00:00:00.000Z")
+                && msg.contains("state reset --org gh/acme --sink siem"),
+            "{msg}"
+        );
+        // A few minutes ahead (another host's clock) is tolerated.
+        let near = Cursor::starting_at(now + AHEAD_TOLERANCE_MS);
+        store(&path, &org, "siem", &near, now).unwrap();
+        assert_eq!(load(&path, &org, "siem", now).unwrap(), Some(near));
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temp_file_and_crash_leftovers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let org = OrgRef::new(Provider::Gh, "acme");
+        let path = path_for(dir.path(), &org, "siem");
+        // The rename fails: a directory stands where the checkpoint goes.
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join("x"), "keep the directory non-empty").unwrap();
+        let e = store(&path, &org, "siem", &Cursor::starting_at(1), 2).unwrap_err();
+        assert!(matches!(e, CheckpointError::Write { .. }));
+        let names = |d: &Path| -> Vec<String> {
+            std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        let parent = path.parent().unwrap();
+        assert_eq!(names(parent), vec!["siem.json".to_string()]);
+        // Leftovers of a kill -9 between create and rename, for this sink and another one.
+        std::fs::write(parent.join(".siem.json.123.abc.tmp"), "").unwrap();
+        std::fs::write(parent.join(".other.json.123.abc.tmp"), "").unwrap();
+        remove_stale_temp_files(&path);
+        let mut left = names(parent);
+        left.sort();
+        assert_eq!(left, vec![".other.json.123.abc.tmp", "siem.json"]);
     }
 
     #[test]

@@ -112,6 +112,8 @@ pub struct PassReport {
     pub fetch_error: Option<String>,
     /// The pass stopped early because of shutdown.
     pub interrupted: bool,
+    /// Nothing was tried: the API failed before and its retry is not due yet.
+    pub waiting_to_retry: bool,
 }
 
 impl PassReport {
@@ -165,7 +167,9 @@ impl OrgPipeline {
             .iter()
             .map(|h| {
                 let path = checkpoint::path_for(&cfg.state_dir, &org, &h.spec.name);
-                let (cursor, broken) = match checkpoint::load(&path) {
+                // The state lock is held: a temp file here can only be a crash's leftover.
+                checkpoint::remove_stale_temp_files(&path);
+                let (cursor, broken) = match checkpoint::load(&path, &org, &h.spec.name, now) {
                     Ok(Some(c)) => (c, None),
                     Ok(None) => (Cursor::starting_at(start), None),
                     Err(e) => {
@@ -244,10 +248,12 @@ impl OrgPipeline {
         let overlap = self.overlap_ms();
         let floor = now - RETENTION.as_millis() as i64;
         if self.fetch_failures > 0 && now < self.fetch_retry_at_ms {
-            // The API failed recently (slowly retried for 401/403/404): not yet.
-            report.fetch_error = Some("waiting to retry the Codacy API after an error".into());
+            // The API failed recently (slowly retried for 401/403/404): not yet. The error was
+            // logged when it happened and /health shows it; one line per poll would be noise.
+            report.waiting_to_retry = true;
             return report;
         }
+        self.refuse_cursors_ahead_of_clock(now, &mut report);
         let due: Vec<usize> = (0..self.sinks.len())
             .filter(|&i| self.sinks[i].broken.is_none() && self.sinks[i].retry_at_ms <= now)
             .collect();
@@ -355,6 +361,25 @@ impl OrgPipeline {
             self.shared.metrics.poll_succeeded(&org_key, now);
         }
         report
+    }
+
+    /// A cursor ahead of the clock (the clock was set back while the agent ran) would skip every
+    /// event until the clock catches up: that sink stops, as it does for such a checkpoint at start.
+    fn refuse_cursors_ahead_of_clock(&mut self, now: i64, report: &mut PassReport) {
+        for state in self.sinks.iter_mut().filter(|s| s.broken.is_none()) {
+            let name = &state.handle.spec.name;
+            if let Err(e) =
+                checkpoint::check_not_ahead(&state.path, &self.org, name, &state.cursor, now)
+            {
+                let msg = e.to_string();
+                tracing::error!(organization = %self.org, sink = %name, error = %msg, "this organization/sink pipeline is stopped");
+                self.shared
+                    .metrics
+                    .fatal_failure(&self.org.key(), name, &msg);
+                report.sink_errors.push((name.clone(), msg.clone()));
+                state.broken = Some(msg);
+            }
+        }
     }
 
     /// Writes the cursors that moved since their checkpoint was last written (a quiet window's
@@ -644,16 +669,7 @@ async fn deliver_to_sink(
                     overlap,
                 );
                 if let Err(e) = commit(shared, org, &mut *state).await {
-                    return fail(
-                        shared,
-                        org,
-                        state,
-                        e.to_string(),
-                        SinkErrorKind::Transient,
-                        None,
-                        retry,
-                        delivered,
-                    );
+                    return checkpoint_write_failed(shared, org, state, e, retry, delivered);
                 }
                 delivered += records.len();
                 shared
@@ -692,16 +708,7 @@ async fn deliver_to_sink(
         Ok(())
     };
     if let Err(e) = written {
-        return fail(
-            shared,
-            org,
-            state,
-            e.to_string(),
-            SinkErrorKind::Transient,
-            None,
-            retry,
-            delivered,
-        );
+        return checkpoint_write_failed(shared, org, state, e, retry, delivered);
     }
     state.failures = 0;
     state.retry_at_ms = i64::MIN;
@@ -747,6 +754,38 @@ fn fail(
         }
     }
     SinkOutcome::Failed(delivered, message)
+}
+
+/// The sink has the batch but its checkpoint could not be written (a full disk, a read-only
+/// state directory): a restart would replay everything since the last good checkpoint, so the
+/// lane is unhealthy at once (/health 503 with the path and the OS error). The write is retried
+/// at the next pass whether or not anything new arrives; the cursor in memory keeps the position.
+fn checkpoint_write_failed(
+    shared: &Shared,
+    org: &OrgRef,
+    state: &mut SinkState,
+    error: CheckpointError,
+    retry: RetryPolicy,
+    delivered: usize,
+) -> SinkOutcome {
+    let name = state.handle.spec.name.clone();
+    shared.metrics.checkpoint_write_failed(&org.key(), &name);
+    state.written_at_ms = i64::MIN;
+    let outcome = fail(
+        shared,
+        org,
+        state,
+        error.to_string(),
+        SinkErrorKind::Transient,
+        None,
+        retry,
+        delivered,
+    );
+    // Retried as soon as a transient error, but reported as needing a human.
+    shared
+        .metrics
+        .fatal_failure(&org.key(), &name, &error.to_string());
+    outcome
 }
 
 async fn commit(
@@ -801,12 +840,15 @@ pub async fn run_org(mut pipeline: OrgPipeline, mut shutdown: Shutdown) {
 /// One info line per poll per organization, with counts.
 pub fn log_pass(org_key: &str, report: &PassReport) {
     let delivered: usize = report.delivered.values().sum();
-    if report.ok() {
+    if report.waiting_to_retry {
+        tracing::debug!(organization = %org_key, "waiting to retry the Codacy API after an error");
+    } else if report.ok() {
         tracing::info!(organization = %org_key, fetched = report.fetched, delivered, invalid = report.invalid,
             interrupted = report.interrupted, "poll complete");
     } else {
         let failed: Vec<&str> = report.sink_errors.iter().map(|(s, _)| s.as_str()).collect();
+        // `fetch_error` only when there is one.
         tracing::warn!(organization = %org_key, fetched = report.fetched, delivered, invalid = report.invalid,
-            fetch_error = report.fetch_error.as_deref().unwrap_or(""), failed_sinks = ?failed, "poll incomplete");
+            fetch_error = report.fetch_error.as_deref(), failed_sinks = ?failed, "poll incomplete");
     }
 }

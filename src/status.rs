@@ -92,7 +92,7 @@ pub fn show(config: &Config, now_ms: i64) -> String {
                 .get(&format!("{org_key}|{}", sink.name))
                 .cloned()
                 .unwrap_or_default();
-            let row = match checkpoint::load(&path) {
+            let row = match checkpoint::load(&path, org, &sink.name, now_ms) {
                 Ok(Some(c)) => [
                     org_key.clone(),
                     sink.name.clone(),
@@ -202,7 +202,7 @@ pub fn reset(
         });
     }
     let path = checkpoint::path_for(state_dir, &org_ref, sink);
-    let old = checkpoint::load(&path).map_err(|e| ResetError {
+    let old = checkpoint::load(&path, &org_ref, sink, now_ms).map_err(|e| ResetError {
         message: e.to_string(),
         exit_code: 1,
     });

@@ -65,7 +65,12 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "codacy_forwarder_events_invalid_total",
         "counter",
-        "Events from the API that could not be parsed (dead-lettered).",
+        "Events from the API that could not be parsed or whose time lies outside the window the API returned them for (dead-lettered).",
+    ),
+    (
+        "codacy_forwarder_checkpoint_write_failures_total",
+        "counter",
+        "Checkpoint writes that failed after the sink acknowledged the batch (full disk, read-only state directory); the lane is unhealthy until one succeeds.",
     ),
     (
         "codacy_forwarder_api_requests_total",
@@ -189,6 +194,15 @@ impl Metrics {
         self.add(
             "codacy_forwarder_api_requests_total",
             &[("organization", org), ("status", status)],
+            1,
+        );
+    }
+
+    /// A checkpoint could not be written after the sink acknowledged a batch.
+    pub fn checkpoint_write_failed(&self, org: &str, sink: &str) {
+        self.add(
+            "codacy_forwarder_checkpoint_write_failures_total",
+            &[("organization", org), ("sink", sink)],
             1,
         );
     }

@@ -16,7 +16,7 @@ use codacy_audit_forwarder::sink::{Record, Sink, SinkError};
 use codacy_audit_forwarder::telemetry::Metrics;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 const T0: i64 = 1_700_000_000_000;
@@ -220,12 +220,16 @@ batch_max_events = {}
     }
 
     fn pipeline(&self) -> OrgPipeline {
+        self.pipeline_with(Arc::new(Metrics::new()))
+    }
+
+    fn pipeline_with(&self, metrics: Arc<Metrics>) -> OrgPipeline {
         let clock: SharedClock = self.clock.clone();
         let shared = Shared {
             config: self.config.clone(),
             source: self.source.clone(),
             clock,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             invalid_events: DeadLetter::in_state_dir(&self.config.agent.state_dir, "invalid"),
         };
         OrgPipeline::new(
@@ -451,11 +455,10 @@ fn a_poll_with_nothing_new_delivers_nothing_and_keeps_checkpoints_small() {
         p.write_pending_checkpoints().await;
         let path =
             codacy_audit_forwarder::checkpoint::path_for(&w.config.agent.state_dir, &w.org, "a");
-        let c = codacy_audit_forwarder::checkpoint::load(&path)
+        let c = codacy_audit_forwarder::checkpoint::load(&path, &w.org, "a", w.clock.now_ms())
             .unwrap()
             .unwrap();
         assert!(c.recent.is_empty(), "{:?}", c.recent);
-        let _: BTreeMap<(), ()> = BTreeMap::new();
     });
 }
 
@@ -474,7 +477,7 @@ fn idle_polls_write_checkpoints_only_now_and_then() {
         let path =
             codacy_audit_forwarder::checkpoint::path_for(&w.config.agent.state_dir, &w.org, "a");
         let stored = || {
-            codacy_audit_forwarder::checkpoint::load(&path)
+            codacy_audit_forwarder::checkpoint::load(&path, &w.org, "a", w.clock.now_ms())
                 .unwrap()
                 .unwrap()
                 .cursor_ms
@@ -719,5 +722,127 @@ fn the_next_slice_is_fetched_while_the_current_one_is_delivered() {
         for s in &sinks {
             assert_eq!(*s.delivered.lock().unwrap(), 8);
         }
+    });
+}
+
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+fn add_events(w: &World, n: i64, back_ms: i64) {
+    let now = w.clock.now_ms();
+    let mut held = w.source.held.lock().unwrap();
+    for i in 0..n {
+        let n = held.len();
+        held.push(json!({"timestamp": now - back_ms + i, "action": "user.login", "n": n}));
+    }
+}
+
+/// A full disk after the sink took the batch: the lane is unhealthy at once (naming the path and
+/// the OS error), no temp file is left, the write is retried without new events, and a restart
+/// then replays nothing.
+#[test]
+fn a_failed_checkpoint_write_is_unhealthy_at_once_and_retried() {
+    let w = World::new([10, 10], 100, MAX_OVERLAP_MS);
+    paused_runtime().block_on(async {
+        let (_t, shutdown) = Shutdown::new();
+        let metrics = Arc::new(Metrics::new());
+        let mut p = w.pipeline_with(metrics.clone());
+        add_events(&w, 5, 100);
+        assert!(p.run_pass(&shutdown).await.ok());
+        let path =
+            codacy_audit_forwarder::checkpoint::path_for(&w.config.agent.state_dir, &w.org, "a");
+        // The checkpoint cannot be replaced: a non-empty directory stands in its place.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("x"), "x").unwrap();
+        w.clock.advance(1_000);
+        add_events(&w, 3, 10);
+        let r = p.run_pass(&shutdown).await;
+        let (sink, err) = &r.sink_errors[0];
+        assert_eq!(sink, "a", "{r:?}");
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("cannot write"),
+            "{err}"
+        );
+        assert_eq!(
+            w.sinks[0].delivered.lock().unwrap().len(),
+            8,
+            "the sink had the batch"
+        );
+        let key = ("gh/acme".to_string(), "a".to_string());
+        let status = metrics.statuses()[&key].clone();
+        assert!(status.fatal && status.last_error.as_deref() == Some(err.as_str()));
+        let policy = codacy_audit_forwarder::telemetry::HealthPolicy {
+            poll_interval: std::time::Duration::from_secs(60),
+            stale_intervals: 3,
+        };
+        assert_eq!(metrics.health(w.clock.now_ms(), &policy).http_status(), 503);
+        assert_eq!(
+            metrics.counter(
+                "codacy_forwarder_checkpoint_write_failures_total",
+                &[("organization", "gh/acme"), ("sink", "a")]
+            ),
+            1
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        // Space again: the next pass writes the checkpoint although nothing new arrived.
+        std::fs::remove_dir_all(&path).unwrap();
+        w.clock.advance(5_000);
+        let r = p.run_pass(&shutdown).await;
+        assert!(r.ok(), "{r:?}");
+        assert!(!metrics.statuses()[&key].fatal);
+        assert_eq!(metrics.health(w.clock.now_ms(), &policy).http_status(), 200);
+        let stored = codacy_audit_forwarder::checkpoint::load(&path, &w.org, "a", w.clock.now_ms())
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.recent.len(), 8);
+        // A restart replays nothing.
+        let mut restarted = w.pipeline();
+        let r = restarted.run_pass(&shutdown).await;
+        assert_eq!(r.delivered.values().sum::<usize>(), 0, "{r:?}");
+        assert_eq!(w.sinks[0].delivered.lock().unwrap().len(), 8);
+    });
+}
+
+/// The clock set back while the agent runs (an NTP correction after a forward jump): a cursor
+/// now ahead of the clock would skip everything until then; the lanes stop, naming the remedy,
+/// and so does a restart from such a checkpoint.
+#[test]
+fn a_cursor_ahead_of_the_clock_stops_the_lane_with_the_remedy() {
+    let w = World::new([10, 10], 100, MAX_OVERLAP_MS);
+    paused_runtime().block_on(async {
+        let (_t, shutdown) = Shutdown::new();
+        let metrics = Arc::new(Metrics::new());
+        let mut p = w.pipeline_with(metrics.clone());
+        add_events(&w, 3, 100);
+        assert!(p.run_pass(&shutdown).await.ok());
+        w.clock.advance(-3_600_000);
+        add_events(&w, 3, 100);
+        let r = p.run_pass(&shutdown).await;
+        assert_eq!(r.sink_errors.len(), 2, "{r:?}");
+        assert!(r
+            .sink_errors
+            .iter()
+            .all(|(_, e)| e.contains("state reset --org gh/acme")));
+        assert!(metrics.statuses()[&("gh/acme".to_string(), "a".to_string())].fatal);
+        assert_eq!(w.sinks[0].delivered.lock().unwrap().len(), 3);
+        // The checkpoint on disk is ahead too: a restart refuses it the same way.
+        p.write_pending_checkpoints().await;
+        let r = w.pipeline().run_pass(&shutdown).await;
+        assert_eq!(r.sink_errors.len(), 2, "{r:?}");
+        assert!(
+            r.sink_errors[0].1.contains("this host's clock says"),
+            "{r:?}"
+        );
     });
 }
