@@ -143,7 +143,8 @@ pub async fn once(
         ..RetryPolicy::default()
     };
     let passes = config.organizations.iter().map(|org| {
-        let mut p = OrgPipeline::new(org.clone(), &sinks, shared.clone(), retry);
+        let mut p =
+            OrgPipeline::new(org.clone(), &sinks, shared.clone(), retry).waiting_for_every_lane();
         let shutdown = shutdown.clone();
         async move {
             let report = p.run_pass(&shutdown).await;

@@ -141,15 +141,32 @@ impl Default for RetryPolicy {
     }
 }
 
+/// A lane: one (organization, sink) pair. Its state is locked by whoever drives it (the
+/// organization's shared walk, its own catch-up, or a delivery that outlived a walk), so a lane
+/// that is busy is simply not in the next walk: no lane ever waits for another.
+#[derive(Debug)]
+struct Lane {
+    state: Arc<tokio::sync::Mutex<SinkState>>,
+}
+
+type LaneGuard = tokio::sync::OwnedMutexGuard<SinkState>;
+
 pub struct OrgPipeline {
     org: Arc<OrgRef>,
     shared: Shared,
-    sinks: Vec<SinkState>,
+    lanes: Vec<Lane>,
     retry: RetryPolicy,
-    invalid_seen: HashSet<[u8; 32]>,
+    invalid_seen: InvalidSeen,
     fetch_failures: u32,
     fetch_retry_at_ms: i64,
+    /// Daemon mode: a slow lane is detached from the shared walk, and a lane far behind the
+    /// others catches up alone. Off for `once`, which waits for every lane.
+    independent_lanes: bool,
+    catch_ups: Vec<tokio::task::JoinHandle<PassReport>>,
 }
+
+/// Invalid events already dead-lettered by this process (by digest), shared by the walks.
+type InvalidSeen = Arc<std::sync::Mutex<HashSet<[u8; 32]>>>;
 
 impl OrgPipeline {
     /// Loads every sink's checkpoint for `org` (new sinks start at now - initial_lookback).
@@ -163,7 +180,7 @@ impl OrgPipeline {
         let cfg = &shared.config.agent;
         let start = now - (cfg.initial_lookback.as_millis() as i64);
         let org = Arc::new(org);
-        let states = sinks
+        let lanes = sinks
             .iter()
             .map(|h| {
                 let path = checkpoint::path_for(&cfg.state_dir, &org, &h.spec.name);
@@ -185,15 +202,17 @@ impl OrgPipeline {
                     .metrics
                     .checkpoint(&org.key(), &h.spec.name, cursor.cursor_ms, now);
                 shared.metrics.register(&org.key(), &h.spec.name, now);
-                SinkState {
-                    handle: h.clone(),
-                    path,
-                    broken,
-                    failures: 0,
-                    retry_at_ms: i64::MIN,
-                    written_at_ms: i64::MIN,
-                    written_cursor_ms: cursor.cursor_ms,
-                    cursor,
+                Lane {
+                    state: Arc::new(tokio::sync::Mutex::new(SinkState {
+                        handle: h.clone(),
+                        path,
+                        broken,
+                        failures: 0,
+                        retry_at_ms: i64::MIN,
+                        written_at_ms: i64::MIN,
+                        written_cursor_ms: cursor.cursor_ms,
+                        cursor,
+                    })),
                 }
             })
             .collect();
@@ -201,12 +220,21 @@ impl OrgPipeline {
         OrgPipeline {
             org,
             shared,
-            sinks: states,
+            lanes,
             retry,
-            invalid_seen: HashSet::new(),
+            invalid_seen: Arc::default(),
             fetch_failures: 0,
             fetch_retry_at_ms: i64::MIN,
+            independent_lanes: true,
+            catch_ups: Vec::new(),
         }
+    }
+
+    /// For `once`: every lane takes part in the one walk and the walk waits for each of them,
+    /// so the report is complete when the pass returns.
+    pub fn waiting_for_every_lane(mut self) -> Self {
+        self.independent_lanes = false;
+        self
     }
 
     pub fn org(&self) -> &OrgRef {
@@ -217,11 +245,22 @@ impl OrgPipeline {
         self.shared.config.agent.overlap.as_millis() as i64
     }
 
+    fn walker(&self) -> Walker {
+        Walker {
+            org: self.org.clone(),
+            shared: self.shared.clone(),
+            retry: self.retry,
+            invalid_seen: self.invalid_seen.clone(),
+            detach_slow_lanes: self.independent_lanes,
+        }
+    }
+
     /// When the next pass is worth running: the earliest sink retry or fetch retry.
     pub fn next_retry_at_ms(&self) -> i64 {
         let sink = self
-            .sinks
+            .lanes
             .iter()
+            .filter_map(|l| l.state.try_lock().ok())
             .filter(|s| s.broken.is_none() && s.failures > 0)
             .map(|s| s.retry_at_ms)
             .min()
@@ -233,16 +272,21 @@ impl OrgPipeline {
         }
     }
 
-    /// One pass: fetch everything new for the due sinks and deliver it.
+    /// One pass: fetch everything new for the lanes that are free and due, and deliver it. In
+    /// daemon mode a lane far behind the others catches up on its own task (its report joins a
+    /// later pass's), and a lane much slower than its siblings is left to finish alone.
     pub async fn run_pass(&mut self, shutdown: &Shutdown) -> PassReport {
         let mut report = PassReport::default();
+        self.collect_catch_ups(&mut report).await;
         let now = self.shared.clock.now_ms();
         let org_key = self.org.key();
-        for s in &self.sinks {
-            if let Some(b) = &s.broken {
-                report
-                    .sink_errors
-                    .push((s.handle.spec.name.clone(), b.clone()));
+        for lane in &self.lanes {
+            if let Ok(s) = lane.state.try_lock() {
+                if let Some(b) = &s.broken {
+                    report
+                        .sink_errors
+                        .push((s.handle.spec.name.clone(), b.clone()));
+                }
             }
         }
         let overlap = self.overlap_ms();
@@ -254,27 +298,256 @@ impl OrgPipeline {
             return report;
         }
         self.refuse_cursors_ahead_of_clock(now, &mut report);
-        let due: Vec<usize> = (0..self.sinks.len())
-            .filter(|&i| self.sinks[i].broken.is_none() && self.sinks[i].retry_at_ms <= now)
+        // Lanes busy elsewhere (a catch-up, a delivery that outlived its walk) sit this one out.
+        let mut group: Vec<LaneGuard> = self
+            .lanes
+            .iter()
+            .filter_map(|l| l.state.clone().try_lock_owned().ok())
+            .filter(|s| s.broken.is_none() && s.retry_at_ms <= now)
             .collect();
-        if due.is_empty() {
+        if group.is_empty() {
             return report;
         }
         let to = now;
-        let from = due
+        if self.independent_lanes && group.len() > 1 {
+            // Far behind the leader (back from an outage, or detached earlier): catch up alone, so
+            // the lanes that are caught up are not held by a long walk of the past.
+            let leader = group
+                .iter()
+                .map(|s| s.cursor.fetch_from(overlap))
+                .max()
+                .unwrap_or(to);
+            let margin = 2 * self.shared.config.agent.poll_interval.as_millis() as i64;
+            let (behind, near): (Vec<LaneGuard>, Vec<LaneGuard>) = group
+                .into_iter()
+                .partition(|s| s.cursor.fetch_from(overlap) < leader - margin);
+            group = near;
+            for lane in behind {
+                tracing::info!(organization = %org_key, sink = %lane.handle.spec.name,
+                    behind_ms = leader - lane.cursor.fetch_from(overlap), "sink is behind the others; it catches up on its own");
+                let walker = self.walker();
+                let shutdown = shutdown.clone();
+                self.catch_ups.push(tokio::spawn(async move {
+                    walker.catch_up(lane, to, floor, shutdown).await
+                }));
+            }
+        }
+        let from = group
             .iter()
-            .map(|&i| self.sinks[i].cursor.fetch_from(overlap))
+            .map(|s| s.cursor.fetch_from(overlap))
             .min()
             .unwrap_or(to)
             .max(floor);
-        let mut active: Vec<usize> = due;
+        match self
+            .walker()
+            .walk(group, from, to, shutdown, &mut report)
+            .await
+        {
+            Ok(()) => {}
+            Err(WalkError::Fetch(e)) => self.fetch_failed(e, &mut report),
+            Err(WalkError::DeadLetter(msg)) => {
+                tracing::error!(organization = %org_key, error = %msg, "stopping this pass so that no cursor moves");
+                self.fetch_failures += 1;
+                self.fetch_retry_at_ms = self.shared.clock.now_ms()
+                    + self
+                        .retry
+                        .transient
+                        .ceiling(self.fetch_failures - 1)
+                        .as_millis() as i64;
+                self.shared.metrics.failure(&org_key, "", &msg);
+                report.fetch_error = Some(msg);
+            }
+        }
+        if report.fetch_error.is_none() && !report.interrupted {
+            self.fetch_failures = 0;
+            self.shared.metrics.poll_succeeded(&org_key, now);
+        }
+        report
+    }
+
+    /// Merges the reports of catch-ups that have finished.
+    async fn collect_catch_ups(&mut self, report: &mut PassReport) {
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.catch_ups)
+            .into_iter()
+            .partition(|t| t.is_finished());
+        self.catch_ups = running;
+        for task in done {
+            match task.await {
+                Ok(r) => report.merge(r),
+                Err(e) => report
+                    .sink_errors
+                    .push(("(catch-up)".into(), format!("catch-up task failed: {e}"))),
+            }
+        }
+    }
+
+    fn fetch_failed(&mut self, e: WindowError, report: &mut PassReport) {
+        let org_key = self.org.key();
+        let msg = e.to_string();
+        self.fetch_failures += 1;
+        let needs_human = matches!(&e, WindowError::Api(a) if a.needs_human());
+        let backoff = if needs_human {
+            self.retry.fatal
+        } else {
+            self.retry.transient
+        };
+        self.fetch_retry_at_ms = self.shared.clock.now_ms()
+            + backoff.ceiling(self.fetch_failures - 1).as_millis() as i64;
+        if needs_human {
+            tracing::error!(organization = %org_key, error = %msg, "cannot read the audit log; fix the cause, the agent keeps retrying slowly");
+            self.shared.metrics.fatal_failure(&org_key, "", &msg);
+        } else {
+            tracing::warn!(organization = %org_key, error = %msg, "fetch failed; will retry");
+            self.shared.metrics.failure(&org_key, "", &msg);
+        }
+        report.fetch_error = Some(msg);
+    }
+
+    /// A cursor ahead of the clock (the clock was set back while the agent ran) would skip every
+    /// event until the clock catches up: that sink stops, as it does for such a checkpoint at start.
+    fn refuse_cursors_ahead_of_clock(&mut self, now: i64, report: &mut PassReport) {
+        for lane in &self.lanes {
+            let Ok(mut state) = lane.state.try_lock() else {
+                continue;
+            };
+            if state.broken.is_some() {
+                continue;
+            }
+            let name = state.handle.spec.name.clone();
+            if let Err(e) =
+                checkpoint::check_not_ahead(&state.path, &self.org, &name, &state.cursor, now)
+            {
+                let msg = e.to_string();
+                tracing::error!(organization = %self.org, sink = %name, error = %msg, "this organization/sink pipeline is stopped");
+                self.shared
+                    .metrics
+                    .fatal_failure(&self.org.key(), &name, &msg);
+                report.sink_errors.push((name, msg.clone()));
+                state.broken = Some(msg);
+            }
+        }
+    }
+
+    /// Writes the cursors that moved since their checkpoint was last written (a quiet window's
+    /// end is written only now and then): on shutdown and at the end of `once`. Waits a little
+    /// for lanes still delivering (they stop after their batch in flight).
+    pub async fn write_pending_checkpoints(&mut self) {
+        let mut report = PassReport::default();
+        for task in std::mem::take(&mut self.catch_ups) {
+            if let Ok(Ok(r)) = tokio::time::timeout(LANE_STOP_WAIT, task).await {
+                report.merge(r);
+            }
+        }
+        for lane in &self.lanes {
+            let Ok(mut state) =
+                tokio::time::timeout(LANE_STOP_WAIT, lane.state.clone().lock_owned()).await
+            else {
+                continue;
+            };
+            if state.broken.is_some() || state.written_cursor_ms == state.cursor.cursor_ms {
+                continue;
+            }
+            if let Err(e) = commit(&self.shared, &self.org, &mut state).await {
+                tracing::warn!(organization = %self.org, sink = %state.handle.spec.name, error = %e,
+                    "cannot write the checkpoint; the next start refetches from the previous one");
+            }
+        }
+    }
+}
+
+/// How long stopping waits for a lane still delivering its batch in flight.
+const LANE_STOP_WAIT: Duration = Duration::from_secs(5);
+
+impl PassReport {
+    fn merge(&mut self, other: PassReport) {
+        self.fetched += other.fetched;
+        self.invalid += other.invalid;
+        for (k, v) in other.delivered {
+            *self.delivered.entry(k).or_default() += v;
+        }
+        self.sink_errors.extend(other.sink_errors);
+        self.interrupted |= other.interrupted;
+    }
+}
+
+#[derive(Debug)]
+enum WalkError {
+    Fetch(WindowError),
+    /// An invalid event could not be dead-lettered: no cursor may move past it.
+    DeadLetter(String),
+}
+
+/// Walks `[from, to)` in slices for a group of lanes: fetch, identify and encode each slice once,
+/// and hand it to every lane in the group. Used by the organization's shared walk and, with a
+/// group of one, by a lane's catch-up.
+#[derive(Clone)]
+struct Walker {
+    org: Arc<OrgRef>,
+    shared: Shared,
+    retry: RetryPolicy,
+    invalid_seen: InvalidSeen,
+    detach_slow_lanes: bool,
+}
+
+/// The records of a slice in one format: `None` for events no lane of the walk wanted.
+type Encoded = Vec<Option<Arc<[u8]>>>;
+
+/// One fetched slice, identified and encoded once per format in use, shared by the lanes.
+struct Slice {
+    events: Vec<IdentifiedEvent>,
+    payloads: Vec<(Encoder, Encoded)>,
+    meta: Vec<(Arc<str>, u8)>,
+    end: i64,
+}
+
+impl Walker {
+    fn overlap_ms(&self) -> i64 {
+        self.shared.config.agent.overlap.as_millis() as i64
+    }
+
+    /// A lane's catch-up, alone from its own cursor to `to`.
+    async fn catch_up(
+        self,
+        lane: LaneGuard,
+        to: i64,
+        floor: i64,
+        shutdown: Shutdown,
+    ) -> PassReport {
+        let mut report = PassReport::default();
+        let from = lane.cursor.fetch_from(self.overlap_ms()).max(floor);
+        let name = lane.handle.spec.name.clone();
+        if let Err(e) = self
+            .walk(vec![lane], from, to, &shutdown, &mut report)
+            .await
+        {
+            let msg = match e {
+                WalkError::Fetch(e) => e.to_string(),
+                WalkError::DeadLetter(m) => m,
+            };
+            tracing::warn!(organization = %self.org, sink = %name, error = %msg, "catch-up stopped; it resumes at the next poll");
+            report
+                .sink_errors
+                .push((name, format!("catching up: {msg}")));
+        }
+        report
+    }
+
+    async fn walk(
+        &self,
+        mut group: Vec<LaneGuard>,
+        from: i64,
+        to: i64,
+        shutdown: &Shutdown,
+        report: &mut PassReport,
+    ) -> Result<(), WalkError> {
+        let org_key = self.org.key();
         // The slice being delivered and the next one, fetched meanwhile, share the budget.
         let max_events = (self.shared.config.agent.max_events_in_memory / 2).max(1);
         let mut cur = from;
         let mut slice = INITIAL_SLICE_MS.min((to - from).max(1));
         // The next slice, fetched and identified on another worker while this one is delivered.
         let mut next: Option<Prefetch> = None;
-        while cur < to && !active.is_empty() {
+        while cur < to && !group.is_empty() {
             if shutdown.is_triggered() {
                 report.interrupted = true;
                 break;
@@ -300,30 +573,7 @@ impl OrgPipeline {
                     tracing::debug!(organization = %org_key, slice_ms = slice, "window too large for memory cap; halving");
                     continue;
                 }
-                Err(e) => {
-                    let msg = e.to_string();
-                    self.fetch_failures += 1;
-                    let needs_human = matches!(&e, WindowError::Api(a) if a.needs_human());
-                    let backoff = if needs_human {
-                        self.retry.fatal
-                    } else {
-                        self.retry.transient
-                    };
-                    self.fetch_retry_at_ms = self.shared.clock.now_ms()
-                        + backoff.ceiling(self.fetch_failures - 1).as_millis() as i64;
-                    if needs_human {
-                        tracing::error!(organization = %org_key, error = %msg, "cannot read the audit log; fix the cause, the agent keeps retrying slowly");
-                    } else {
-                        tracing::warn!(organization = %org_key, error = %msg, "fetch failed; will retry");
-                    }
-                    if needs_human {
-                        self.shared.metrics.fatal_failure(&org_key, "", &msg);
-                    } else {
-                        self.shared.metrics.failure(&org_key, "", &msg);
-                    }
-                    report.fetch_error = Some(msg);
-                    break;
-                }
+                Err(e) => return Err(WalkError::Fetch(e)),
             };
             if events.len().saturating_mul(4) <= max_events {
                 slice = (slice * 2).min(MAX_SLICE_MS);
@@ -332,68 +582,18 @@ impl OrgPipeline {
             self.shared
                 .metrics
                 .events_fetched(&org_key, events.len() as u64);
-            match self.dead_letter_invalid(window.invalid).await {
-                Ok(n) => report.invalid += n,
-                Err(msg) => {
-                    tracing::error!(organization = %org_key, error = %msg, "stopping this pass so that no cursor moves");
-                    self.fetch_failures += 1;
-                    self.fetch_retry_at_ms = self.shared.clock.now_ms()
-                        + self
-                            .retry
-                            .transient
-                            .ceiling(self.fetch_failures - 1)
-                            .as_millis() as i64;
-                    self.shared.metrics.failure(&org_key, "", &msg);
-                    report.fetch_error = Some(msg);
-                    break;
-                }
-            }
+            report.invalid += self
+                .dead_letter_invalid(window.invalid)
+                .await
+                .map_err(WalkError::DeadLetter)?;
             if end < to {
                 next = Some(self.prefetch(end, (end + slice).min(to), max_events));
             }
-            active = self
-                .deliver_slice(&events, end, &active, shutdown, &mut report)
-                .await;
+            let slice = Arc::new(self.encode(events, end, &group));
+            group = self.deliver_slice(group, slice, shutdown, report).await;
             cur = end;
         }
-        if report.fetch_error.is_none() && !report.interrupted {
-            self.fetch_failures = 0;
-            self.shared.metrics.poll_succeeded(&org_key, now);
-        }
-        report
-    }
-
-    /// A cursor ahead of the clock (the clock was set back while the agent ran) would skip every
-    /// event until the clock catches up: that sink stops, as it does for such a checkpoint at start.
-    fn refuse_cursors_ahead_of_clock(&mut self, now: i64, report: &mut PassReport) {
-        for state in self.sinks.iter_mut().filter(|s| s.broken.is_none()) {
-            let name = &state.handle.spec.name;
-            if let Err(e) =
-                checkpoint::check_not_ahead(&state.path, &self.org, name, &state.cursor, now)
-            {
-                let msg = e.to_string();
-                tracing::error!(organization = %self.org, sink = %name, error = %msg, "this organization/sink pipeline is stopped");
-                self.shared
-                    .metrics
-                    .fatal_failure(&self.org.key(), name, &msg);
-                report.sink_errors.push((name.clone(), msg.clone()));
-                state.broken = Some(msg);
-            }
-        }
-    }
-
-    /// Writes the cursors that moved since their checkpoint was last written (a quiet window's
-    /// end is written only now and then): on shutdown and at the end of `once`.
-    pub async fn write_pending_checkpoints(&mut self) {
-        for state in self.sinks.iter_mut() {
-            if state.broken.is_some() || state.written_cursor_ms == state.cursor.cursor_ms {
-                continue;
-            }
-            if let Err(e) = commit(&self.shared, &self.org, state).await {
-                tracing::warn!(organization = %self.org, sink = %state.handle.spec.name, error = %e,
-                    "cannot write the checkpoint; the next start refetches from the previous one");
-            }
-        }
+        Ok(())
     }
 
     /// Starts fetching and identifying `[from, to)` on its own task.
@@ -419,11 +619,11 @@ impl OrgPipeline {
         }
     }
 
-    /// Dead-letters events that could not be parsed (each once per process) and counts them.
+    /// Dead-letters events that could not be used (each once per process) and counts them.
     /// Fails when the dead-letter file cannot be written: then no cursor may move, or the event
     /// would be lost.
     async fn dead_letter_invalid(
-        &mut self,
+        &self,
         invalid: Vec<crate::codacy::InvalidEvent>,
     ) -> Result<usize, String> {
         let org_key = self.org.key();
@@ -432,7 +632,7 @@ impl OrgPipeline {
             let mut canon = Vec::new();
             crate::event::write_canonical(&inv.raw, &mut canon);
             let digest: [u8; 32] = Sha256::digest(&canon).into();
-            if self.invalid_seen.contains(&digest) {
+            if self.seen(&digest) {
                 continue;
             }
             let path = self.shared.invalid_events.path().display().to_string();
@@ -448,43 +648,43 @@ impl OrgPipeline {
                 .map_err(|e| {
                     format!("cannot write the invalid-events dead-letter file {path}: {e}; check that the state directory is writable")
                 })?;
-            if self.invalid_seen.len() >= MAX_REMEMBERED_INVALID {
-                self.invalid_seen.clear();
+            let mut seen = self
+                .invalid_seen
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if seen.len() >= MAX_REMEMBERED_INVALID {
+                seen.clear();
             }
-            self.invalid_seen.insert(digest);
+            seen.insert(digest);
+            drop(seen);
             self.shared.metrics.events_invalid(&org_key, 1);
             n += 1;
         }
         Ok(n)
     }
 
-    /// Delivers one fetched slice to the active sinks concurrently; returns the sinks still
-    /// active (a sink that failed sits out the rest of this pass).
-    async fn deliver_slice(
-        &mut self,
-        events: &[IdentifiedEvent],
-        slice_end: i64,
-        active: &[usize],
-        shutdown: &Shutdown,
-        report: &mut PassReport,
-    ) -> Vec<usize> {
+    fn seen(&self, digest: &[u8; 32]) -> bool {
+        self.invalid_seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(digest)
+    }
+
+    /// Encodes the events some lane of the group still wants, once per distinct encoder.
+    fn encode(&self, events: Vec<IdentifiedEvent>, end: i64, group: &[LaneGuard]) -> Slice {
         let overlap = self.overlap_ms();
-        // Encode once per distinct encoder, only events some sink still wants.
         let mut encoders: Vec<Encoder> = Vec::new();
-        for &i in active {
-            let e = &self.sinks[i].handle.encoder;
-            if !encoders.contains(e) {
-                encoders.push(e.clone());
+        for s in group {
+            if !encoders.contains(&s.handle.encoder) {
+                encoders.push(s.handle.encoder.clone());
             }
         }
         let wanted_by_any: Vec<bool> = events
             .iter()
             .map(|e| {
-                active.iter().any(|&i| {
-                    self.sinks[i]
-                        .cursor
-                        .wants(&e.id, e.event.timestamp_ms, overlap)
-                })
+                group
+                    .iter()
+                    .any(|s| s.cursor.wants(&e.id, e.event.timestamp_ms, overlap))
             })
             .collect();
         let meta: Vec<(Arc<str>, u8)> = events
@@ -496,11 +696,11 @@ impl OrgPipeline {
                 )
             })
             .collect();
-        let payloads: Vec<Vec<Option<Arc<[u8]>>>> = encoders
-            .iter()
+        let payloads = encoders
+            .into_iter()
             .map(|enc| {
                 let mut buf = Vec::with_capacity(1024);
-                events
+                let encoded = events
                     .iter()
                     .zip(&wanted_by_any)
                     .map(|(e, &w)| {
@@ -510,54 +710,119 @@ impl OrgPipeline {
                             Arc::from(buf.as_slice())
                         })
                     })
-                    .collect()
+                    .collect();
+                (enc, encoded)
             })
             .collect();
+        Slice {
+            events,
+            payloads,
+            meta,
+            end,
+        }
+    }
 
-        let shared = &self.shared;
-        let org = &self.org;
-        let retry = self.retry;
-        let futures = self
-            .sinks
-            .iter_mut()
-            .enumerate()
-            .filter(|(i, _)| active.contains(i))
-            .map(|(i, state)| {
-                let enc_idx = encoders
-                    .iter()
-                    .position(|e| *e == state.handle.encoder)
-                    .unwrap_or(0);
-                let payloads = &payloads[enc_idx];
-                let meta = &meta;
-                async move {
-                    let r = deliver_to_sink(
-                        shared, org, state, events, payloads, meta, slice_end, overlap, retry,
-                        shutdown,
-                    )
-                    .await;
-                    (i, r)
-                }
-            });
-        let results = futures::future::join_all(futures).await;
+    /// Hands the slice to every lane of the group, each on its own task, and returns the lanes
+    /// that took it without failing. In daemon mode the walk does not wait for a lane much slower
+    /// than the fastest: past `1 s + 2 x` the fastest lane's time, the slow one is detached. It
+    /// finishes its batch alone (its lock held meanwhile), and a later pass finds it behind and
+    /// lets it catch up on its own.
+    async fn deliver_slice(
+        &self,
+        group: Vec<LaneGuard>,
+        slice: Arc<Slice>,
+        shutdown: &Shutdown,
+        report: &mut PassReport,
+    ) -> Vec<LaneGuard> {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let started = tokio::time::Instant::now();
+        let mut tasks: FuturesUnordered<_> = group
+            .into_iter()
+            .map(|lane| {
+                let name = lane.handle.spec.name.clone();
+                let walker = self.clone();
+                let slice = slice.clone();
+                let shutdown = shutdown.clone();
+                let task = tokio::spawn(async move {
+                    let mut lane = lane;
+                    let outcome = walker.deliver_to_lane(&mut lane, &slice, &shutdown).await;
+                    (lane, outcome)
+                });
+                async move { (name, task.await) }
+            })
+            .collect();
         let mut still = Vec::new();
-        for (i, r) in results {
-            let name = self.sinks[i].handle.spec.name.clone();
-            match r {
-                SinkOutcome::Done(n) => {
-                    *report.delivered.entry(name).or_default() += n;
-                    still.push(i);
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
                 }
-                SinkOutcome::Interrupted(n) => {
+            };
+            let (name, joined) = tokio::select! {
+                next = tasks.next() => match next {
+                    Some(done) => done,
+                    None => break,
+                },
+                // Dropping `tasks` leaves the spawned deliveries running alone.
+                _ = sleep => {
+                    tracing::info!(organization = %self.org, slow_sinks = tasks.len(),
+                        "a sink is much slower than the others; the others go on and it catches up alone");
+                    break;
+                }
+            };
+            if self.detach_slow_lanes && deadline.is_none() {
+                let fastest = started.elapsed();
+                deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1) + fastest * 2);
+            }
+            match joined {
+                Ok((lane, SinkOutcome::Done(n))) => {
+                    *report.delivered.entry(name).or_default() += n;
+                    still.push(lane);
+                }
+                Ok((_, SinkOutcome::Interrupted(n))) => {
                     *report.delivered.entry(name).or_default() += n;
                     report.interrupted = true;
                 }
-                SinkOutcome::Failed(n, e) => {
+                Ok((_, SinkOutcome::Failed(n, e))) => {
                     *report.delivered.entry(name.clone()).or_default() += n;
                     report.sink_errors.push((name, e));
                 }
+                Err(e) => report.sink_errors.push((
+                    name,
+                    format!("delivery task failed: {e}; this is a bug, please report it"),
+                )),
             }
         }
         still
+    }
+
+    async fn deliver_to_lane(
+        &self,
+        lane: &mut SinkState,
+        slice: &Slice,
+        shutdown: &Shutdown,
+    ) -> SinkOutcome {
+        let payloads = slice
+            .payloads
+            .iter()
+            .find(|(enc, _)| *enc == lane.handle.encoder)
+            .map(|(_, p)| p.as_slice())
+            .unwrap_or(&[]);
+        deliver_to_sink(
+            &self.shared,
+            &self.org,
+            lane,
+            &slice.events,
+            payloads,
+            &slice.meta,
+            slice.end,
+            self.overlap_ms(),
+            self.retry,
+            shutdown,
+        )
+        .await
     }
 }
 
@@ -626,9 +891,9 @@ async fn deliver_to_sink(
         if shutdown.is_triggered() {
             return SinkOutcome::Interrupted(delivered);
         }
-        let records: Vec<Record> = chunk
+        let records: Option<Vec<Record>> = chunk
             .iter()
-            .filter_map(|&i| {
+            .map(|&i| {
                 Some(Record {
                     event_id: events[i].id.clone(),
                     org: org.clone(),
@@ -636,10 +901,25 @@ async fn deliver_to_sink(
                     action: meta[i].0.clone(),
                     severity: meta[i].1,
                     format: state.handle.encoder.format,
-                    payload: payloads[i].clone()?,
+                    payload: payloads.get(i).cloned().flatten()?,
                 })
             })
             .collect();
+        // Every event this lane wants was encoded for its format when the slice was built; a gap
+        // would be a bug, and skipping the record while the cursor passes it would lose it.
+        let Some(records) = records else {
+            let msg = "an event of this slice was not encoded for this sink's format; this is a bug, please report it (the cursor did not move)".to_string();
+            return fail(
+                shared,
+                org,
+                state,
+                msg,
+                SinkErrorKind::Fatal,
+                None,
+                retry,
+                delivered,
+            );
+        };
         let mut attempt = 0;
         let result = loop {
             match state.handle.sink.deliver(&records).await {

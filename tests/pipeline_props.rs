@@ -238,6 +238,7 @@ batch_max_events = {}
             shared,
             RetryPolicy::default(),
         )
+        .waiting_for_every_lane()
     }
 
     fn expected_ids(&self) -> Vec<EventId> {
@@ -573,7 +574,8 @@ fn an_invalid_event_that_cannot_be_dead_lettered_stops_the_pass_without_moving_c
             &w.handles,
             shared(DeadLetter::at(blocker.join("invalid.ndjson"))),
             RetryPolicy::default(),
-        );
+        )
+        .waiting_for_every_lane();
         let r = p.run_pass(&shutdown).await;
         assert!(
             r.fetch_error
@@ -593,7 +595,8 @@ fn an_invalid_event_that_cannot_be_dead_lettered_stops_the_pass_without_moving_c
             &w.handles,
             shared(DeadLetter::at(good.clone())),
             RetryPolicy::default(),
-        );
+        )
+        .waiting_for_every_lane();
         let r = p.run_pass(&shutdown).await;
         assert!(r.ok() && r.invalid == 1, "{r:?}");
         assert_eq!(std::fs::read_to_string(&good).unwrap().lines().count(), 1);
@@ -716,7 +719,8 @@ fn the_next_slice_is_fetched_while_the_current_one_is_delivered() {
             metrics: Arc::new(Metrics::new()),
             invalid_events: DeadLetter::in_state_dir(&w.config.agent.state_dir, "invalid"),
         };
-        let mut p = OrgPipeline::new(w.org.clone(), &handles, shared, RetryPolicy::default());
+        let mut p = OrgPipeline::new(w.org.clone(), &handles, shared, RetryPolicy::default())
+            .waiting_for_every_lane();
         let r = p.run_pass(&shutdown).await;
         assert!(r.ok(), "{r:?}");
         for s in &sinks {

@@ -1,0 +1,128 @@
+//! A destination that hangs (accepts, never answers) must not hold back its siblings: the real
+//! binary runs with a file sink and an HTTP sink whose server answers nothing for a long while.
+//! New events reach the file within one poll interval (+1 s) every round; once the server
+//! answers again, the hanging lane catches up, each event exactly once.
+
+#[path = "common/e2e.rs"]
+mod e2e;
+
+use axum::extract::State;
+use codacy_audit_forwarder::clock;
+use codacy_audit_forwarder::event::{OrgRef, Provider};
+use codacy_audit_forwarder::simulator::{generate_events, GenOptions, Simulator};
+use e2e::*;
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+const BIN: &str = env!("CARGO_BIN_EXE_codacy-audit-forwarder");
+
+#[derive(Clone)]
+struct Hook {
+    /// While true, requests are held open without an answer.
+    hang: watch::Receiver<bool>,
+    bodies: Arc<Mutex<Vec<String>>>,
+}
+
+async fn hook(State(h): State<Hook>, body: String) -> &'static str {
+    let mut hang = h.hang.clone();
+    let _ = hang.wait_for(|hanging| !*hanging).await;
+    h.bodies.lock().unwrap().push(body);
+    "ok"
+}
+
+/// event_id -> count in the webhook's NDJSON bodies.
+fn hook_ids(bodies: &[String]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for line in bodies.iter().flat_map(|b| b.lines()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        *out.entry(v["event_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_destination_does_not_delay_its_sibling() {
+    let sim = Simulator::new(TOKEN);
+    let org = OrgRef::new(Provider::Gh, "acme");
+    sim.add_org(&org);
+    let now = clock::system().now_ms();
+    sim.push_events(
+        &org,
+        generate_events(1, 50, now - 3_600_000, now - 60_000, &GenOptions::default()),
+    );
+    let server = sim.serve().await.unwrap();
+
+    let (release, hang) = watch::channel(true);
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .with_state(Hook {
+            hang,
+            bodies: bodies.clone(),
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = config_text(&server.base_url, dir.path(), &[&org], &[("a", "json")], "");
+    text.push_str(&format!(
+        "\n[[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"http://{hook_addr}/hook\"\nformat = \"json\"\ntimeout = \"60s\"\n"
+    ));
+    let cfg_path = dir.path().join("config.toml");
+    std::fs::write(&cfg_path, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        .env("CODACY_API_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let file = dir.path().join("a.ndjson");
+    let file_count = || read_ndjson(&file).len();
+    wait_until("the backlog in the file", Duration::from_secs(20), || {
+        file_count() == 50
+    })
+    .await;
+    // poll_interval is 1s (e2e::config_text): each round's event must show up within 2 s of
+    // its arrival although the webhook has answered nothing since the start.
+    for round in 0..5 {
+        let t = clock::system().now_ms();
+        sim.push_events(
+            &org,
+            generate_events(100 + round, 1, t - 200, t - 100, &GenOptions::default()),
+        );
+        let arrived = Instant::now();
+        let want = 51 + round as usize;
+        while file_count() < want {
+            assert!(
+                arrived.elapsed() < Duration::from_secs(2),
+                "round {round}: the event reached the file sink after more than poll_interval + 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(
+        bodies.lock().unwrap().is_empty(),
+        "the hook answered nothing yet"
+    );
+    // The destination answers again: the held request completes, and the lane catches up.
+    release.send(false).unwrap();
+    let want = expected_ids(&org, &sim.events(&org), i64::MIN);
+    wait_until("the webhook to catch up", Duration::from_secs(30), || {
+        hook_ids(&bodies.lock().unwrap()).len() == want.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    child.wait().unwrap();
+    assert_eq!(hook_ids(&bodies.lock().unwrap()), want);
+    assert_eq!(delivered_ids(&read_ndjson(&file), &org), want);
+    server.shutdown().await;
+}
