@@ -516,10 +516,13 @@ impl Walker {
         let mut report = PassReport::default();
         let from = lane.cursor.fetch_from(self.overlap_ms()).max(floor);
         let name = lane.handle.spec.name.clone();
-        if let Err(e) = self
+        let org_key = self.org.key();
+        self.shared.metrics.catching_up(&org_key, &name, true);
+        let walked = self
             .walk(vec![lane], from, to, &shutdown, &mut report)
-            .await
-        {
+            .await;
+        self.shared.metrics.catching_up(&org_key, &name, false);
+        if let Err(e) = walked {
             let msg = match e {
                 WalkError::Fetch(e) => e.to_string(),
                 WalkError::DeadLetter(m) => m,
@@ -922,7 +925,12 @@ async fn deliver_to_sink(
         };
         let mut attempt = 0;
         let result = loop {
-            match state.handle.sink.deliver(&records).await {
+            shared
+                .metrics
+                .delivering(&org_key, &name, Some(shared.clock.now_ms()));
+            let answer = state.handle.sink.deliver(&records).await;
+            shared.metrics.delivering(&org_key, &name, None);
+            match answer {
                 Ok(()) => break Ok(()),
                 Err(e) => {
                     attempt += 1;

@@ -43,6 +43,26 @@ pub struct PipelineStatus {
     pub last_error: Option<String>,
     /// The last error needs a human (see [`Metrics::fatal_failure`]); cleared on success.
     pub fatal: bool,
+    /// A lane: since when its batch in flight waits for the destination (epoch ms).
+    pub delivering_since_ms: Option<i64>,
+    /// A lane catching up alone from its own cursor.
+    pub catching_up: bool,
+}
+
+const CHECKPOINT_TIMESTAMP: &str = "codacy_forwarder_checkpoint_timestamp_seconds";
+const CHECKPOINT_LAG: &str = "codacy_forwarder_checkpoint_lag_seconds";
+const LANE_STATE: &str = "codacy_forwarder_lane_state";
+
+/// `failing` (its last attempt failed), `catching_up` (alone, from its own cursor), else
+/// `caught_up`.
+fn lane_state(st: &PipelineStatus) -> &'static str {
+    if st.last_error.is_some() {
+        "failing"
+    } else if st.catching_up {
+        "catching_up"
+    } else {
+        "caught_up"
+    }
 }
 
 /// All metric names in one place, with their help text.
@@ -85,7 +105,12 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "codacy_forwarder_checkpoint_lag_seconds",
         "gauge",
-        "Now minus the checkpoint cursor, per organization and sink.",
+        "Now (at scrape time) minus the lane's live position, per organization and sink: it grows while a lane is stuck.",
+    ),
+    (
+        "codacy_forwarder_lane_state",
+        "gauge",
+        "1 for the state each (organization, sink) lane is in: caught_up, catching_up (alone, from its own cursor) or failing.",
     ),
     (
         "codacy_forwarder_checkpoint_timestamp_seconds",
@@ -215,17 +240,33 @@ impl Metrics {
         );
     }
 
-    pub fn checkpoint(&self, org: &str, sink: &str, cursor_ms: i64, now_ms: i64) {
-        let pairs = [("organization", org), ("sink", sink)];
+    /// A lane's live position (delivered up to `cursor_ms`). Its lag is computed when `/metrics`
+    /// is scraped, so it grows while the lane is stuck.
+    pub fn checkpoint(&self, org: &str, sink: &str, cursor_ms: i64, _now_ms: i64) {
         self.set_gauge(
-            "codacy_forwarder_checkpoint_timestamp_seconds",
-            &pairs,
+            CHECKPOINT_TIMESTAMP,
+            &[("organization", org), ("sink", sink)],
             cursor_ms as f64 / 1000.0,
         );
-        self.set_gauge(
-            "codacy_forwarder_checkpoint_lag_seconds",
-            &pairs,
-            ((now_ms - cursor_ms).max(0)) as f64 / 1000.0,
+    }
+
+    /// A lane's batch is now waiting for its destination (`Some(since)`), or got its answer.
+    pub fn delivering(&self, org: &str, sink: &str, since_ms: Option<i64>) {
+        self.status_mut(org, sink, |s| s.delivering_since_ms = since_ms);
+    }
+
+    /// A lane started or finished catching up alone.
+    pub fn catching_up(&self, org: &str, sink: &str, on: bool) {
+        self.status_mut(org, sink, |s| s.catching_up = on);
+    }
+
+    fn status_mut(&self, org: &str, sink: &str, change: impl FnOnce(&mut PipelineStatus)) {
+        let mut inner = self.lock();
+        change(
+            inner
+                .status
+                .entry((org.to_string(), sink.to_string()))
+                .or_default(),
         );
     }
 
@@ -324,9 +365,36 @@ impl Metrics {
         inner.counters.retain(|(_, l), _| !matches(l));
     }
 
-    /// Prometheus text exposition format 0.0.4.
-    pub fn render(&self) -> String {
-        let inner = self.lock();
+    /// Prometheus text exposition format 0.0.4, with the gauges that follow live state (lag,
+    /// lane state) computed as of `now_ms`.
+    pub fn render(&self, now_ms: i64) -> String {
+        let mut inner = self.lock();
+        let lags: Vec<((&'static str, Labels), f64)> = inner
+            .gauges
+            .iter()
+            .filter(|((n, _), _)| *n == CHECKPOINT_TIMESTAMP)
+            .map(|((_, l), ts)| {
+                let lag = (now_ms as f64 / 1000.0 - ts).max(0.0);
+                ((CHECKPOINT_LAG, l.clone()), lag)
+            })
+            .collect();
+        inner.gauges.extend(lags);
+        let states: Vec<((&'static str, Labels), f64)> = inner
+            .status
+            .iter()
+            .filter(|((_, sink), _)| !sink.is_empty())
+            .flat_map(|((org, sink), st)| {
+                let current = lane_state(st);
+                ["caught_up", "catching_up", "failing"].map(|state| {
+                    let labels = labels(&[("organization", org), ("sink", sink), ("state", state)]);
+                    (
+                        (LANE_STATE, labels),
+                        if state == current { 1.0 } else { 0.0 },
+                    )
+                })
+            })
+            .collect();
+        inner.gauges.extend(states);
         let mut out = String::new();
         for (name, kind, help) in METRICS {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -474,6 +542,12 @@ pub fn health(
         } else if st.last_error.is_some() {
             out.reasons.push(format!("{who}: retrying{err}"));
         }
+        if let Some(since) = st.delivering_since_ms.filter(|_| stale) {
+            out.reasons.push(format!(
+                "{who}: one batch has been waiting for the destination's answer for {}s",
+                (now_ms - since).max(0) / 1000
+            ));
+        }
         out.status = match (out.status, healthy, st.last_error.is_some()) {
             (_, false, _) | (HealthState::Unhealthy, _, _) => HealthState::Unhealthy,
             (_, true, true) | (HealthState::Degraded, _, _) => HealthState::Degraded,
@@ -545,7 +619,7 @@ async fn metrics_handler(
 ) -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        s.metrics.render(),
+        s.metrics.render(s.clock.now_ms()),
     )
 }
 
@@ -583,7 +657,7 @@ mod tests {
         m.events_delivered("gh/acme", "archive", 3);
         m.events_delivered("gh/acme", "archive", 2);
         m.api_request("gh/a\"b", "200");
-        let text = m.render();
+        let text = m.render(0);
         assert!(text.contains(
             "codacy_forwarder_events_delivered_total{organization=\"gh/acme\",sink=\"archive\"} 5\n"
         ));
@@ -694,7 +768,7 @@ mod tests {
         assert!(h.reasons[0].contains("gh/b"));
         m.unregister("gh/b", "s1");
         assert_eq!(m.health(10 * MIN, &policy()).status, HealthState::Ok);
-        assert!(!m.render().contains("organization=\"gh/b\""));
+        assert!(!m.render(0).contains("organization=\"gh/b\""));
     }
 
     #[test]

@@ -73,6 +73,14 @@ async fn a_hanging_destination_does_not_delay_its_sibling() {
     text.push_str(&format!(
         "\n[[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"http://{hook_addr}/hook\"\nformat = \"json\"\ntimeout = \"60s\"\n"
     ));
+    let telemetry = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    text = text.replace(
+        "[agent]",
+        &format!("[telemetry]\nlisten = \"{telemetry}\"\n\n[agent]"),
+    );
     let cfg_path = dir.path().join("config.toml");
     std::fs::write(&cfg_path, text).unwrap();
     let mut child = Command::new(BIN)
@@ -111,6 +119,31 @@ async fn a_hanging_destination_does_not_delay_its_sibling() {
     assert!(
         bodies.lock().unwrap().is_empty(),
         "the hook answered nothing yet"
+    );
+    // Monitoring tells the truth: the stuck lane's lag grows at scrape time, the healthy one's
+    // does not, and /health names the stuck lane and why.
+    let metrics = reqwest::get(format!("http://{telemetry}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lag = |sink: &str| -> f64 {
+        let key = format!(
+            "codacy_forwarder_checkpoint_lag_seconds{{organization=\"gh/acme\",sink=\"{sink}\"}} "
+        );
+        let line = metrics.lines().find(|l| l.starts_with(&key)).unwrap();
+        line[key.len()..].parse().unwrap()
+    };
+    assert!(lag("hook") > 5.0 && lag("a") < 3.0, "{metrics}");
+    let health = reqwest::get(format!("http://{telemetry}/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    let body = health.text().await.unwrap();
+    assert!(
+        body.contains("sink hook") && body.contains("waiting for the destination"),
+        "{body}"
     );
     // The destination answers again: the held request completes, and the lane catches up.
     release.send(false).unwrap();
