@@ -170,6 +170,8 @@ pub struct Agent {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     clock: SharedClock,
+    /// One Codacy client (and so one request scheduler) for every organization.
+    shared: Shared,
     sinks: BTreeMap<String, Arc<SinkHandle>>,
     orgs: BTreeMap<OrgRef, Running>,
 }
@@ -188,26 +190,29 @@ impl Agent {
                 build_sink(&config, spec, &metrics, &clock).await?,
             );
         }
+        let shared = shared(config.clone(), metrics.clone(), clock.clone())?;
         let mut agent = Agent {
             config,
             metrics,
             clock,
+            shared,
             sinks,
             orgs: BTreeMap::new(),
         };
+        if let Some(shard) = agent.config.agent.shard {
+            tracing::info!(shard = %shard, organizations = agent.config.organizations.len(),
+                "serving the organizations of this shard only");
+        }
         let orgs = agent.config.organizations.clone();
-        for org in orgs {
-            agent.start_org(org)?;
+        let n = orgs.len();
+        for (i, org) in orgs.into_iter().enumerate() {
+            agent.start_org(org, start_offset(&agent.config, i, n))?;
         }
         Ok(agent)
     }
 
-    fn start_org(&mut self, org: OrgRef) -> Result<(), StartError> {
-        let shared = shared(
-            self.config.clone(),
-            self.metrics.clone(),
-            self.clock.clone(),
-        )?;
+    fn start_org(&mut self, org: OrgRef, first_poll_after: Duration) -> Result<(), StartError> {
+        let shared = self.shared.clone();
         let sinks: Vec<Arc<SinkHandle>> = self
             .config
             .sinks
@@ -216,7 +221,7 @@ impl Agent {
             .collect();
         let pipeline = OrgPipeline::new(org.clone(), &sinks, shared, RetryPolicy::default());
         let (trigger, shutdown) = Shutdown::new();
-        let task = tokio::spawn(run_org(pipeline, shutdown));
+        let task = tokio::spawn(run_org(pipeline, shutdown, first_poll_after));
         self.orgs.insert(org, Running { trigger, task });
         Ok(())
     }
@@ -265,6 +270,11 @@ impl Agent {
             sinks_changed = true;
         }
         let new = Arc::new(new);
+        if old.codacy != new.codacy {
+            self.shared = shared(new.clone(), self.metrics.clone(), self.clock.clone())?;
+        } else {
+            self.shared.config = new.clone();
+        }
         let old_orgs: Vec<OrgRef> = self.orgs.keys().cloned().collect();
         for org in &old_orgs {
             if !new.organizations.contains(org) || agent_changed || sinks_changed {
@@ -290,9 +300,10 @@ impl Agent {
             .collect();
         self.sinks = new_sinks;
         self.config = new.clone();
-        for org in &new.organizations {
+        let n = new.organizations.len();
+        for (i, org) in new.organizations.iter().enumerate() {
             if !self.orgs.contains_key(org) {
-                self.start_org(org.clone())?;
+                self.start_org(org.clone(), start_offset(&new, i, n))?;
             }
         }
         for h in removed {
@@ -327,6 +338,15 @@ impl Agent {
             .map(|h| h.sink.shutdown(Duration::from_secs(3)));
         futures::future::join_all(flushes).await;
     }
+}
+
+/// Spreads the first polls of `n` organizations over the first poll interval, so a restart with
+/// thousands of organizations is no stampede (the scheduler would queue them anyway).
+fn start_offset(config: &Config, i: usize, n: usize) -> Duration {
+    if n <= 1 {
+        return Duration::ZERO;
+    }
+    config.agent.poll_interval.mul_f64(i as f64 / n as f64)
 }
 
 /// Signals a pipeline to stop after its batch in flight and waits for it, up to the deadline;

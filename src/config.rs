@@ -58,6 +58,10 @@ pub struct CodacyConfig {
     pub max_attempts: u32,
     /// Longest backoff between attempts.
     pub max_backoff: Duration,
+    /// Requests to the Codacy API in flight at once, for all organizations together.
+    pub max_concurrent_requests: usize,
+    /// Requests per second to the Codacy API, for all organizations together (token bucket).
+    pub max_requests_per_second: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +73,49 @@ pub struct AgentConfig {
     /// The most events an organization holds at once (the slice being delivered plus the next
     /// one, fetched meanwhile); larger windows are split.
     pub max_events_in_memory: usize,
+    /// A quiet organization's poll interval doubles after each empty poll up to this; its first
+    /// new event resets it. Equal to `poll_interval` (the default): off.
+    pub max_poll_interval: Duration,
+    /// Serve only the organizations of this shard (several agents split one list).
+    pub shard: Option<Shard>,
+}
+
+/// `agent.shard = "k/n"`: this agent serves the organizations whose stable hash of
+/// `provider/name` is `k` modulo `n` (0-based, like Prometheus' `hashmod`), so `n` agents with the
+/// same organization list split it without talking to each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    pub fn serves(&self, org: &OrgRef) -> bool {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(org.key().as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first) % self.count == self.index
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+fn parse_shard(text: &str) -> Result<Shard, String> {
+    let bad = || {
+        format!("{text:?} is not a shard; write \"k/n\" with 0 <= k < n, e.g. \"0/3\" for the first of three agents")
+    };
+    let (k, n) = text.split_once('/').ok_or_else(bad)?;
+    let index: u64 = k.trim().parse().map_err(|_| bad())?;
+    let count: u64 = n.trim().parse().map_err(|_| bad())?;
+    if count == 0 || index >= count {
+        return Err(bad());
+    }
+    Ok(Shard { index, count })
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -114,6 +161,8 @@ struct RawCodacy {
     request_timeout: Option<String>,
     max_attempts: Option<u32>,
     max_backoff: Option<String>,
+    max_concurrent_requests: Option<u32>,
+    max_requests_per_second: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +173,8 @@ struct RawAgent {
     initial_lookback: Option<String>,
     overlap: Option<String>,
     max_events_in_memory: Option<usize>,
+    max_poll_interval: Option<String>,
+    shard: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +298,24 @@ impl Config {
                 )?,
                 max_attempts: c.max_attempts.unwrap_or(6).max(1),
                 max_backoff: duration(c.max_backoff.as_deref(), "60s", "codacy.max_backoff", file)?,
+                max_concurrent_requests: match c.max_concurrent_requests.unwrap_or(4) {
+                    0 => {
+                        return Err(err(
+                            "codacy.max_concurrent_requests",
+                            "must be at least 1".into(),
+                        ))
+                    }
+                    n => n as usize,
+                },
+                max_requests_per_second: match c.max_requests_per_second.unwrap_or(10.0) {
+                    r if r.is_finite() && r > 0.0 => r,
+                    r => {
+                        return Err(err(
+                            "codacy.max_requests_per_second",
+                            format!("{r} is not a positive number of requests per second"),
+                        ))
+                    }
+                },
             }
         };
 
@@ -286,7 +355,33 @@ impl Config {
                     "must be at most 7d (every poll re-reads this window)".into(),
                 ));
             }
+            let max_poll_interval = match a.max_poll_interval.as_deref() {
+                None => poll_interval,
+                Some(_) => duration(
+                    a.max_poll_interval.as_deref(),
+                    "60s",
+                    "agent.max_poll_interval",
+                    file,
+                )?,
+            };
+            if max_poll_interval < poll_interval {
+                return Err(err(
+                    "agent.max_poll_interval",
+                    format!(
+                        "must be at least agent.poll_interval ({})",
+                        humantime::format_duration(poll_interval)
+                    ),
+                ));
+            }
+            let shard = a
+                .shard
+                .as_deref()
+                .map(parse_shard)
+                .transpose()
+                .map_err(|m| err("agent.shard", m))?;
             AgentConfig {
+                max_poll_interval,
+                shard,
                 state_dir: a
                     .state_dir
                     .unwrap_or_else(|| PathBuf::from("/var/lib/codacy-audit-forwarder")),
@@ -320,6 +415,16 @@ impl Config {
                 ));
             }
             organizations.push(org);
+        }
+        let organizations_listed = organizations.len();
+        if let Some(shard) = agent.shard {
+            organizations.retain(|o| shard.serves(o));
+        }
+        if organizations.is_empty() && organizations_listed > 0 {
+            return Err(err(
+                "agent.shard",
+                format!("shard {} serves none of the {organizations_listed} organizations listed; with few organizations use fewer shards", agent.shard.map(|s| s.to_string()).unwrap_or_default()),
+            ));
         }
         if organizations.is_empty() {
             return Err(err(

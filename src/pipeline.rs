@@ -1103,9 +1103,19 @@ async fn commit(
 
 /// Runs an organization's pipeline until shutdown: a pass, then wait for the next poll (or an
 /// earlier sink/fetch retry).
-pub async fn run_org(mut pipeline: OrgPipeline, mut shutdown: Shutdown) {
-    let poll = pipeline.shared.config.agent.poll_interval;
+pub async fn run_org(
+    mut pipeline: OrgPipeline,
+    mut shutdown: Shutdown,
+    first_poll_after: Duration,
+) {
+    let agent = &pipeline.shared.config.agent;
+    let (min_poll, max_poll) = (agent.poll_interval, agent.max_poll_interval);
     let org_key = pipeline.org.key();
+    tokio::select! {
+        _ = tokio::time::sleep(first_poll_after) => {}
+        _ = shutdown.wait() => return,
+    }
+    let mut poll = min_poll;
     loop {
         let started = pipeline.shared.clock.now_ms();
         let report = pipeline.run_pass(&shutdown).await;
@@ -1113,6 +1123,14 @@ pub async fn run_org(mut pipeline: OrgPipeline, mut shutdown: Shutdown) {
         if shutdown.is_triggered() {
             break;
         }
+        // A quiet organization is polled less and less often (up to max_poll_interval); its
+        // first new event brings it back to poll_interval.
+        let quiet = report.ok() && report.delivered.values().all(|&n| n == 0);
+        poll = if quiet {
+            (poll * 2).min(max_poll)
+        } else {
+            min_poll
+        };
         let next_poll = started + poll.as_millis() as i64;
         let wake = next_poll.min(pipeline.next_retry_at_ms());
         let wait_ms = (wake - pipeline.shared.clock.now_ms()).max(50);

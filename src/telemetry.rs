@@ -88,6 +88,21 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Events from the API that could not be parsed or whose time lies outside the window the API returned them for (dead-lettered).",
     ),
     (
+        "codacy_forwarder_api_queue_length",
+        "gauge",
+        "Requests to the Codacy API waiting for the scheduler (codacy.max_concurrent_requests, codacy.max_requests_per_second).",
+    ),
+    (
+        "codacy_forwarder_api_requests_in_flight",
+        "gauge",
+        "Requests to the Codacy API in flight, all organizations together.",
+    ),
+    (
+        "codacy_forwarder_api_slowdowns_total",
+        "counter",
+        "429 answers that paused and slowed down every organization's requests.",
+    ),
+    (
         "codacy_forwarder_checkpoint_write_failures_total",
         "counter",
         "Checkpoint writes that failed after the sink acknowledged the batch (full disk, read-only state directory); the lane is unhealthy until one succeeds.",
@@ -221,6 +236,27 @@ impl Metrics {
             &[("organization", org), ("status", status)],
             1,
         );
+    }
+
+    /// Requests waiting for a slot of the API scheduler (+1 / -1).
+    pub fn api_queue(&self, delta: i64) {
+        self.add_to_gauge("codacy_forwarder_api_queue_length", delta);
+    }
+
+    /// Requests to the Codacy API in flight (+1 / -1).
+    pub fn api_in_flight(&self, delta: i64) {
+        self.add_to_gauge("codacy_forwarder_api_requests_in_flight", delta);
+    }
+
+    /// A 429 slowed every organization down.
+    pub fn api_slowdown(&self) {
+        self.add("codacy_forwarder_api_slowdowns_total", &[], 1);
+    }
+
+    fn add_to_gauge(&self, name: &'static str, delta: i64) {
+        let mut inner = self.lock();
+        let v = inner.gauges.entry((name, labels(&[]))).or_insert(0.0);
+        *v = (*v + delta as f64).max(0.0);
     }
 
     /// A checkpoint could not be written after the sink acknowledged a batch.

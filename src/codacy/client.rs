@@ -3,6 +3,7 @@
 //! truncated or non-JSON bodies with capped exponential backoff and full jitter).
 
 use crate::clock::Backoff;
+use crate::codacy::scheduler::Scheduler;
 use crate::config::CodacyConfig;
 use crate::event::OrgRef;
 use crate::httputil::{body_excerpt, parse_retry_after};
@@ -80,6 +81,8 @@ pub struct Client {
     max_attempts: u32,
     backoff: Backoff,
     metrics: Arc<Metrics>,
+    /// Every request of every organization goes through it.
+    scheduler: Arc<Scheduler>,
 }
 
 enum Attempt {
@@ -88,6 +91,10 @@ enum Attempt {
     Retry {
         reason: String,
         after: Option<Duration>,
+    },
+    /// 429: the scheduler pauses every organization for `after`.
+    RateLimited {
+        after: Duration,
     },
 }
 
@@ -111,6 +118,11 @@ impl Client {
             page_limit: config.page_limit,
             max_attempts: config.max_attempts,
             backoff: Backoff::new(Duration::from_millis(500), config.max_backoff),
+            scheduler: Arc::new(Scheduler::new(
+                config.max_concurrent_requests,
+                config.max_requests_per_second,
+                metrics.clone(),
+            )),
             metrics,
         })
     }
@@ -147,9 +159,21 @@ impl Client {
         let org_key = org.key();
         let mut last = String::new();
         for attempt in 0..self.max_attempts {
-            match self.attempt(org, &url, from_ms, to_ms, limit, cursor).await {
+            let slot = self.scheduler.acquire().await;
+            let answer = self.attempt(org, &url, from_ms, to_ms, limit, cursor).await;
+            drop(slot);
+            if !matches!(answer, Attempt::RateLimited { .. }) {
+                self.scheduler.answered();
+            }
+            match answer {
                 Attempt::Done(page) => return Ok(page),
                 Attempt::Fatal(e) => return Err(e),
+                Attempt::RateLimited { after } => {
+                    last = "429 Too Many Requests (rate limited)".into();
+                    self.metrics.retry("codacy_api");
+                    // The scheduler holds every request (this one's retry included) until then.
+                    self.scheduler.rate_limited(after.min(MAX_RETRY_AFTER));
+                }
                 Attempt::Retry { reason, after } => {
                     last = reason;
                     if attempt + 1 == self.max_attempts {
@@ -212,9 +236,8 @@ impl Client {
         self.metrics.api_request(&org_key, status.as_str());
         if status.as_u16() == 429 {
             let after = retry_after(response.headers());
-            return Attempt::Retry {
-                reason: "429 Too Many Requests (rate limited)".into(),
-                after: Some(after.unwrap_or(Duration::from_secs(30))),
+            return Attempt::RateLimited {
+                after: after.unwrap_or(Duration::from_secs(30)),
             };
         }
         if status.is_server_error() {
@@ -429,6 +452,8 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             max_attempts: 1,
             max_backoff: Duration::from_secs(1),
+            max_concurrent_requests: 4,
+            max_requests_per_second: 10.0,
         };
         let c = Client::new(&cfg, Arc::new(Metrics::new())).unwrap();
         let url = c.audit_url(&OrgRef::new(crate::event::Provider::Gl, "my org/x"));

@@ -2,6 +2,7 @@
 //! time slices.
 
 pub mod client;
+pub mod scheduler;
 pub mod window;
 
 pub use client::{ApiError, Client, Page};

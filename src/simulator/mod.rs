@@ -245,6 +245,9 @@ struct State {
     /// First-page requests answered so far (drives `Shape::Alternate`).
     first_pages: u64,
     log: VecDeque<RequestRecord>,
+    /// Audit requests being answered now, and the most ever at once.
+    in_flight: usize,
+    max_in_flight: usize,
     /// Events that land once a given request has been answered: (request number, org, events).
     arrivals: Vec<(u64, OrgRef, Vec<Stored>)>,
 }
@@ -421,6 +424,11 @@ impl Simulator {
     /// Audit requests received so far (including refused ones).
     pub fn request_count(&self) -> u64 {
         self.state().requests
+    }
+
+    /// The most audit requests this server ever answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.state().max_in_flight
     }
 
     /// The most recent requests (up to 10,000), oldest first.

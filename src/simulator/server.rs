@@ -151,8 +151,19 @@ async fn audit(
     let (number, quirks) = {
         let mut state = sim.state();
         state.requests += 1;
+        state.in_flight += 1;
+        state.max_in_flight = state.max_in_flight.max(state.in_flight);
         (state.requests, state.quirks.clone())
     };
+    // Held until the answer is built (slow responses included).
+    struct InFlight(Simulator);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            let mut state = self.0.state();
+            state.in_flight = state.in_flight.saturating_sub(1);
+        }
+    }
+    let _in_flight = InFlight(sim.clone());
     if let Some(delay) = quirks.slow {
         tokio::time::sleep(delay).await;
     }
