@@ -125,6 +125,70 @@ fn rfc3339(ms: i64) -> String {
 
 /// `state_dir/checkpoints/<provider>/<organization, percent-encoded>/<sink>.json`
 pub fn path_for(state_dir: &Path, org: &OrgRef, sink: &str) -> PathBuf {
+    path_under(&state_dir.join("checkpoints"), org, sink)
+}
+
+/// Where `state reset` asks a running daemon to move a checkpoint: the daemon owns the
+/// checkpoint while it runs (and would overwrite a direct edit), so it applies the request at its
+/// next poll of that organization and removes the file.
+pub fn reset_request_path(state_dir: &Path, org: &OrgRef, sink: &str) -> PathBuf {
+    path_under(&state_dir.join("reset-requests"), org, sink)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ResetRequest {
+    version: u32,
+    organization: String,
+    sink: String,
+    cursor_ms: i64,
+}
+
+/// Writes a reset request (see [`reset_request_path`]), atomically.
+pub fn request_reset(path: &Path, org: &OrgRef, sink: &str, to_ms: i64) -> std::io::Result<()> {
+    let request = ResetRequest {
+        version: VERSION,
+        organization: org.key(),
+        sink: sink.to_string(),
+        cursor_ms: to_ms,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{sink}.request.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&request)?)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The position a pending reset request asks for, if there is one for (`org`, `sink`). A request
+/// that cannot be read or names another lane is an error (left in place for a human).
+pub fn pending_reset(path: &Path, org: &OrgRef, sink: &str) -> Result<Option<i64>, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(format!(
+                "reset request {}: cannot read: {e}",
+                path.display()
+            ))
+        }
+    };
+    let r: ResetRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        format!(
+            "reset request {} is not valid ({e}); remove it",
+            path.display()
+        )
+    })?;
+    if r.organization != org.key() || r.sink != sink {
+        return Err(format!(
+            "reset request {} is for {} / {}, not {org} / {sink}; remove it",
+            path.display(),
+            r.organization,
+            r.sink
+        ));
+    }
+    Ok(Some(r.cursor_ms))
+}
+
+fn path_under(root: &Path, org: &OrgRef, sink: &str) -> PathBuf {
     let mut enc = String::new();
     for b in org.name.bytes() {
         if b.is_ascii_alphanumeric()
@@ -135,9 +199,7 @@ pub fn path_for(state_dir: &Path, org: &OrgRef, sink: &str) -> PathBuf {
             enc.push_str(&format!("%{b:02X}"));
         }
     }
-    state_dir
-        .join("checkpoints")
-        .join(org.provider.as_str())
+    root.join(org.provider.as_str())
         .join(enc)
         .join(format!("{sink}.json"))
 }

@@ -297,6 +297,7 @@ impl OrgPipeline {
             report.waiting_to_retry = true;
             return report;
         }
+        self.apply_reset_requests(now, &mut report).await;
         self.refuse_cursors_ahead_of_clock(now, &mut report);
         // Lanes busy elsewhere (a catch-up, a delivery that outlived its walk) sit this one out.
         let mut group: Vec<LaneGuard> = self
@@ -401,6 +402,44 @@ impl OrgPipeline {
             self.shared.metrics.failure(&org_key, "", &msg);
         }
         report.fetch_error = Some(msg);
+    }
+
+    /// `state reset` run while this daemon holds the state directory leaves a request; the lane
+    /// applies it here (also to a lane stopped by a checkpoint it refused) and removes it.
+    async fn apply_reset_requests(&mut self, now: i64, report: &mut PassReport) {
+        let state_dir = &self.shared.config.agent.state_dir;
+        for lane in &self.lanes {
+            let Ok(mut state) = lane.state.clone().try_lock_owned() else {
+                continue;
+            };
+            let name = state.handle.spec.name.clone();
+            let request = checkpoint::reset_request_path(state_dir, &self.org, &name);
+            let to_ms = match checkpoint::pending_reset(&request, &self.org, &name) {
+                Ok(Some(to_ms)) => to_ms,
+                Ok(None) => continue,
+                Err(msg) => {
+                    tracing::error!(organization = %self.org, sink = %name, error = %msg, "cannot apply a state reset request");
+                    report.sink_errors.push((name, msg));
+                    continue;
+                }
+            };
+            state.cursor = Cursor::starting_at(to_ms);
+            state.broken = None;
+            state.failures = 0;
+            state.retry_at_ms = i64::MIN;
+            match commit(&self.shared, &self.org, &mut state).await {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&request);
+                    self.shared.metrics.success(&self.org.key(), &name, now);
+                    tracing::info!(organization = %self.org, sink = %name, cursor_ms = to_ms,
+                        "checkpoint moved by `state reset`; delivering from there");
+                }
+                Err(e) => {
+                    tracing::error!(organization = %self.org, sink = %name, error = %e, "cannot apply a state reset request; it stays pending");
+                    report.sink_errors.push((name, e.to_string()));
+                }
+            }
+        }
     }
 
     /// A cursor ahead of the clock (the clock was set back while the agent ran) would skip every

@@ -137,6 +137,43 @@ pub fn show(config: &Config, now_ms: i64) -> String {
     out
 }
 
+/// The daemon holds the state directory and would overwrite the checkpoint: ask it to move the
+/// cursor itself at its next poll of that organization, and wait (a little) to see it done.
+fn request_reset_from_daemon(
+    config: &Config,
+    org: &OrgRef,
+    sink: &str,
+    to_ms: i64,
+) -> Result<String, ResetError> {
+    let state_dir = &config.agent.state_dir;
+    let request = checkpoint::reset_request_path(state_dir, org, sink);
+    checkpoint::request_reset(&request, org, sink, to_ms).map_err(|e| ResetError {
+        message: format!(
+            "cannot leave the reset request {} for the running daemon: {e}",
+            request.display()
+        ),
+        exit_code: 1,
+    })?;
+    // A quiet organization may be polled as rarely as max_poll_interval.
+    let wait = config.agent.max_poll_interval + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if !request.exists() {
+            return Ok(format!(
+                "{org} / {sink}: the running daemon moved the cursor to {}; it delivers from there",
+                fmt_time(to_ms)
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Ok(format!(
+        "{org} / {sink}: the daemon is running, so the move to {} was left for it as {}; it is applied at the daemon's next poll of {org} (not yet after {}s: is that organization's pipeline stuck? see `state show` and /health)",
+        fmt_time(to_ms),
+        request.display(),
+        wait.as_secs()
+    ))
+}
+
 #[derive(Debug)]
 pub struct ResetError {
     pub message: String,
@@ -202,6 +239,9 @@ pub fn reset(
         });
     }
     let path = checkpoint::path_for(state_dir, &org_ref, sink);
+    if crate::lock::StateLock::is_held(state_dir) {
+        return request_reset_from_daemon(config, &org_ref, sink, to_ms);
+    }
     let old = checkpoint::load(&path, &org_ref, sink, now_ms).map_err(|e| ResetError {
         message: e.to_string(),
         exit_code: 1,

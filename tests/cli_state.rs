@@ -162,7 +162,19 @@ async fn show_reset_and_replay() {
         ],
         &cfg,
     );
+    // Nothing runs the pipelines behind this lock: the move is left for the daemon, and said so.
     assert!(o.status.success(), "{}", out(&o));
+    assert!(
+        out(&o).contains("left for it") && out(&o).contains("next poll"),
+        "{}",
+        out(&o)
+    );
+    let request = codacy_audit_forwarder::checkpoint::reset_request_path(
+        &dir.path().join("state"),
+        &org,
+        "a",
+    );
+    assert!(request.exists());
     // `once` (cron) never runs next to another agent on the same state directory.
     let o = cli(&["once"], &cfg);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
@@ -231,5 +243,72 @@ async fn check_reports_what_works_and_what_does_not() {
     sim.set_quirks(Quirks::default());
     let o = cli(&["check"], &cfg);
     assert!(o.status.success(), "{}", out(&o));
+    server.shutdown().await;
+}
+
+/// `state reset --yes` next to a running daemon: the daemon itself moves the cursor at its next
+/// poll, so the replay really happens (before, the daemon overwrote the reset checkpoint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_while_the_daemon_runs_replays() {
+    let sim = Simulator::new(TOKEN);
+    let org = OrgRef::new(Provider::Gh, "acme");
+    sim.add_org(&org);
+    let now = clock::system().now_ms();
+    sim.push_events(
+        &org,
+        generate_events(5, 30, now - 3_600_000, now - 60_000, &GenOptions::default()),
+    );
+    let server = sim.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        config_text(&server.base_url, dir.path(), &[&org], &[("a", "json")], ""),
+    )
+    .unwrap();
+    let mut daemon = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("CODACY_API_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let file = dir.path().join("a.ndjson");
+    wait_until("the backlog", std::time::Duration::from_secs(20), || {
+        read_ndjson(&file).len() == 30
+    })
+    .await;
+    let to = chrono::DateTime::from_timestamp_millis(now - 2 * 3_600_000)
+        .unwrap()
+        .to_rfc3339();
+    let o = tokio::task::spawn_blocking(move || {
+        cli(
+            &[
+                "state", "reset", "--org", "gh/acme", "--sink", "a", "--to", &to, "--yes",
+            ],
+            &cfg,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(
+        out(&o).contains("the running daemon moved the cursor"),
+        "{}",
+        out(&o)
+    );
+    wait_until("the replay", std::time::Duration::from_secs(20), || {
+        read_ndjson(&file).len() == 60
+    })
+    .await;
+    let ids = delivered_ids(&read_ndjson(&file), &org);
+    assert!(
+        ids.values().all(|&n| n == 2),
+        "every event replayed once: {ids:?}"
+    );
+    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
+    daemon.wait().unwrap();
     server.shutdown().await;
 }
