@@ -151,6 +151,9 @@ pub async fn check(config: &Config, clock: &SharedClock) -> bool {
     let mut ok = true;
     println!("configuration {}: valid", config.source);
     println!("API token: from {}", config.codacy.token_source);
+    if let Some(shard) = config.shard_summary() {
+        println!("{shard}");
+    }
     let metrics = Arc::new(Metrics::new());
     let client = match Client::new(&config.codacy, metrics.clone()) {
         Ok(c) => c,

@@ -135,6 +135,22 @@ pub struct Config {
     pub organizations: Vec<OrgRef>,
     pub sinks: Vec<SinkSpec>,
     pub telemetry: TelemetryConfig,
+    /// Organizations listed in the file, before `agent.shard` kept this agent's share.
+    pub organizations_listed: usize,
+}
+
+impl Config {
+    /// With `agent.shard`: which organizations this agent serves, for `check` and `state show`.
+    pub fn shard_summary(&self) -> Option<String> {
+        let shard = self.agent.shard?;
+        let names: Vec<String> = self.organizations.iter().map(OrgRef::key).collect();
+        Some(format!(
+            "shard {shard}: this agent serves {} of the {} organizations listed: {}",
+            names.len(),
+            self.organizations_listed,
+            names.join(", ")
+        ))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -477,6 +493,7 @@ impl Config {
             organizations,
             sinks,
             telemetry,
+            organizations_listed,
         })
     }
 }
@@ -678,6 +695,72 @@ format = "json"
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, "test.toml", &tokens(), false)
+    }
+
+    #[test]
+    fn shards_split_the_organizations_without_overlap_and_bad_values_name_the_key() {
+        let mut text = GOOD.replace("[agent]", "[agent]\nshard = \"SHARD\"");
+        for i in 0..40 {
+            text.push_str(&format!(
+                "\n[[organizations]]\nprovider = \"gl\"\nname = \"org-{i}\"\n"
+            ));
+        }
+        let all = parse(&text.replace("shard = \"SHARD\"", ""))
+            .unwrap()
+            .organizations;
+        let mut seen = Vec::new();
+        for k in 0..3 {
+            let c = parse(&text.replace("SHARD", &format!("{k}/3"))).unwrap();
+            assert_eq!(c.organizations_listed, 41);
+            assert!(
+                c.organizations.len() >= 5,
+                "a shard of 41 got {}",
+                c.organizations.len()
+            );
+            assert!(c
+                .shard_summary()
+                .unwrap()
+                .starts_with(&format!("shard {k}/3: this agent serves")));
+            seen.extend(c.organizations);
+        }
+        seen.sort();
+        let mut all_sorted = all.clone();
+        all_sorted.sort();
+        assert_eq!(seen, all_sorted, "every organization in exactly one shard");
+        for bad in ["3/3", "0/0", "a/b", "1"] {
+            let e = parse(&text.replace("SHARD", bad)).unwrap_err();
+            assert_eq!(e.key, "agent.shard", "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn scheduler_and_poll_limits_are_checked() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.codacy.max_concurrent_requests, 4);
+        assert_eq!(c.codacy.max_requests_per_second, 10.0);
+        assert_eq!(c.agent.max_poll_interval, c.agent.poll_interval);
+        for (table, line, key) in [
+            (
+                "[codacy]",
+                "max_concurrent_requests = 0",
+                "codacy.max_concurrent_requests",
+            ),
+            (
+                "[codacy]",
+                "max_requests_per_second = -1.0",
+                "codacy.max_requests_per_second",
+            ),
+            (
+                "[agent]",
+                "max_poll_interval = \"10s\"",
+                "agent.max_poll_interval",
+            ),
+        ] {
+            let e = parse(&GOOD.replace(table, &format!("{table}\n{line}"))).unwrap_err();
+            assert_eq!(e.key, key, "{line}: {e}");
+        }
+        let c = parse(&GOOD.replace("[agent]", "[agent]\nmax_poll_interval = \"15m\"")).unwrap();
+        assert_eq!(c.agent.max_poll_interval, Duration::from_secs(900));
     }
 
     #[test]

@@ -124,7 +124,10 @@ pub fn show(config: &Config, now_ms: i64) -> String {
     let widths: Vec<usize> = (0..6)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
-    let mut out = String::new();
+    let mut out = config
+        .shard_summary()
+        .map(|s| format!("{s}\n"))
+        .unwrap_or_default();
     for r in rows {
         let line: Vec<String> = r
             .iter()
