@@ -163,6 +163,27 @@ pub struct OrgPipeline {
     /// others catches up alone. Off for `once`, which waits for every lane.
     independent_lanes: bool,
     catch_ups: Vec<tokio::task::JoinHandle<PassReport>>,
+    /// Every task this pipeline started that may outlive a pass (catch-ups, detached
+    /// deliveries): aborted when the pipeline goes, as a process exit would end them, so that a
+    /// stopped pipeline never delivers or commits behind its successor's back.
+    tasks: LaneTasks,
+}
+
+type LaneTasks = Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>;
+
+fn track(tasks: &LaneTasks, task: tokio::task::AbortHandle) {
+    let mut tasks = tasks.lock().unwrap_or_else(|p| p.into_inner());
+    tasks.retain(|t| !t.is_finished());
+    tasks.push(task);
+}
+
+impl Drop for OrgPipeline {
+    fn drop(&mut self) {
+        let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        for t in tasks.iter() {
+            t.abort();
+        }
+    }
 }
 
 /// Invalid events already dead-lettered by this process (by digest), shared by the walks.
@@ -227,6 +248,7 @@ impl OrgPipeline {
             fetch_retry_at_ms: i64::MIN,
             independent_lanes: true,
             catch_ups: Vec::new(),
+            tasks: Arc::default(),
         }
     }
 
@@ -241,6 +263,12 @@ impl OrgPipeline {
         &self.org
     }
 
+    /// Whether a catch-up or a detached delivery of this pipeline is still running.
+    pub fn lanes_busy(&self) -> bool {
+        let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.iter().any(|t| !t.is_finished())
+    }
+
     fn overlap_ms(&self) -> i64 {
         self.shared.config.agent.overlap.as_millis() as i64
     }
@@ -252,6 +280,7 @@ impl OrgPipeline {
             retry: self.retry,
             invalid_seen: self.invalid_seen.clone(),
             detach_slow_lanes: self.independent_lanes,
+            tasks: self.tasks.clone(),
         }
     }
 
@@ -328,9 +357,10 @@ impl OrgPipeline {
                     behind_ms = leader - lane.cursor.fetch_from(overlap), "sink is behind the others; it catches up on its own");
                 let walker = self.walker();
                 let shutdown = shutdown.clone();
-                self.catch_ups.push(tokio::spawn(async move {
-                    walker.catch_up(lane, to, floor, shutdown).await
-                }));
+                let task =
+                    tokio::spawn(async move { walker.catch_up(lane, to, floor, shutdown).await });
+                track(&self.tasks, task.abort_handle());
+                self.catch_ups.push(task);
             }
         }
         let from = group
@@ -472,9 +502,12 @@ impl OrgPipeline {
     /// for lanes still delivering (they stop after their batch in flight).
     pub async fn write_pending_checkpoints(&mut self) {
         let mut report = PassReport::default();
-        for task in std::mem::take(&mut self.catch_ups) {
-            if let Ok(Ok(r)) = tokio::time::timeout(LANE_STOP_WAIT, task).await {
-                report.merge(r);
+        for mut task in std::mem::take(&mut self.catch_ups) {
+            match tokio::time::timeout(LANE_STOP_WAIT, &mut task).await {
+                Ok(Ok(r)) => report.merge(r),
+                Ok(Err(_)) => {}
+                // Still going: it stops after its batch in flight, or with the pipeline.
+                Err(_) => self.catch_ups.push(task),
             }
         }
         for lane in &self.lanes {
@@ -526,6 +559,7 @@ struct Walker {
     retry: RetryPolicy,
     invalid_seen: InvalidSeen,
     detach_slow_lanes: bool,
+    tasks: LaneTasks,
 }
 
 /// The records of a slice in one format: `None` for events no lane of the walk wanted.
@@ -790,6 +824,7 @@ impl Walker {
                     let outcome = walker.deliver_to_lane(&mut lane, &slice, &shutdown).await;
                     (lane, outcome)
                 });
+                track(&self.tasks, task.abort_handle());
                 async move { (name, task.await) }
             })
             .collect();

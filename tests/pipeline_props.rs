@@ -69,6 +69,8 @@ enum Behaviour {
     Fail,
     /// Delivered, then the process dies before the commit.
     Crash,
+    /// Accepts the batch and answers nothing for 10 minutes, then times out.
+    Hang,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +102,10 @@ impl Sink for RecordingSink {
                 Ok(())
             }
             Behaviour::Fail => Err(SinkError::transient("down")),
+            Behaviour::Hang => {
+                tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+                Err(SinkError::transient("timed out after 10 minutes"))
+            }
             Behaviour::Crash => {
                 self.delivered
                     .lock()
@@ -133,6 +139,7 @@ fn behaviour() -> impl Strategy<Value = Behaviour> {
         6 => Just(Behaviour::Ok),
         2 => Just(Behaviour::Fail),
         1 => Just(Behaviour::Crash),
+        1 => Just(Behaviour::Hang),
     ]
 }
 
@@ -221,6 +228,21 @@ batch_max_events = {}
 
     fn pipeline(&self) -> OrgPipeline {
         self.pipeline_with(Arc::new(Metrics::new()))
+            .waiting_for_every_lane()
+    }
+
+    /// The daemon's pipeline: lanes detach and catch up alone.
+    fn daemon_pipeline(&self) -> OrgPipeline {
+        self.pipeline_with(Arc::new(Metrics::new()))
+    }
+
+    /// `once`'s pipeline, or the daemon's.
+    fn pipeline_for(&self, daemon: bool) -> OrgPipeline {
+        if daemon {
+            self.daemon_pipeline()
+        } else {
+            self.pipeline()
+        }
     }
 
     fn pipeline_with(&self, metrics: Arc<Metrics>) -> OrgPipeline {
@@ -238,10 +260,14 @@ batch_max_events = {}
             shared,
             RetryPolicy::default(),
         )
-        .waiting_for_every_lane()
     }
 
     fn expected_ids(&self) -> Vec<EventId> {
+        self.expected_ids_before(i64::MAX)
+    }
+
+    /// Ids of the held events older than `to_ms` (a pass's exclusive end).
+    fn expected_ids_before(&self, to_ms: i64) -> Vec<EventId> {
         let events = self
             .source
             .held
@@ -249,6 +275,7 @@ batch_max_events = {}
             .unwrap()
             .iter()
             .map(|v| AuditEvent::from_value(v.clone()).unwrap())
+            .filter(|e| e.timestamp_ms < to_ms)
             .collect();
         let mut ids: Vec<EventId> = identify(&Arc::new(self.org.clone()), events, 0)
             .into_iter()
@@ -265,6 +292,18 @@ fn run_ops(
     max_events: usize,
     overlap_ms: i64,
 ) -> Result<(), TestCaseError> {
+    run_ops_in(ops, batch, max_events, overlap_ms, false)
+}
+
+/// Runs `ops`; with `daemon`, in the daemon's mode, where sink `a` (always healthy) must have
+/// every held event after every poll, whatever sink `b` does (fail, crash, hang for 10 minutes).
+fn run_ops_in(
+    ops: Vec<Op>,
+    batch: [usize; 2],
+    max_events: usize,
+    overlap_ms: i64,
+    daemon: bool,
+) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -273,7 +312,7 @@ fn run_ops(
     rt.block_on(async move {
         let w = World::new(batch, max_events, overlap_ms);
         let (_t, shutdown) = Shutdown::new();
-        let mut p = w.pipeline();
+        let mut p = w.pipeline_for(daemon);
         for op in ops {
             match op {
                 Op::Add {
@@ -309,29 +348,60 @@ fn run_ops(
                 }
                 Op::Tick(ms) => w.clock.advance(ms),
                 Op::Poll(a, b) => {
+                    let a_healthy = daemon && a.is_empty();
                     w.sinks[0].plan.lock().unwrap().extend(a);
                     w.sinks[1].plan.lock().unwrap().extend(b);
+                    let started = tokio::time::Instant::now();
                     let _ = p.run_pass(&shutdown).await;
+                    if a_healthy {
+                        // Virtual time: a hanging `b` would have held the pass for 10 minutes.
+                        let took = started.elapsed();
+                        prop_assert!(
+                            took < std::time::Duration::from_secs(5),
+                            "a pass took {:?}: the healthy sink waited for the other one",
+                            took
+                        );
+                    }
+                    if a_healthy && !*w.sinks[1].crashed.lock().unwrap() {
+                        let mut got = w.sinks[0].delivered.lock().unwrap().clone();
+                        got.sort();
+                        got.dedup();
+                        prop_assert_eq!(
+                            got,
+                            w.expected_ids_before(w.clock.now_ms()),
+                            "the healthy sink waited for the other one"
+                        );
+                    }
                     if w.sinks.iter().any(|s| *s.crashed.lock().unwrap()) {
                         // kill -9: in-memory state is gone; restart from the checkpoints on disk.
                         for s in &w.sinks {
                             *s.crashed.lock().unwrap() = false;
                             s.plan.lock().unwrap().clear();
                         }
-                        p = w.pipeline();
+                        p = w.pipeline_for(daemon);
                     }
                 }
-                Op::Restart => p = w.pipeline(),
+                Op::Restart => {
+                    // A graceful restart: lanes finish what they hold (a kill is `Crash`).
+                    while p.lanes_busy() {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    p.write_pending_checkpoints().await;
+                    p = w.pipeline_for(daemon);
+                }
             }
         }
-        // Recovery: every sink healthy, time passes beyond any backoff, poll until clean.
+        // Recovery: every sink healthy, hangs end, time passes beyond any backoff, poll until
+        // clean (a catch-up's report joins the next pass's).
         for s in &w.sinks {
             s.plan.lock().unwrap().clear();
         }
+        tokio::time::sleep(std::time::Duration::from_secs(3_600)).await;
         let mut clean = false;
-        for _ in 0..5 {
+        for _ in 0..8 {
             w.clock.advance(3_600_000);
             let r = p.run_pass(&shutdown).await;
+            p.write_pending_checkpoints().await;
             if r.ok() && r.delivered.values().sum::<usize>() == 0 {
                 clean = true;
                 break;
@@ -375,6 +445,27 @@ proptest! {
         overlap_ms in prop_oneof![Just(0i64), Just(MAX_OVERLAP_MS)],
     ) {
         run_ops(ops, [batch_a, batch_b], max_events, overlap_ms)?;
+    }
+
+    /// The daemon's lanes: sink `a` never fails; sink `b` fails, crashes or hangs at random.
+    /// After every poll `a` has everything and the pass did not wait for `b` (virtual time), and
+    /// in the end both have every event, duplicates only from crashed batches.
+    #[test]
+    fn a_healthy_lane_is_never_held_back_and_every_lane_catches_up(
+        ops in prop::collection::vec(op(), 1..40),
+        batch_a in 1usize..4,
+        batch_b in 1usize..6,
+        max_events in 2usize..12,
+        overlap_ms in prop_oneof![Just(0i64), Just(MAX_OVERLAP_MS)],
+    ) {
+        let ops = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Poll(_, b) => Op::Poll(vec![], b),
+                other => other,
+            })
+            .collect();
+        run_ops_in(ops, [batch_a, batch_b], max_events, overlap_ms, true)?;
     }
 }
 
