@@ -93,29 +93,11 @@ async fn a_hanging_destination_does_not_delay_its_sibling() {
         .spawn()
         .unwrap();
     let file = dir.path().join("a.ndjson");
-    let file_count = || read_ndjson(&file).len();
     wait_until("the backlog in the file", Duration::from_secs(20), || {
-        file_count() == 50
+        read_ndjson(&file).len() == 50
     })
     .await;
-    // poll_interval is 1s (e2e::config_text): each round's event must show up within 2 s of
-    // its arrival although the webhook has answered nothing since the start.
-    for round in 0..5 {
-        let t = clock::system().now_ms();
-        sim.push_events(
-            &org,
-            generate_events(100 + round, 1, t - 200, t - 100, &GenOptions::default()),
-        );
-        let arrived = Instant::now();
-        let want = 51 + round as usize;
-        while file_count() < want {
-            assert!(
-                arrived.elapsed() < Duration::from_secs(2),
-                "round {round}: the event reached the file sink after more than poll_interval + 1 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    each_new_event_reaches_the_file_promptly(&sim, &org, &file, 50).await;
     assert!(
         bodies.lock().unwrap().is_empty(),
         "the hook answered nothing yet"
@@ -157,5 +139,79 @@ async fn a_hanging_destination_does_not_delay_its_sibling() {
     child.wait().unwrap();
     assert_eq!(hook_ids(&bodies.lock().unwrap()), want);
     assert_eq!(delivered_ids(&read_ndjson(&file), &org), want);
+    server.shutdown().await;
+}
+
+/// poll_interval is 1s (e2e::config_text): each round's event must show up within 2 s of its
+/// arrival, whatever the other sink is going through.
+async fn each_new_event_reaches_the_file_promptly(
+    sim: &Simulator,
+    org: &OrgRef,
+    file: &std::path::Path,
+    already: usize,
+) {
+    for round in 0..5u64 {
+        let t = clock::system().now_ms();
+        sim.push_events(
+            org,
+            generate_events(100 + round, 1, t - 200, t - 100, &GenOptions::default()),
+        );
+        let arrived = Instant::now();
+        let want = already + 1 + round as usize;
+        while read_ndjson(file).len() < want {
+            assert!(
+                arrived.elapsed() < Duration::from_secs(2),
+                "round {round}: the event reached the file sink after more than poll_interval + 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A Kafka broker that is down (nothing listening; librdkafka retries for `message_timeout`,
+/// 5 minutes by default) beside a file sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_broker_that_is_down_does_not_delay_its_sibling() {
+    let sim = Simulator::new(TOKEN);
+    let org = OrgRef::new(Provider::Gh, "acme");
+    sim.add_org(&org);
+    let now = clock::system().now_ms();
+    sim.push_events(
+        &org,
+        generate_events(2, 20, now - 3_600_000, now - 60_000, &GenOptions::default()),
+    );
+    let server = sim.serve().await.unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = config_text(&server.base_url, dir.path(), &[&org], &[("a", "json")], "");
+    text.push_str(&format!(
+        "\n[[sinks]]\nname = \"bus\"\ntype = \"kafka\"\nbrokers = \"{closed}\"\ntopic = \"codacy-audit\"\n"
+    ));
+    let cfg_path = dir.path().join("config.toml");
+    std::fs::write(&cfg_path, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        .env("CODACY_API_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let file = dir.path().join("a.ndjson");
+    wait_until("the backlog in the file", Duration::from_secs(20), || {
+        read_ndjson(&file).len() == 20
+    })
+    .await;
+    each_new_event_reaches_the_file_promptly(&sim, &org, &file, 20).await;
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    child.wait().unwrap();
+    assert_eq!(
+        delivered_ids(&read_ndjson(&file), &org),
+        expected_ids(&org, &sim.events(&org), i64::MIN)
+    );
     server.shutdown().await;
 }
