@@ -3,6 +3,9 @@
 //!
 //! ```text
 //! bench serve --events N --orgs K --dir DIR   # writes DIR/base_url when ready; runs until killed
+//!   [--events-per-org M]   # also M recent events in every organization (the scale run)
+//!   [--produce-every-ms T] # new events "now" in gh/bench-0 every T ms (the isolation run)
+//!   DIR/stats is rewritten every second: `requests <n> max_in_flight <n>`
 //! bench dump --base-url URL --org gh/bench-0 --from MS --to MS --dir DIR
 //! bench reference --base-url URL --org gh/bench-0 --from MS --to MS --out FILE
 //! ```
@@ -34,6 +37,12 @@ enum Cmd {
         /// Organizations gh/bench-0 .. gh/bench-{K-1}; the events go to gh/bench-0.
         #[arg(long, default_value_t = 1)]
         orgs: usize,
+        /// Also this many events of the last hour in every organization.
+        #[arg(long, default_value_t = 0)]
+        events_per_org: usize,
+        /// Keep adding events stamped "now" to gh/bench-0 this often (ms); 0: never.
+        #[arg(long, default_value_t = 0)]
+        produce_every_ms: u64,
         #[arg(long)]
         dir: PathBuf,
     },
@@ -83,7 +92,13 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> Res<()> {
     match Args::parse().command {
-        Cmd::Serve { events, orgs, dir } => serve(events, orgs, dir).await,
+        Cmd::Serve {
+            events,
+            orgs,
+            events_per_org,
+            produce_every_ms,
+            dir,
+        } => serve(events, orgs, events_per_org, produce_every_ms, dir).await,
         Cmd::Dump {
             base_url,
             org,
@@ -101,11 +116,30 @@ async fn main() -> Res<()> {
     }
 }
 
-async fn serve(events: usize, orgs: usize, dir: PathBuf) -> Res<()> {
+async fn serve(
+    events: usize,
+    orgs: usize,
+    events_per_org: usize,
+    produce_every_ms: u64,
+    dir: PathBuf,
+) -> Res<()> {
     let sim = Simulator::new(TOKEN);
     let now = chrono::Utc::now().timestamp_millis();
     for i in 0..orgs.max(1) {
-        sim.add_org(&OrgRef::new(Provider::Gh, format!("bench-{i}")));
+        let org = OrgRef::new(Provider::Gh, format!("bench-{i}"));
+        sim.add_org(&org);
+        if events_per_org > 0 {
+            sim.push_events(
+                &org,
+                generate_events(
+                    i as u64,
+                    events_per_org,
+                    now - 3_600_000,
+                    now - 60_000,
+                    &GenOptions::default(),
+                ),
+            );
+        }
     }
     let org = OrgRef::new(Provider::Gh, "bench-0");
     // In chunks so the generated Values never all live at once next to their serialized copies.
@@ -126,6 +160,27 @@ async fn serve(events: usize, orgs: usize, dir: PathBuf) -> Res<()> {
         seed += 1;
     }
     let server = sim.serve().await?;
+    let _producer = (produce_every_ms > 0).then(|| {
+        sim.spawn_producer(
+            &org,
+            std::time::Duration::from_millis(produce_every_ms),
+            codacy_audit_forwarder::clock::system(),
+        )
+    });
+    let stats_sim = sim.clone();
+    let stats_dir = dir.clone();
+    tokio::spawn(async move {
+        loop {
+            let line = format!(
+                "requests {} max_in_flight {}\n",
+                stats_sim.request_count(),
+                stats_sim.max_in_flight()
+            );
+            let _ = std::fs::write(stats_dir.join("stats.tmp"), line)
+                .and_then(|()| std::fs::rename(stats_dir.join("stats.tmp"), stats_dir.join("stats")));
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    });
     std::fs::write(dir.join("base_url.tmp"), &server.base_url)?;
     std::fs::rename(dir.join("base_url.tmp"), dir.join("base_url"))?;
     eprintln!(
