@@ -18,7 +18,7 @@ need() { # subcommand, crate, version requirement
 need deb cargo-deb '^3.8'
 need generate-rpm cargo-generate-rpm '^0.21'
 
-for f in README.md config/example.toml systemd/codacy-audit-forwarder.service systemd/codacy-audit-forwarder.sysusers; do
+for f in README.md config/example.toml systemd/codacy-audit-forwarder.service systemd/codacy-audit-forwarder@.service systemd/codacy-audit-forwarder.sysusers; do
     [ -f "$f" ] || { echo "missing $f: the packages ship it; create it first" >&2; exit 1; }
 done
 

@@ -34,6 +34,7 @@ has_file() { # path mode
 has_file usr/bin/$NAME -rwxr-xr-x
 # cargo-deb puts units in /usr/lib/systemd/system (merged /usr) or /lib/systemd/system.
 if grep -qE "\./(usr/)?lib/systemd/system/$NAME\.service\$" "$SCRATCH/contents"; then ok "unit installed"; else fail "unit file missing"; fi
+if grep -qE "\./(usr/)?lib/systemd/system/$NAME@\.service\$" "$SCRATCH/contents"; then ok "shard template unit installed"; else fail "shard template unit $NAME@.service missing"; fi
 has_file usr/lib/sysusers.d/$NAME.conf -rw-r--r--
 has_file etc/$NAME/config.toml -rw-r-----
 has_file usr/share/doc/$NAME/README.md -rw-r--r--

@@ -1,10 +1,16 @@
-//! The poll loop of one organization: fetch -> dedupe -> encode -> deliver -> commit.
+//! An organization's pipeline: walk -> identify -> encode -> lanes -> commit.
 //!
-//! One task per organization. Each sink keeps its own cursor for that organization, so a sink
-//! that is down never holds the others back: every pass fetches from the oldest cursor among the
-//! sinks that are due, walks the window oldest-first in bounded slices, and every sink skips what
-//! its own cursor has already seen. A checkpoint is committed only after the sink acknowledged the
-//! batch (at-least-once; stable event ids make redelivery idempotent downstream).
+//! - **The walk** fetches the organization's window oldest-first in bounded slices (through the
+//!   one request scheduler in `codacy`), identifies each slice's events from a consistent read, and
+//!   encodes it once per format in use.
+//! - **A lane** is one (organization, sink) pair: its own cursor, batching, retries, backoff and
+//!   checkpoint, driven on its own task under its own lock. A checkpoint moves only after the sink
+//!   acknowledged the batch (at-least-once; stable event ids make redelivery idempotent downstream).
+//! - **No lane waits for another.** A poll's shared walk takes the lanes that are free and due, and
+//!   hands each slice to all of them at once; a lane much slower than the fastest (1 s + 2x its
+//!   time) is left to finish its batch alone, sits out while it is busy, and a lane far behind the
+//!   others (back from an outage) catches up alone from its own cursor, then rejoins. `once` runs
+//!   the same walk but waits for every lane, so its report is complete.
 
 use crate::checkpoint::{self, CheckpointError, Cursor};
 use crate::clock::{Backoff, SharedClock};
