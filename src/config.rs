@@ -3,7 +3,7 @@
 
 use crate::event::{OrgRef, Provider};
 use crate::format::{Format, FormatOptions};
-use crate::secret::Secret;
+use crate::secret::{Redactor, Secret};
 use crate::sink::{SinkKind, SinkSpec};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -376,6 +376,19 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Every secret this configuration loads (the Codacy token, each sink's credentials, read
+    /// now), to blank out of whatever the agent writes: logs, errors, `/health`, `status.json`,
+    /// `check` and `once` output.
+    pub fn redactor(&self) -> Redactor {
+        self.sinks
+            .iter()
+            .fold(Redactor::of([&self.codacy.api_token]), |r, s| {
+                r.merge(&s.kind.redactor())
+            })
+    }
+}
+
 fn duration(
     v: Option<&str>,
     default: &str,
@@ -660,6 +673,56 @@ format = "json"
     fn missing_token_is_an_error_naming_the_sources() {
         let e = Config::from_toml(GOOD, "t.toml", &TokenSources::default(), false).unwrap_err();
         assert!(e.message.contains(TOKEN_ENV), "{e}");
+    }
+
+    #[test]
+    fn the_redactor_knows_every_secret_the_configuration_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, value: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("{value}\n")).unwrap();
+            p.display().to_string()
+        };
+        let text = format!(
+            "{GOOD}\n[[sinks]]\nname = \"bearer\"\ntype = \"http\"\nurl = \"https://h/x\"\n\
+             auth = {{ bearer_token_file = \"{}\" }}\n\
+             \n[[sinks]]\nname = \"basic\"\ntype = \"http\"\nurl = \"https://h/y\"\n\
+             auth = {{ user = \"u\", password_file = \"{}\" }}\n\
+             \n[[sinks]]\nname = \"hec\"\ntype = \"splunk_hec\"\nurl = \"https://h:8088\"\ntoken_file = \"{}\"\n\
+             \n[[sinks]]\nname = \"es\"\ntype = \"elasticsearch\"\nurl = \"https://es:9200\"\napi_key_file = \"{}\"\n\
+             \n[[sinks]]\nname = \"bus\"\ntype = \"kafka\"\nbrokers = \"k:9092\"\ntopic = \"t\"\n\
+             security_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\n\
+             sasl_password_file = \"{}\"\n",
+            file("bearer", "bearer-secret"),
+            file("pw", "basic-secret"),
+            file("hec", "hec-secret"),
+            file("es", "es-api-key-secret"),
+            file("kafka", "kafka-secret"),
+        );
+        let config = Config::from_toml(
+            &text,
+            "t.toml",
+            &TokenSources {
+                env: Some("codacy-secret".into()),
+                credentials_directory: None,
+            },
+            false,
+        )
+        .unwrap();
+        let r = config.redactor();
+        // base64("u:basic-secret"), what a Basic Authorization header carries.
+        for secret in [
+            "codacy-secret",
+            "bearer-secret",
+            "basic-secret",
+            "dTpiYXNpYy1zZWNyZXQ=",
+            "hec-secret",
+            "es-api-key-secret",
+            "kafka-secret",
+        ] {
+            assert_eq!(r.redact(&format!("<{secret}>")), "<[redacted]>", "{secret}");
+        }
+        assert_eq!(r.redact("archive"), "archive");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Dead-letter files: records a destination rejected for good, and events the API sent that could
 //! not be parsed, go to NDJSON files in `state_dir/dead-letter/` with the reason. Nothing is ever
-//! dropped silently.
+//! dropped silently. Secrets the writer was given are blanked from each entry: reasons quote
+//! what a destination answered, and a destination may echo the credentials it was sent.
 
+use crate::secret::Redactor;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use tokio::sync::Mutex;
 pub struct DeadLetter {
     path: Arc<PathBuf>,
     lock: Arc<Mutex<()>>,
+    redactor: Redactor,
 }
 
 impl DeadLetter {
@@ -25,6 +28,15 @@ impl DeadLetter {
         DeadLetter {
             path: Arc::new(path),
             lock: Arc::new(Mutex::new(())),
+            redactor: Redactor::default(),
+        }
+    }
+
+    /// The same file, with the secrets of `redactor` blanked from every entry as well.
+    pub fn redacting(self, redactor: &Redactor) -> Self {
+        DeadLetter {
+            redactor: self.redactor.merge(redactor),
+            ..self
         }
     }
 
@@ -42,7 +54,9 @@ impl DeadLetter {
         if let (Value::Object(e), Value::Object(f)) = (&mut entry, fields) {
             e.extend(f);
         }
-        let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+        let text = serde_json::to_string(&entry).unwrap_or_default();
+        // The whole line: JSON string escaping is one of the forms a redactor knows.
+        let mut line = self.redactor.redact(&text).into_owned().into_bytes();
         line.push(b'\n');
         let _guard = self.lock.lock().await;
         if let Some(dir) = self.path.parent() {
@@ -103,5 +117,27 @@ mod tests {
         assert_eq!(lines[0]["reason"], "mapper_parsing_exception");
         assert_eq!(lines[0]["x"], 1);
         assert_eq!(lines[0]["time"], "1970-01-01T00:00:00.000Z");
+    }
+
+    #[tokio::test]
+    async fn entries_blank_the_secrets_they_were_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = crate::secret::Secret::new("hook-token-123");
+        let dl = DeadLetter::in_state_dir(dir.path(), "hook").redacting(&Redactor::of([&secret]));
+        dl.write(
+            0,
+            "400 Bad Request: you sent Authorization: Bearer hook-token-123",
+            json!({"record": "{\"echo\":\"hook-token-123\"}"}),
+        )
+        .await
+        .unwrap();
+        let text = std::fs::read_to_string(dl.path()).unwrap();
+        assert!(!text.contains("hook-token-123"), "{text}");
+        let entry: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(
+            entry["reason"],
+            "400 Bad Request: you sent Authorization: Bearer [redacted]"
+        );
+        assert_eq!(entry["record"], "{\"echo\":\"[redacted]\"}");
     }
 }

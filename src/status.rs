@@ -4,6 +4,7 @@
 use crate::checkpoint::{self, Cursor};
 use crate::config::{Config, RETENTION};
 use crate::event::OrgRef;
+use crate::secret::Redactor;
 use crate::telemetry::Metrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -29,12 +30,16 @@ pub fn errors(metrics: &Metrics) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Writes `errors` to `state_dir/status.json` (atomically; a failure is logged). The daemon calls
-/// it only when they changed, so an idle agent does not touch the disk.
-pub fn write(state_dir: &Path, errors: BTreeMap<String, String>, now_ms: i64) {
+/// Writes `errors` to `state_dir/status.json` (atomically; a failure is logged), with the secrets
+/// of `redactor` blanked. The daemon calls it only when they changed, so an idle agent does not
+/// touch the disk.
+pub fn write(state_dir: &Path, errors: BTreeMap<String, String>, now_ms: i64, redactor: &Redactor) {
     let path = status_path(state_dir);
     let file = StatusFile {
-        errors,
+        errors: errors
+            .into_iter()
+            .map(|(k, e)| (k, redactor.redact(&e).into_owned()))
+            .collect(),
         updated_ms: now_ms,
     };
     let tmp = state_dir.join(".status.json.tmp");

@@ -5,8 +5,8 @@
 use crate::clock::Backoff;
 use crate::config::CodacyConfig;
 use crate::event::OrgRef;
-use crate::httputil::{body_excerpt, parse_retry_after};
-use crate::secret::Secret;
+use crate::httputil::{body_excerpt, excerpt, parse_retry_after};
+use crate::secret::{Redactor, Secret};
 use crate::telemetry::Metrics;
 use serde_json::Value;
 use std::sync::Arc;
@@ -76,6 +76,8 @@ pub struct Client {
     http: reqwest::Client,
     base_url: String,
     token: Secret,
+    /// The token, blanked from quotes of response bodies (a proxy may echo request headers).
+    redactor: Redactor,
     pub page_limit: u32,
     max_attempts: u32,
     backoff: Backoff,
@@ -108,6 +110,7 @@ impl Client {
             http,
             base_url: config.base_url.clone(),
             token: config.api_token.clone(),
+            redactor: Redactor::of([&config.api_token]),
             page_limit: config.page_limit,
             max_attempts: config.max_attempts,
             backoff: Backoff::new(Duration::from_millis(500), config.max_backoff),
@@ -258,7 +261,7 @@ impl Client {
             return Attempt::Fatal(ApiError::Rejected {
                 status: status.as_u16(),
                 url: url.to_string(),
-                body: body_excerpt(body.as_bytes()),
+                body: body_excerpt(body.as_bytes(), &self.redactor),
             });
         }
         let body = match response.bytes().await {
@@ -273,7 +276,10 @@ impl Client {
         match parse_page(&body) {
             Ok(page) => Attempt::Done(page),
             Err(reason) => Attempt::Retry {
-                reason,
+                reason: format!(
+                    "{reason}; the body starts with {:?}",
+                    excerpt(&body, 80, &self.redactor)
+                ),
                 after: None,
             },
         }
@@ -295,13 +301,8 @@ fn token_header(token: &Secret) -> reqwest::header::HeaderValue {
 
 /// Parses a response body: a bare array or the v3 envelope.
 pub fn parse_page(body: &[u8]) -> Result<Page, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "response is not complete JSON ({e}; {} bytes, starts with {:?})",
-            body.len(),
-            body_excerpt(&body[..body.len().min(80)])
-        )
-    })?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("response is not complete JSON ({e}; {} bytes)", body.len()))?;
     match value {
         Value::Array(events) => Ok(Page {
             events,

@@ -15,7 +15,7 @@ pub mod generic;
 pub mod splunk_hec;
 
 use super::{Record, SinkContext, SinkError};
-use crate::secret::Secret;
+use crate::secret::{Redactor, Secret};
 use crate::tls::TlsOptions;
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::StatusCode;
@@ -82,15 +82,12 @@ pub enum Auth {
 impl Auth {
     /// The header value, marked sensitive so hyper never logs it.
     pub fn header(&self) -> Result<Option<HeaderValue>, String> {
-        use base64::Engine;
         let text = match self {
             Auth::None => return Ok(None),
             Auth::Bearer(s) => format!("Bearer {}", s.expose()),
-            Auth::Basic { user, password } => format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD
-                    .encode(format!("{user}:{}", password.expose()))
-            ),
+            Auth::Basic { user, password } => {
+                format!("Basic {}", basic_credentials(user, password))
+            }
             Auth::Splunk(s) => format!("Splunk {}", s.expose()),
             Auth::ApiKey(s) => format!("ApiKey {}", s.expose()),
         };
@@ -99,6 +96,18 @@ impl Auth {
         })?;
         value.set_sensitive(true);
         Ok(Some(value))
+    }
+
+    /// The secrets this credential sends, in every form a server could echo: the password also
+    /// as the base64 `user:password` of the Basic header.
+    pub fn redactor(&self) -> Redactor {
+        match self {
+            Auth::None => Redactor::default(),
+            Auth::Bearer(s) | Auth::Splunk(s) | Auth::ApiKey(s) => Redactor::of([s]),
+            Auth::Basic { user, password } => {
+                Redactor::of([password, &Secret::new(basic_credentials(user, password))])
+            }
+        }
     }
 
     pub fn describe(&self) -> &'static str {
@@ -110,6 +119,12 @@ impl Auth {
             Auth::ApiKey(_) => "API key",
         }
     }
+}
+
+/// `base64(user:password)`, the credentials of a Basic `Authorization` header.
+fn basic_credentials(user: &str, password: &Secret) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.expose()))
 }
 
 /// Reads a secret from exactly one of a file or an environment variable; errors name the key.
@@ -324,17 +339,25 @@ pub struct Reply {
     pub status: StatusCode,
     pub retry_after: Option<Duration>,
     pub body: Vec<u8>,
+    /// The credentials the request carried, which the server may have echoed.
+    redactor: Redactor,
 }
 
 impl Reply {
+    /// The start of the body for an error or a dead-letter reason, credentials blanked.
     pub fn excerpt(&self) -> String {
-        body_excerpt(&self.body)
+        body_excerpt(&self.body, &self.redactor)
     }
 }
 
 /// Sends a request and reads the response. Transport failures (refused, reset, timeout, TLS)
-/// are transient errors naming the URL and a likely cause.
-pub async fn send(req: reqwest::RequestBuilder, url: &str) -> Result<Reply, SinkError> {
+/// are transient errors naming the URL and a likely cause. `redactor` holds the credentials the
+/// request carries: excerpts of the reply blank them.
+pub async fn send(
+    req: reqwest::RequestBuilder,
+    url: &str,
+    redactor: &Redactor,
+) -> Result<Reply, SinkError> {
     let what = display_url(url);
     let resp = req.send().await.map_err(|e| transport_error(&what, e))?;
     let status = resp.status();
@@ -352,6 +375,7 @@ pub async fn send(req: reqwest::RequestBuilder, url: &str) -> Result<Reply, Sink
         status,
         retry_after,
         body,
+        redactor: redactor.clone(),
     })
 }
 
@@ -499,16 +523,6 @@ mod tests {
     }
 
     #[test]
-    fn excerpt_is_one_bounded_line() {
-        assert_eq!(body_excerpt(b""), "(empty body)");
-        assert_eq!(body_excerpt(b" {\"a\":\n1} "), "{\"a\": 1}");
-        let long = vec![b'x'; 1000];
-        let e = body_excerpt(&long);
-        assert_eq!(e.chars().count(), EXCERPT_CHARS + 1);
-        assert!(e.ends_with('…'));
-    }
-
-    #[test]
     fn splits_by_bytes_keeping_order() {
         assert_eq!(
             split_by_bytes(&[], 10),
@@ -559,6 +573,12 @@ mod tests {
         assert!(h.is_sensitive());
         // base64("elastic:s3cret")
         assert_eq!(h.to_str().unwrap(), "Basic ZWxhc3RpYzpzM2NyZXQ=");
+        // An echo of the header, or of the password, is blanked.
+        assert_eq!(
+            auth.redactor()
+                .redact("authorization: Basic ZWxhc3RpYzpzM2NyZXQ= (s3cret)"),
+            "authorization: Basic [redacted] ([redacted])"
+        );
         let no_pw = AuthConfig {
             user: Some("elastic".into()),
             ..Default::default()
