@@ -196,7 +196,7 @@ pub fn store(
     let mut bytes = serde_json::to_vec_pretty(&disk).map_err(|e| werr(std::io::Error::other(e)))?;
     bytes.push(b'\n');
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(werr)?;
+    crate::private::create_dir_all(dir).map_err(werr)?;
     // Unique per process and write, so that even a misbehaving second writer cannot interleave.
     let tmp = dir.join(format!(
         ".{}.{}.{:x}.tmp",
@@ -207,7 +207,7 @@ pub fn store(
         rand::random::<u32>()
     ));
     {
-        let mut f = std::fs::File::create(&tmp).map_err(werr)?;
+        let mut f = crate::private::create(&tmp).map_err(werr)?;
         f.write_all(&bytes).map_err(werr)?;
         f.sync_all().map_err(werr)?;
     }

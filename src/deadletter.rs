@@ -5,12 +5,13 @@
 
 use crate::secret::Redactor;
 use serde_json::{json, Value};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-/// Appends entries to one dead-letter file; each append is fsynced before it returns.
+/// Appends entries to one dead-letter file (created 0640 in a 0750 directory: they hold audit
+/// records); each append is fsynced before it returns.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     path: Arc<PathBuf>,
@@ -59,17 +60,17 @@ impl DeadLetter {
         let mut line = self.redactor.redact(&text).into_owned().into_bytes();
         line.push(b'\n');
         let _guard = self.lock.lock().await;
-        if let Some(dir) = self.path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        let mut f = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&*self.path)
-            .await?;
-        f.write_all(&line).await?;
-        f.sync_data().await?;
-        Ok(())
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent() {
+                crate::private::create_dir_all(dir)?;
+            }
+            let mut f = crate::private::append(&path)?;
+            f.write_all(&line)?;
+            f.sync_data()
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     /// Writes a rejected record of a sink: its id, organization, and the record as text.
@@ -117,6 +118,14 @@ mod tests {
         assert_eq!(lines[0]["reason"], "mapper_parsing_exception");
         assert_eq!(lines[0]["x"], 1);
         assert_eq!(lines[0]["time"], "1970-01-01T00:00:00.000Z");
+        use std::os::unix::fs::MetadataExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(
+            mode(dl.path()),
+            0o640,
+            "audit records are not world-readable"
+        );
+        assert_eq!(mode(dl.path().parent().unwrap()), 0o750);
     }
 
     #[tokio::test]

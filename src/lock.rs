@@ -51,7 +51,7 @@ impl StateLock {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(state_dir).map_err(io)?;
+        crate::private::create_dir_all(state_dir).map_err(io)?;
         // No truncate on open: the file may belong to a running agent whose pid we want to report.
         let mut file = OpenOptions::new()
             .read(true)
