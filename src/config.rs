@@ -3,6 +3,7 @@
 
 use crate::event::{OrgRef, Provider};
 use crate::format::{Format, FormatOptions};
+use crate::httputil::cleartext_to_remote;
 use crate::secret::{Redactor, Secret};
 use crate::sink::{SinkKind, SinkSpec};
 use serde::Deserialize;
@@ -58,6 +59,8 @@ pub struct CodacyConfig {
     pub max_attempts: u32,
     /// Longest backoff between attempts.
     pub max_backoff: Duration,
+    /// `http://` to a host other than loopback is accepted (with a warning at every start).
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +117,7 @@ struct RawCodacy {
     request_timeout: Option<String>,
     max_attempts: Option<u32>,
     max_backoff: Option<String>,
+    allow_insecure_http: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,7 +182,32 @@ impl Config {
             key: String::new(),
             message: format!("cannot read: {e}"),
         })?;
-        Config::from_toml(&text, &file, &TokenSources::from_env(), true)
+        let config = Config::from_toml(&text, &file, &TokenSources::from_env(), true)?;
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
+        Ok(config)
+    }
+
+    /// What is allowed but unsafe, for a warning at every start: cleartext HTTP to another
+    /// machine (`allow_insecure_http = true`).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if reqwest::Url::parse(&self.codacy.base_url).is_ok_and(|u| cleartext_to_remote(&u)) {
+            out.push(format!(
+                "codacy.base_url {} is plain http to another machine (codacy.allow_insecure_http = true): the API token and the audit log cross the network unencrypted; use https://",
+                self.codacy.base_url
+            ));
+        }
+        for s in &self.sinks {
+            if let Some(url) = s.kind.cleartext_url() {
+                out.push(format!(
+                    "sink {:?}: url {url} is plain http to another machine (allow_insecure_http = true): its credentials and audit records cross the network unencrypted; use https://",
+                    s.name
+                ));
+            }
+        }
+        out
     }
 
     /// Parses configuration text. `file` names it in errors; `env_overrides` applies
@@ -225,6 +254,13 @@ impl Config {
                     format!("{base_url:?} must be an http(s) URL such as https://app.codacy.com"),
                 ));
             }
+            let allow_insecure_http = c.allow_insecure_http.unwrap_or(false);
+            if cleartext_to_remote(&parsed) && !allow_insecure_http {
+                return Err(err(
+                    "codacy.base_url",
+                    format!("{base_url:?} is plain http to another machine: the API token and the audit log would cross the network unencrypted; use https://, or set codacy.allow_insecure_http = true if the network is trusted (a warning is then logged at every start)"),
+                ));
+            }
             let page_limit = c.page_limit.unwrap_or(1000);
             if !(1..=1000).contains(&page_limit) {
                 return Err(err(
@@ -247,6 +283,7 @@ impl Config {
                 )?,
                 max_attempts: c.max_attempts.unwrap_or(6).max(1),
                 max_backoff: duration(c.max_backoff.as_deref(), "60s", "codacy.max_backoff", file)?,
+                allow_insecure_http,
             }
         };
 
@@ -654,6 +691,44 @@ format = "json"
             "path = \"/tmp/x/audit.ndjson\"\nmode = \"rw\"\ncolour = 1",
         ));
         assert!(e.key.starts_with("sinks[0]"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_to_another_machine_needs_allow_insecure_http_and_is_warned_about() {
+        let remote = GOOD.replace("https://app.codacy.com", "http://codacy.internal:8080");
+        let e = error_for(&remote);
+        assert_eq!(e.key, "codacy.base_url");
+        assert!(e.message.contains("allow_insecure_http"), "{e}");
+        let c = parse(&remote.replace("[codacy]", "[codacy]\nallow_insecure_http = true")).unwrap();
+        assert!(c.codacy.allow_insecure_http);
+        let w = c.warnings();
+        assert!(
+            w.len() == 1 && w[0].contains("http://codacy.internal:8080"),
+            "{w:?}"
+        );
+        // Loopback (a local proxy, the simulator) is not the network.
+        let local =
+            parse(&GOOD.replace("https://app.codacy.com", "http://127.0.0.1:9000")).unwrap();
+        assert!(local.warnings().is_empty());
+        assert!(parse(GOOD).unwrap().warnings().is_empty());
+
+        let hook = |extra: &str| {
+            format!("{GOOD}\n[[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"http://siem.internal/x\"\n{extra}")
+        };
+        let e = error_for(&hook(""));
+        assert_eq!(e.key, "sinks[1]", "{e}");
+        assert!(
+            e.message
+                .contains("`url`: http://siem.internal/x is plain http"),
+            "{e}"
+        );
+        assert!(e.message.contains("allow_insecure_http"), "{e}");
+        let c = parse(&hook("allow_insecure_http = true")).unwrap();
+        let w = c.warnings();
+        assert!(
+            w.len() == 1 && w[0].contains("\"hook\"") && w[0].contains("http://siem.internal/x"),
+            "{w:?}"
+        );
     }
 
     #[test]

@@ -34,6 +34,18 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
+/// Whether requests to `url` cross the network unencrypted: `http://` to a host that is not
+/// this machine's loopback (`localhost`, 127.0.0.0/8, `::1`).
+pub fn cleartext_to_remote(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    url.scheme() == "http" && !loopback
+}
+
 /// The first characters of a response body, on one line, for errors and dead-letter reasons,
 /// with the secrets of `redactor` blanked (a server may echo our request headers).
 pub fn body_excerpt(body: &[u8], redactor: &Redactor) -> String {
@@ -77,6 +89,18 @@ pub fn excerpt(body: &[u8], max_chars: usize, redactor: &Redactor) -> String {
 mod tests {
     use super::*;
     use crate::secret::Secret;
+
+    #[test]
+    fn cleartext_means_http_to_another_machine() {
+        let c = |u: &str| cleartext_to_remote(&reqwest::Url::parse(u).unwrap());
+        assert!(c("http://codacy.internal:8080"));
+        assert!(c("http://10.0.0.5/"));
+        assert!(!c("https://codacy.internal"));
+        assert!(!c("http://127.0.0.1:9000"));
+        assert!(!c("http://127.1.2.3"));
+        assert!(!c("http://LOCALHOST:80"));
+        assert!(!c("http://[::1]:8080"));
+    }
 
     #[test]
     fn excerpt_is_one_bounded_line() {

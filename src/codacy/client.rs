@@ -430,6 +430,7 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             max_attempts: 1,
             max_backoff: Duration::from_secs(1),
+            allow_insecure_http: false,
         };
         let c = Client::new(&cfg, Arc::new(Metrics::new())).unwrap();
         let url = c.audit_url(&OrgRef::new(crate::event::Provider::Gl, "my org/x"));

@@ -182,6 +182,19 @@ impl SinkKind {
         }
     }
 
+    /// The URL of an HTTP sink that sends in clear text to another machine (allowed by its
+    /// `allow_insecure_http`), for a warning at every start.
+    pub fn cleartext_url(&self) -> Option<String> {
+        let url = match self {
+            SinkKind::Http(c) => &c.url,
+            SinkKind::SplunkHec(c) => &c.url,
+            SinkKind::Elasticsearch(c) => &c.url,
+            SinkKind::File(_) | SinkKind::Kafka(_) | SinkKind::Syslog(_) => return None,
+        };
+        let parsed = reqwest::Url::parse(url).ok()?;
+        crate::httputil::cleartext_to_remote(&parsed).then(|| http::display_url(url))
+    }
+
     /// The secrets this sink sends to its destination, read now (none for file and syslog).
     pub fn redactor(&self) -> Redactor {
         match self {

@@ -71,6 +71,9 @@ pub struct ElasticsearchConfig {
     /// Passed through by the common config; ignored here.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Accept `http://` to a host other than loopback (a warning is logged at every start).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 /// Data stream naming: `<type>-<dataset>-<namespace>`, lowercase, no `-` inside dataset or
@@ -153,7 +156,7 @@ impl ElasticsearchConfig {
                     .into(),
             );
         }
-        validate_url(&self.url, &self.tls())?;
+        validate_url(&self.url, &self.tls(), self.allow_insecure_http)?;
         super::generic::validate_common(self.batch_max_bytes, self.timeout)?;
         validate_data_stream(self.data_stream())?;
         self.auth(false)?;
@@ -247,7 +250,7 @@ impl ElasticsearchSink {
     pub fn new(config: ElasticsearchConfig, ctx: SinkContext) -> Result<Self, SinkError> {
         let fail = |m: String| SinkError::fatal(format!("elasticsearch sink {:?}: {m}", ctx.name));
         let tls = config.tls();
-        let base = validate_url(&config.url, &tls).map_err(fail)?;
+        let base = validate_url(&config.url, &tls, config.allow_insecure_http).map_err(fail)?;
         validate_data_stream(config.data_stream()).map_err(fail)?;
         let mut headers = HeaderMap::new();
         let auth = config.auth(true).map_err(fail)?;

@@ -65,6 +65,9 @@ pub struct HttpSinkConfig {
     /// Passed through by the common config (used by syslog); ignored here.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Accept `http://` to a host other than loopback (a warning is logged at every start).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 /// Keys any HTTP sink validates the same way.
@@ -126,7 +129,7 @@ impl HttpSinkConfig {
     }
 
     pub fn validate(&self, format: Format) -> Result<(), String> {
-        validate_url(&self.url, &self.tls())?;
+        validate_url(&self.url, &self.tls(), self.allow_insecure_http)?;
         validate_common(self.batch_max_bytes, self.timeout)?;
         if self.encoding == Encoding::JsonArray && format == Format::Cef {
             return Err(
@@ -158,7 +161,7 @@ impl HttpSink {
     pub fn new(config: HttpSinkConfig, ctx: SinkContext) -> Result<HttpSink, SinkError> {
         let fail = |m: String| SinkError::fatal(format!("http sink {:?}: {m}", ctx.name));
         let tls = config.tls();
-        let url = validate_url(&config.url, &tls).map_err(fail)?;
+        let url = validate_url(&config.url, &tls, config.allow_insecure_http).map_err(fail)?;
         let mut headers = config.header_map().map_err(fail)?;
         let auth = config.auth(true).map_err(fail)?;
         if let Some(h) = auth.header().map_err(fail)? {

@@ -214,8 +214,12 @@ pub fn tls_options(
 }
 
 /// Checks a sink URL: http or https, a host, no credentials in it (they belong in secret files),
-/// and TLS keys only with https.
-pub fn validate_url(url: &str, tls: &TlsOptions) -> Result<reqwest::Url, String> {
+/// TLS keys only with https, and plain http to another machine only with `allow_insecure_http`.
+pub fn validate_url(
+    url: &str,
+    tls: &TlsOptions,
+    allow_insecure_http: bool,
+) -> Result<reqwest::Url, String> {
     let parsed =
         reqwest::Url::parse(url).map_err(|e| format!("`url`: {url:?} is not a URL ({e})"))?;
     match parsed.scheme() {
@@ -232,6 +236,12 @@ pub fn validate_url(url: &str, tls: &TlsOptions) -> Result<reqwest::Url, String>
                 "`url`: scheme {other:?} is not supported; use https:// (or http:// on a trusted network)"
             ))
         }
+    }
+    if cleartext_to_remote(&parsed) && !allow_insecure_http {
+        return Err(format!(
+            "`url`: {} is plain http to another machine: credentials and audit records would cross the network unencrypted; use https://, or set allow_insecure_http = true if the network is trusted (a warning is then logged at every start)",
+            display_url(url)
+        ));
     }
     if !matches!(parsed.host_str(), Some(h) if !h.is_empty()) {
         return Err(format!("`url`: {url:?} has no host"));
@@ -320,7 +330,9 @@ pub fn classify_status(status: StatusCode) -> StatusClass {
     }
 }
 
-pub use crate::httputil::{body_excerpt, parse_retry_after, EXCERPT_CHARS, MAX_RETRY_AFTER};
+pub use crate::httputil::{
+    body_excerpt, cleartext_to_remote, parse_retry_after, EXCERPT_CHARS, MAX_RETRY_AFTER,
+};
 
 /// Gzips a request body.
 pub fn gzip(body: &[u8]) -> Result<Vec<u8>, SinkError> {
@@ -536,21 +548,25 @@ mod tests {
     #[test]
     fn urls_are_checked() {
         let tls = TlsOptions::verified();
-        assert!(validate_url("https://h.example/x", &tls).is_ok());
-        assert!(validate_url("http://127.0.0.1:9", &tls).is_ok());
-        assert!(validate_url("ftp://h", &tls)
+        assert!(validate_url("https://h.example/x", &tls, false).is_ok());
+        assert!(validate_url("http://127.0.0.1:9", &tls, false).is_ok());
+        assert!(validate_url("ftp://h", &tls, false)
             .unwrap_err()
             .contains("not supported"));
-        assert!(validate_url("h.example", &tls)
+        assert!(validate_url("h.example", &tls, false)
             .unwrap_err()
             .contains("not a URL"));
-        assert!(validate_url("https://u:p@h.example", &tls)
+        assert!(validate_url("https://u:p@h.example", &tls, false)
             .unwrap_err()
             .contains("secret file"));
         let off = TlsOptions::default();
-        assert!(validate_url("http://h.example", &off)
+        assert!(validate_url("http://h.example", &off, true)
             .unwrap_err()
-            .contains("plain http"));
+            .contains("TLS keys are set"));
+        assert!(validate_url("http://h.example/x?token=t", &tls, false)
+            .unwrap_err()
+            .contains("http://h.example/x is plain http to another machine"));
+        assert!(validate_url("http://h.example/x", &tls, true).is_ok());
         assert_eq!(
             display_url("https://h.example/hook?token=abc"),
             "https://h.example/hook"

@@ -81,6 +81,9 @@ pub struct SplunkHecConfig {
     /// The common `hostname` key, used as the default `host`.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Accept `http://` to a host other than loopback (a warning is logged at every start).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 impl SplunkHecConfig {
@@ -115,7 +118,7 @@ impl SplunkHecConfig {
 
     /// Every format works: json and ecs as JSON object events, cef as a string event.
     pub fn validate(&self, _format: Format) -> Result<(), String> {
-        let url = validate_url(&self.url, &self.tls())?;
+        let url = validate_url(&self.url, &self.tls(), self.allow_insecure_http)?;
         if url.path().contains("/services/collector") {
             return Err(format!(
                 "`url`: give the HEC base URL (e.g. https://splunk.example.com:8088), without /services/collector; found {}",
@@ -242,7 +245,7 @@ impl SplunkHecSink {
     pub fn new(config: SplunkHecConfig, ctx: SinkContext) -> Result<SplunkHecSink, SinkError> {
         let fail = |m: String| SinkError::fatal(format!("splunk_hec sink {:?}: {m}", ctx.name));
         let tls = config.tls();
-        let base = validate_url(&config.url, &tls).map_err(fail)?;
+        let base = validate_url(&config.url, &tls, config.allow_insecure_http).map_err(fail)?;
         let auth = Auth::Splunk(config.token(true).map_err(fail)?);
         let mut headers = HeaderMap::new();
         if let Some(h) = auth.header().map_err(fail)? {
