@@ -22,6 +22,9 @@ pub const TOKEN_ENV: &str = "CODACY_API_TOKEN";
 /// Events held per fetch slice: a 1M-event backfill peaks at 40-60 MB RSS (bench/run.sh); 50,000
 /// peaked above 60 MB.
 pub const DEFAULT_MAX_EVENTS_IN_MEMORY: usize = 10_000;
+/// Default `[codacy] max_response_bytes`: a full page of 1,000 events is a few MB at most.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Prefix of environment overrides: `CODACY_FORWARDER__AGENT__POLL_INTERVAL=30s`.
 pub const ENV_PREFIX: &str = "CODACY_FORWARDER";
 
@@ -61,6 +64,8 @@ pub struct CodacyConfig {
     pub max_backoff: Duration,
     /// `http://` to a host other than loopback is accepted (with a warning at every start).
     pub allow_insecure_http: bool,
+    /// Largest response body read from the API; a larger page is an error.
+    pub max_response_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +123,7 @@ struct RawCodacy {
     max_attempts: Option<u32>,
     max_backoff: Option<String>,
     allow_insecure_http: Option<bool>,
+    max_response_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -268,6 +274,13 @@ impl Config {
                     format!("{page_limit} is out of range; the API accepts 1 to 1000"),
                 ));
             }
+            let max_response_bytes = c.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES);
+            if max_response_bytes < 1024 {
+                return Err(err(
+                    "codacy.max_response_bytes",
+                    format!("{max_response_bytes} is too small for any page; use at least 1024 (the default is {DEFAULT_MAX_RESPONSE_BYTES}, 64 MiB)"),
+                ));
+            }
             let (api_token, token_source) = resolve_token(c.api_token_file.as_deref(), tokens)
                 .map_err(|m| err("codacy.api_token_file", m))?;
             CodacyConfig {
@@ -284,6 +297,7 @@ impl Config {
                 max_attempts: c.max_attempts.unwrap_or(6).max(1),
                 max_backoff: duration(c.max_backoff.as_deref(), "60s", "codacy.max_backoff", file)?,
                 allow_insecure_http,
+                max_response_bytes,
             }
         };
 
@@ -691,6 +705,16 @@ format = "json"
             "path = \"/tmp/x/audit.ndjson\"\nmode = \"rw\"\ncolour = 1",
         ));
         assert!(e.key.starts_with("sinks[0]"), "{e}");
+    }
+
+    #[test]
+    fn max_response_bytes_defaults_to_64_mib_and_refuses_tiny_values() {
+        assert_eq!(parse(GOOD).unwrap().codacy.max_response_bytes, 64 << 20);
+        let c = parse(&GOOD.replace("[codacy]", "[codacy]\nmax_response_bytes = 2048")).unwrap();
+        assert_eq!(c.codacy.max_response_bytes, 2048);
+        let e = error_for(&GOOD.replace("[codacy]", "[codacy]\nmax_response_bytes = 0"));
+        assert_eq!(e.key, "codacy.max_response_bytes");
+        assert!(e.message.contains("at least 1024"), "{e}");
     }
 
     #[test]

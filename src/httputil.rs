@@ -34,6 +34,26 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
+/// Reads a response body chunk by chunk, keeping at most `limit` bytes, so that memory follows
+/// the limit and not the server: `(body, true)` when that was all of it, `(its first limit
+/// bytes, false)` when it is longer (the rest is not read).
+pub async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let expected = response.content_length().unwrap_or(0);
+    let mut body = Vec::with_capacity(usize::try_from(expected).unwrap_or(limit).min(limit));
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
+}
+
 /// Whether requests to `url` cross the network unencrypted: `http://` to a host that is not
 /// this machine's loopback (`localhost`, 127.0.0.0/8, `::1`).
 pub fn cleartext_to_remote(url: &reqwest::Url) -> bool {
