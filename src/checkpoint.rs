@@ -75,7 +75,7 @@ pub enum CheckpointError {
     #[error("checkpoint {path} is corrupt ({reason}); it was not reset. Inspect it, restore it from backup, or move it away to restart this sink from agent.initial_lookback (or use `state reset`)")]
     Corrupt { path: String, reason: String },
     #[error("checkpoint {path} has version {found}, newer than this agent understands ({VERSION}); upgrade the agent or restore an older state directory")]
-    FutureVersion { path: String, found: u32 },
+    FutureVersion { path: String, found: u64 },
     #[error("checkpoint {path}: cannot write: {source}; check that the state directory is writable by the service user")]
     Write {
         path: String,
@@ -144,7 +144,7 @@ pub fn load(path: &Path) -> Result<Option<Cursor>, CheckpointError> {
     if version > VERSION as u64 {
         return Err(CheckpointError::FutureVersion {
             path: p,
-            found: version.min(u32::MAX as u64) as u32,
+            found: version,
         });
     }
     let disk: OnDisk = serde_json::from_slice(&text).map_err(|e| CheckpointError::Corrupt {

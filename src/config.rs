@@ -337,6 +337,15 @@ impl Config {
                     "must be at most 7d (every poll re-reads this window)".into(),
                 ));
             }
+            let max_events_in_memory = a
+                .max_events_in_memory
+                .unwrap_or(DEFAULT_MAX_EVENTS_IN_MEMORY);
+            if max_events_in_memory == 0 {
+                return Err(err(
+                    "agent.max_events_in_memory",
+                    format!("0 would hold no events at all; use at least 1 (default {DEFAULT_MAX_EVENTS_IN_MEMORY}; larger values take more memory during a backfill)"),
+                ));
+            }
             AgentConfig {
                 state_dir: a
                     .state_dir
@@ -344,10 +353,7 @@ impl Config {
                 poll_interval,
                 initial_lookback,
                 overlap,
-                max_events_in_memory: a
-                    .max_events_in_memory
-                    .unwrap_or(DEFAULT_MAX_EVENTS_IN_MEMORY)
-                    .max(1),
+                max_events_in_memory,
             }
         };
 

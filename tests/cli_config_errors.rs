@@ -243,3 +243,21 @@ fn allowed_plain_http_is_warned_about_at_every_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_file_mode_that_is_not_octal() {
+    assert_config_error(
+        &GOOD.replace("format = \"json\"", "format = \"json\"\nmode = \"0999\""),
+        "sinks[0].mode",
+        "\"0999\" is not an octal permission such as \"0640\"",
+    );
+}
+
+#[test]
+fn no_events_in_memory() {
+    assert_config_error(
+        &GOOD.replace("[agent]", "[agent]\nmax_events_in_memory = 0"),
+        "agent.max_events_in_memory",
+        "at least 1",
+    );
+}
