@@ -7,25 +7,23 @@ use crate::config::Config;
 use crate::event::OrgRef;
 use crate::format::{Encoder, Format, FormatOptions};
 use crate::lock::StateLock;
-use crate::logging::LogSecrets;
 use crate::sdnotify::Notifier;
-use crate::secret::Redactor;
+use crate::secret::{Redactor, SharedRedactor};
 use crate::telemetry::{self, HealthPolicy, Metrics};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
-/// `run`: the daemon. `log` blanks the secrets of every configuration loaded from log lines;
-/// the daemon's other outputs (status.json, `/health`) blank them too.
+/// `run`: the daemon. `secrets` (the log writer's) gets the secrets of every configuration
+/// loaded; status.json and `/health` blank them too.
 pub async fn run_daemon(
     path: PathBuf,
     config: Config,
     clock: SharedClock,
-    log: LogSecrets,
+    secrets: SharedRedactor,
 ) -> Result<(), StartError> {
-    let mut redactor = config.redactor();
-    log.add(&redactor);
+    secrets.add(&config.redactor());
     let notifier = Notifier::from_env();
     let metrics = Arc::new(Metrics::new());
     let state_dir = config.agent.state_dir.clone();
@@ -52,7 +50,7 @@ pub async fn run_daemon(
                 metrics.clone(),
                 policy,
                 clock.clone(),
-                redactor.clone(),
+                secrets.clone(),
                 async {
                     let _ = telemetry_stopped.await;
                 },
@@ -87,9 +85,7 @@ pub async fn run_daemon(
                     Ok(new) if new.agent.state_dir != agent.config.agent.state_dir => tracing::error!(
                         "configuration reload rejected: agent.state_dir cannot change while running (restart instead); the running configuration stays"),
                     Ok(new) => {
-                        // Errors about the old sinks may still be written: keep their secrets too.
-                        redactor = redactor.merge(&new.redactor());
-                        log.add(&redactor);
+                        secrets.add(&new.redactor());
                         if let Err(e) = agent.reload(new).await {
                             tracing::error!(error = %e, "configuration reload rejected; the running configuration stays");
                         }
@@ -106,7 +102,7 @@ pub async fn run_daemon(
             _ = status_tick.tick() => {
                 let errors = crate::status::errors(&metrics);
                 if written_errors.as_ref() != Some(&errors) {
-                    let (dir, e, now, r) = (state_dir.clone(), errors.clone(), clock.now_ms(), redactor.clone());
+                    let (dir, e, now, r) = (state_dir.clone(), errors.clone(), clock.now_ms(), secrets.current());
                     let _ = tokio::task::spawn_blocking(move || crate::status::write(&dir, e, now, &r)).await;
                     written_errors = Some(errors);
                 }
@@ -121,7 +117,7 @@ pub async fn run_daemon(
         &state_dir,
         crate::status::errors(&metrics),
         clock.now_ms(),
-        &redactor,
+        &secrets.current(),
     );
     let _ = telemetry_stop.send(());
     if let Some(task) = telemetry {

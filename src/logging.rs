@@ -10,9 +10,8 @@
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
-use std::sync::{Arc, RwLock};
 
-use crate::secret::Redactor;
+use crate::secret::{Redactor, SharedRedactor};
 
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -78,24 +77,6 @@ pub fn filter(rust_log: Option<&str>, default_level: &str) -> (EnvFilter, Option
     }
 }
 
-/// The secrets blanked from log lines. Logging starts before the configuration is read, and a
-/// reload may bring new secrets: the handle [`init`] returns sets them.
-#[derive(Debug, Clone, Default)]
-pub struct LogSecrets(Arc<RwLock<Redactor>>);
-
-impl LogSecrets {
-    /// Adds `redactor`'s secrets; those known before stay blanked (lines about the previous
-    /// configuration may still be written).
-    pub fn add(&self, redactor: &Redactor) {
-        let mut current = self.0.write().unwrap_or_else(|e| e.into_inner());
-        *current = current.merge(redactor);
-    }
-
-    fn current(&self) -> Redactor {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
 /// Writes each formatted line to `out`, secrets blanked. `tracing_subscriber` formats a whole
 /// event and writes it with one `write_all`, so a secret is never split across two writes.
 pub struct RedactingWriter<W: Write> {
@@ -120,23 +101,27 @@ impl<W: Write> Write for RedactingWriter<W> {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogSecrets {
+/// Stderr, with the secrets known at each line blanked.
+struct RedactedStderr(SharedRedactor);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactedStderr {
     type Writer = RedactingWriter<std::io::Stderr>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        RedactingWriter::new(self.current(), std::io::stderr())
+        RedactingWriter::new(self.0.current(), std::io::stderr())
     }
 }
 
-/// Installs the global subscriber, writing to stderr through the returned [`LogSecrets`]. Safe
-/// to call twice (tests, embedded use): the second call installs nothing.
-pub fn init(format: LogFormat, default_level: &str) -> LogSecrets {
-    let secrets = LogSecrets::default();
+/// Installs the global subscriber, writing to stderr with the secrets of the returned handle
+/// blanked (add each configuration's to it). Safe to call twice (tests, embedded use): the
+/// second call installs nothing.
+pub fn init(format: LogFormat, default_level: &str) -> SharedRedactor {
+    let secrets = SharedRedactor::default();
     let rust_log = std::env::var("RUST_LOG").ok();
     let (env_filter, warning) = filter(rust_log.as_deref(), default_level);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
-        .with_writer(secrets.clone());
+        .with_writer(RedactedStderr(secrets.clone()));
     let installed = match format {
         LogFormat::Json => builder
             .json()
@@ -253,7 +238,7 @@ mod tests {
 
     #[test]
     fn log_lines_are_written_with_secrets_blanked() {
-        let secrets = LogSecrets::default();
+        let secrets = SharedRedactor::default();
         let token = crate::secret::Secret::new("codacy-token-1234");
         secrets.add(&Redactor::of([&token]));
         secrets.add(&Redactor::of([&crate::secret::Secret::new(

@@ -4,8 +4,8 @@ use clap::{Parser, Subcommand};
 use codacy_audit_forwarder::agent::{self, StartError};
 use codacy_audit_forwarder::clock::{self, SharedClock};
 use codacy_audit_forwarder::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
-use codacy_audit_forwarder::logging::{self, LogFormat, LogSecrets};
-use codacy_audit_forwarder::secret::Redactor;
+use codacy_audit_forwarder::logging::{self, LogFormat};
+use codacy_audit_forwarder::secret::{Redactor, SharedRedactor};
 use codacy_audit_forwarder::telemetry::Metrics;
 use codacy_audit_forwarder::{cli, status};
 use std::path::PathBuf;
@@ -113,7 +113,7 @@ fn start_error(e: &StartError, redactor: &Redactor) -> ExitCode {
 }
 
 /// Loads the configuration and has its secrets blanked from log lines from now on.
-fn load(path: &std::path::Path, log: &LogSecrets) -> Result<(Config, Redactor), ExitCode> {
+fn load(path: &std::path::Path, log: &SharedRedactor) -> Result<(Config, Redactor), ExitCode> {
     let cfg = Config::load(path).map_err(|e| config_error(&e))?;
     let redactor = cfg.redactor();
     log.add(&redactor);
@@ -137,7 +137,7 @@ fn main() -> ExitCode {
     runtime.block_on(async_main(cli, log))
 }
 
-async fn async_main(cli: Cli, log: LogSecrets) -> ExitCode {
+async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
     let clock: SharedClock = clock::system();
     match cli.command {
         Command::Run { config } => {

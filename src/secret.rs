@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -140,6 +140,25 @@ impl Redactor {
             },
             Cow::Owned(text) => Cow::Owned(self.redact(&text).into_owned().into_bytes()),
         }
+    }
+}
+
+/// One [`Redactor`] shared by the daemon's outputs (log lines, `/health`, `status.json`) that
+/// grows with each configuration loaded: logging starts before the configuration is read, and
+/// a reload may bring new secrets. Secrets known before stay blanked (lines about the previous
+/// configuration may still be written).
+#[derive(Debug, Clone, Default)]
+pub struct SharedRedactor(Arc<RwLock<Redactor>>);
+
+impl SharedRedactor {
+    pub fn add(&self, redactor: &Redactor) {
+        let mut current = self.0.write().unwrap_or_else(|e| e.into_inner());
+        *current = current.merge(redactor);
+    }
+
+    /// The secrets known now.
+    pub fn current(&self) -> Redactor {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

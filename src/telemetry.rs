@@ -484,7 +484,7 @@ struct ServerState {
     policy: HealthPolicy,
     clock: SharedClock,
     /// Blanks secrets quoted in last errors (a server may echo our credentials).
-    redactor: crate::secret::Redactor,
+    redactor: crate::secret::SharedRedactor,
 }
 
 /// Prometheus text format content type.
@@ -497,7 +497,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     policy: HealthPolicy,
     clock: SharedClock,
-    redactor: crate::secret::Redactor,
+    redactor: crate::secret::SharedRedactor,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(tokio::task::JoinHandle<std::io::Result<()>>, SocketAddr)> {
     use axum::routing::get;
@@ -548,7 +548,7 @@ async fn health_handler(
         .unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE);
     let body = serde_json::to_string(&h).unwrap_or_default();
     let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
-    (code, json, s.redactor.redact(&body).into_owned()).into_response()
+    (code, json, s.redactor.current().redact(&body).into_owned()).into_response()
 }
 
 fn format_float(v: f64) -> String {
@@ -716,7 +716,7 @@ mod tests {
             metrics.clone(),
             policy(),
             clock.clone(),
-            crate::secret::Redactor::default(),
+            crate::secret::SharedRedactor::default(),
             async {
                 let _ = stop_rx.await;
             },
@@ -793,7 +793,7 @@ mod tests {
             Arc::new(Metrics::new()),
             policy(),
             Arc::new(ManualClock::default()),
-            crate::secret::Redactor::default(),
+            crate::secret::SharedRedactor::default(),
             std::future::pending(),
         )
         .await

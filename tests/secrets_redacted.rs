@@ -17,6 +17,8 @@ const BEARER: &str = "webhook-bearer-token-fedcba9876";
 const BASIC_USER: &str = "auditor";
 const BASIC_PASSWORD: &str = "basic-password-4242";
 const HEC_TOKEN: &str = "11111111-2222-3333-4444-555555555555";
+/// The token of a sink added by a SIGHUP reload.
+const RELOADED_TOKEN: &str = "99999999-8888-7777-6666-555555555555";
 const PASSWORD_ENV: &str = "CAF_REDACTION_TEST_PASSWORD";
 
 fn basic_b64() -> String {
@@ -32,6 +34,7 @@ fn assert_clean(what: &str, text: &str) {
         BASIC_PASSWORD.to_string(),
         basic_b64(),
         HEC_TOKEN.to_string(),
+        RELOADED_TOKEN.to_string(),
     ] {
         assert!(!text.contains(&secret), "{what} leaks {secret}:\n{text}");
     }
@@ -71,6 +74,11 @@ fn handler(now_ms: i64) -> impl Fn(&Received, &[Received]) -> Reply + Send + Syn
             "/services/collector/event" => Reply::json(
                 400,
                 json!({"text": format!("Invalid data format; {echo}"), "code": 6}),
+            ),
+            // Splunk's own text, not an excerpt: quoted whole in the sink's fatal error.
+            "/reloaded/services/collector/event" => Reply::json(
+                403,
+                json!({"text": format!("Invalid token; {echo}"), "code": 4}),
             ),
             _ => Reply::text(400, &format!("rejected; {echo}")),
         }
@@ -249,7 +257,38 @@ async fn the_daemon_blanks_echoed_secrets_in_health_status_json_and_state_show()
     };
     assert_redacted("status.json", &status);
 
+    // A reload adds a sink with a new secret, which its destination echoes: blanked as well.
     let pid = child.id().unwrap().to_string();
+    let reloaded = secret_file(dir.path(), "reloaded-token", RELOADED_TOKEN);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[[sinks]]\nname = \"reloaded\"\ntype = \"splunk_hec\"\nurl = \"{}/reloaded\"\ntoken_file = \"{}\"\n",
+        server.url,
+        reloaded.display()
+    ));
+    std::fs::write(&path, text).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let start = Instant::now();
+    let health = loop {
+        if let Ok(r) = reqwest::get(&health_url).await {
+            let body = r.text().await.unwrap_or_default();
+            if body.contains("Invalid token") {
+                break body;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no error for the reloaded sink in /health"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(health.contains("Splunk [redacted]"), "{health}");
+    assert_redacted("/health after reload", &health);
+
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
