@@ -159,6 +159,24 @@ async fn run(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+/// The /health body once it contains `needle` (the error of interest has been recorded).
+async fn health_containing(url: &str, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(url).await {
+            let body = r.text().await.unwrap_or_default();
+            if body.contains(needle) {
+                return body;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{needle:?} never appeared in {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -228,20 +246,7 @@ async fn the_daemon_blanks_echoed_secrets_in_health_status_json_and_state_show()
         .spawn()
         .unwrap();
     let health_url = format!("http://127.0.0.1:{port}/health");
-    let start = Instant::now();
-    let health = loop {
-        if let Ok(r) = reqwest::get(&health_url).await {
-            let body = r.text().await.unwrap_or_default();
-            if body.contains("api-token:") {
-                break body;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no error for gh/bad in /health"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let health = health_containing(&health_url, "api-token:").await;
     assert_redacted("/health", &health);
 
     // status.json is rewritten within 2 s of an error appearing.
@@ -272,20 +277,7 @@ async fn the_daemon_blanks_echoed_secrets_in_health_status_json_and_state_show()
         .status()
         .unwrap();
     assert!(hup.success());
-    let start = Instant::now();
-    let health = loop {
-        if let Ok(r) = reqwest::get(&health_url).await {
-            let body = r.text().await.unwrap_or_default();
-            if body.contains("Invalid token") {
-                break body;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no error for the reloaded sink in /health"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let health = health_containing(&health_url, "Invalid token").await;
     assert!(health.contains("Splunk [redacted]"), "{health}");
     assert_redacted("/health after reload", &health);
 
