@@ -79,13 +79,13 @@ pub fn filter(rust_log: Option<&str>, default_level: &str) -> (EnvFilter, Option
 
 /// Writes each formatted line to `out`, secrets blanked. `tracing_subscriber` formats a whole
 /// event and writes it with one `write_all`, so a secret is never split across two writes.
-pub struct RedactingWriter<W: Write> {
+struct RedactingWriter<W: Write> {
     redactor: Redactor,
     out: W,
 }
 
 impl<W: Write> RedactingWriter<W> {
-    pub fn new(redactor: Redactor, out: W) -> Self {
+    fn new(redactor: Redactor, out: W) -> Self {
         RedactingWriter { redactor, out }
     }
 }

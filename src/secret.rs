@@ -107,10 +107,6 @@ impl Redactor {
         )
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.needles.is_empty()
-    }
-
     /// Length in bytes of the longest form blanked (0 when none).
     pub fn longest(&self) -> usize {
         self.needles.first().map_or(0, String::len)
