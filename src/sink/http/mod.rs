@@ -331,7 +331,7 @@ pub fn classify_status(status: StatusCode) -> StatusClass {
 }
 
 pub use crate::httputil::{
-    body_excerpt, cleartext_to_remote, parse_retry_after, EXCERPT_CHARS, MAX_RETRY_AFTER,
+    body_excerpt, cleartext_to_remote, parse_retry_after, read_body, EXCERPT_CHARS, MAX_RETRY_AFTER,
 };
 
 /// Gzips a request body.
@@ -344,6 +344,11 @@ pub fn gzip(body: &[u8]) -> Result<Vec<u8>, SinkError> {
         .and_then(|_| enc.finish())
         .map_err(|e| SinkError::transient(format!("gzip failed: {e}")))
 }
+
+/// Largest reply read from a destination: far above any answer to one request (a bulk reply to
+/// 100,000 documents is about 25 MB). A server sending more is misbehaving, and reading it
+/// whole would take the agent's memory with it.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
 /// A response, read in full.
 #[derive(Debug)]
@@ -370,6 +375,17 @@ pub async fn send(
     url: &str,
     redactor: &Redactor,
 ) -> Result<Reply, SinkError> {
+    send_limited(req, url, redactor, MAX_REPLY_BYTES).await
+}
+
+/// [`send`], reading at most `limit` bytes of reply: a longer one is a fatal error (the records
+/// are not acknowledged, and the same request would get the same answer).
+async fn send_limited(
+    req: reqwest::RequestBuilder,
+    url: &str,
+    redactor: &Redactor,
+    limit: usize,
+) -> Result<Reply, SinkError> {
     let what = display_url(url);
     let resp = req.send().await.map_err(|e| transport_error(&what, e))?;
     let status = resp.status();
@@ -378,11 +394,14 @@ pub async fn send(
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
-    let body = resp
-        .bytes()
+    let (body, complete) = read_body(resp, limit)
         .await
-        .map_err(|e| transport_error(&what, e))?
-        .to_vec();
+        .map_err(|e| transport_error(&what, e))?;
+    if !complete {
+        return Err(SinkError::fatal(format!(
+            "{what} answered HTTP {status} with a reply larger than {limit} bytes; it was not read further and nothing was acknowledged: check that `url` points at the collector"
+        )));
+    }
     Ok(Reply {
         status,
         retry_after,
@@ -532,6 +551,36 @@ mod tests {
         assert_eq!(c(413), StatusClass::TooLarge);
         assert_eq!(c(400), StatusClass::Reject);
         assert_eq!(c(422), StatusClass::Reject);
+    }
+
+    /// A destination answering without end: the reply is cut at the limit, as a fatal error.
+    #[tokio::test]
+    async fn replies_are_read_up_to_a_limit() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/in", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let _ = sock.read(&mut [0u8; 4096]).await;
+                    let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                    let chunk = format!("{:x}\r\n{}\r\n", 4096, "x".repeat(4096));
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    while sock.write_all(chunk.as_bytes()).await.is_ok() {}
+                });
+            }
+        });
+        let client = reqwest::Client::new();
+        let none = Redactor::default();
+        let err = send_limited(client.get(&url), &url, &none, 10_000)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, crate::sink::SinkErrorKind::Fatal);
+        assert!(
+            err.message.contains("larger than 10000 bytes") && err.message.contains("/in"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
