@@ -176,8 +176,9 @@ async fn serve(
                 stats_sim.request_count(),
                 stats_sim.max_in_flight()
             );
-            let _ = std::fs::write(stats_dir.join("stats.tmp"), line)
-                .and_then(|()| std::fs::rename(stats_dir.join("stats.tmp"), stats_dir.join("stats")));
+            let _ = std::fs::write(stats_dir.join("stats.tmp"), line).and_then(|()| {
+                std::fs::rename(stats_dir.join("stats.tmp"), stats_dir.join("stats"))
+            });
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
     });

@@ -52,7 +52,7 @@ pub fn prepare_state_dir(config: &Config) -> Result<(), StartError> {
         path: dir.display().to_string(),
         message,
     };
-    std::fs::create_dir_all(dir).map_err(|e| {
+    crate::private::create_dir_all(dir).map_err(|e| {
         err(format!(
             "cannot create it: {e}; create it and let the service user write to it, or change agent.state_dir"
         ))
@@ -108,7 +108,9 @@ pub fn shared(
     clock: SharedClock,
 ) -> Result<Shared, StartError> {
     let client = Client::new(&config.codacy, metrics.clone()).map_err(StartError::Other)?;
-    let invalid_events = DeadLetter::in_state_dir(&config.agent.state_dir, "invalid-events");
+    // Events from the API could carry a secret echoed by a proxy too.
+    let invalid_events = DeadLetter::in_state_dir(&config.agent.state_dir, "invalid-events")
+        .redacting(&config.redactor());
     Ok(Shared {
         config,
         source: Arc::new(client),

@@ -79,7 +79,7 @@ pub enum CheckpointError {
     #[error("checkpoint {path} is corrupt ({reason}); it was not reset. Inspect it, restore it from backup, or move it away to restart this sink from agent.initial_lookback (or use `state reset`)")]
     Corrupt { path: String, reason: String },
     #[error("checkpoint {path} has version {found}, newer than this agent understands ({VERSION}); upgrade the agent or restore an older state directory")]
-    FutureVersion { path: String, found: u32 },
+    FutureVersion { path: String, found: u64 },
     #[error("checkpoint {path}: cannot write: {source}; check that the state directory is writable by the service user and that its file system is not full")]
     Write {
         path: String,
@@ -152,9 +152,9 @@ pub fn request_reset(path: &Path, org: &OrgRef, sink: &str, to_ms: i64) -> std::
         cursor_ms: to_ms,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    crate::private::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{sink}.request.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&request)?)?;
+    crate::private::create(&tmp)?.write_all(&serde_json::to_vec_pretty(&request)?)?;
     std::fs::rename(&tmp, path)
 }
 
@@ -281,7 +281,7 @@ fn read(path: &Path) -> Result<Option<(Cursor, String, String)>, CheckpointError
     if version > VERSION as u64 {
         return Err(CheckpointError::FutureVersion {
             path: p,
-            found: version.min(u32::MAX as u64) as u32,
+            found: version,
         });
     }
     let disk: OnDisk = serde_json::from_slice(&text).map_err(|e| CheckpointError::Corrupt {
@@ -365,7 +365,7 @@ pub fn store(
     let mut bytes = serde_json::to_vec_pretty(&disk).map_err(|e| werr(std::io::Error::other(e)))?;
     bytes.push(b'\n');
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(werr)?;
+    crate::private::create_dir_all(dir).map_err(werr)?;
     // Unique per process and write, so that even a misbehaving second writer cannot interleave.
     let tmp = dir.join(format!(
         ".{}.{}.{:x}.tmp",
@@ -375,7 +375,7 @@ pub fn store(
         std::process::id(),
         rand::random::<u32>()
     ));
-    let written = std::fs::File::create(&tmp)
+    let written = crate::private::create(&tmp)
         .and_then(|mut f| {
             f.write_all(&bytes)?;
             f.sync_all()

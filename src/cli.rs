@@ -8,18 +8,22 @@ use crate::event::OrgRef;
 use crate::format::{Encoder, Format, FormatOptions};
 use crate::lock::StateLock;
 use crate::sdnotify::Notifier;
+use crate::secret::{Redactor, SharedRedactor};
 use crate::telemetry::{self, HealthPolicy, Metrics};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
-/// `run`: the daemon.
+/// `run`: the daemon. `secrets` (the log writer's) gets the secrets of every configuration
+/// loaded; status.json and `/health` blank them too.
 pub async fn run_daemon(
     path: PathBuf,
     config: Config,
     clock: SharedClock,
+    secrets: SharedRedactor,
 ) -> Result<(), StartError> {
+    secrets.add(&config.redactor());
     let notifier = Notifier::from_env();
     let metrics = Arc::new(Metrics::new());
     let state_dir = config.agent.state_dir.clone();
@@ -41,12 +45,18 @@ pub async fn run_daemon(
                 poll_interval: config.agent.poll_interval,
                 stale_intervals: config.telemetry.health_stale_intervals,
             };
-            let (task, addr) =
-                telemetry::serve(listen, metrics.clone(), policy, clock.clone(), async {
+            let (task, addr) = telemetry::serve(
+                listen,
+                metrics.clone(),
+                policy,
+                clock.clone(),
+                secrets.clone(),
+                async {
                     let _ = telemetry_stopped.await;
-                })
-                .await
-                .map_err(|e| StartError::Other(format!("telemetry.listen: {e}")))?;
+                },
+            )
+            .await
+            .map_err(|e| StartError::Other(format!("telemetry.listen: {e}")))?;
             tracing::info!(address = %addr, "serving /metrics and /health");
             Some(task)
         }
@@ -75,6 +85,7 @@ pub async fn run_daemon(
                     Ok(new) if new.agent.state_dir != agent.config.agent.state_dir => tracing::error!(
                         "configuration reload rejected: agent.state_dir cannot change while running (restart instead); the running configuration stays"),
                     Ok(new) => {
+                        secrets.add(&new.redactor());
                         if let Err(e) = agent.reload(new).await {
                             tracing::error!(error = %e, "configuration reload rejected; the running configuration stays");
                         }
@@ -91,8 +102,8 @@ pub async fn run_daemon(
             _ = status_tick.tick() => {
                 let errors = crate::status::errors(&metrics);
                 if written_errors.as_ref() != Some(&errors) {
-                    let (dir, e, now) = (state_dir.clone(), errors.clone(), clock.now_ms());
-                    let _ = tokio::task::spawn_blocking(move || crate::status::write(&dir, e, now)).await;
+                    let (dir, e, now, r) = (state_dir.clone(), errors.clone(), clock.now_ms(), secrets.current());
+                    let _ = tokio::task::spawn_blocking(move || crate::status::write(&dir, e, now, &r)).await;
                     written_errors = Some(errors);
                 }
                 notifier.status(&status_line(&agent, &metrics));
@@ -102,7 +113,12 @@ pub async fn run_daemon(
     tracing::info!("shutting down: finishing batches in flight");
     notifier.stopping();
     agent.shutdown().await;
-    crate::status::write(&state_dir, crate::status::errors(&metrics), clock.now_ms());
+    crate::status::write(
+        &state_dir,
+        crate::status::errors(&metrics),
+        clock.now_ms(),
+        &secrets.current(),
+    );
     let _ = telemetry_stop.send(());
     if let Some(task) = telemetry {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
@@ -145,45 +161,47 @@ fn status_line(agent: &Agent, metrics: &Metrics) -> String {
     )
 }
 
-/// `check`: validates, calls the API once per organization, probes every sink. Prints a report;
-/// returns whether everything works.
-pub async fn check(config: &Config, clock: &SharedClock) -> bool {
+/// `check`: validates, calls the API once per organization, probes every sink. Prints a report,
+/// with the secrets of `redactor` blanked (errors quote servers' answers); returns whether
+/// everything works.
+pub async fn check(config: &Config, clock: &SharedClock, redactor: &Redactor) -> bool {
+    let say = |line: String| println!("{}", redactor.redact(&line));
     let mut ok = true;
-    println!("configuration {}: valid", config.source);
-    println!("API token: from {}", config.codacy.token_source);
+    say(format!("configuration {}: valid", config.source));
+    say(format!("API token: from {}", config.codacy.token_source));
     if let Some(shard) = config.shard_summary() {
-        println!("{shard}");
+        say(shard);
     }
     let metrics = Arc::new(Metrics::new());
     let client = match Client::new(&config.codacy, metrics.clone()) {
         Ok(c) => c,
         Err(e) => {
-            println!("FAILED: {e}");
+            say(format!("FAILED: {e}"));
             return false;
         }
     };
     let now = clock.now_ms();
     for org in &config.organizations {
         match client.fetch_page(org, now - 3_600_000, now, 1, None).await {
-            Ok(page) => println!(
+            Ok(page) => say(format!(
                 "organization {org}: OK ({} response, {} event(s) in the last hour)",
                 if page.enveloped { "paginated" } else { "array" },
                 page.events.len()
-            ),
+            )),
             Err(e) => {
                 ok = false;
-                println!("organization {org}: FAILED: {e}");
+                say(format!("organization {org}: FAILED: {e}"));
             }
         }
     }
     match agent::prepare_state_dir(config) {
-        Ok(()) => println!(
+        Ok(()) => say(format!(
             "state directory {}: writable",
             config.agent.state_dir.display()
-        ),
+        )),
         Err(e) => {
             ok = false;
-            println!("FAILED: {e}");
+            say(format!("FAILED: {e}"));
         }
     }
     for spec in &config.sinks {
@@ -195,15 +213,15 @@ pub async fn check(config: &Config, clock: &SharedClock) -> bool {
         );
         match agent::build_sink(config, spec, &metrics, clock).await {
             Ok(h) => match h.sink.check().await {
-                Ok(msg) => println!("{label}: OK ({msg})"),
+                Ok(msg) => say(format!("{label}: OK ({msg})")),
                 Err(e) => {
                     ok = false;
-                    println!("{label}: FAILED: {e}");
+                    say(format!("{label}: FAILED: {e}"));
                 }
             },
             Err(e) => {
                 ok = false;
-                println!("{label}: FAILED: {e}");
+                say(format!("{label}: FAILED: {e}"));
             }
         }
     }

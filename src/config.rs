@@ -3,7 +3,8 @@
 
 use crate::event::{OrgRef, Provider};
 use crate::format::{Format, FormatOptions};
-use crate::secret::Secret;
+use crate::httputil::cleartext_to_remote;
+use crate::secret::{Redactor, Secret};
 use crate::sink::{SinkKind, SinkSpec};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -21,6 +22,9 @@ pub const TOKEN_ENV: &str = "CODACY_API_TOKEN";
 /// Events held per fetch slice: a 1M-event backfill peaks at 40-60 MB RSS (bench/run.sh); 50,000
 /// peaked above 60 MB.
 pub const DEFAULT_MAX_EVENTS_IN_MEMORY: usize = 10_000;
+/// Default `[codacy] max_response_bytes`: a full page of 1,000 events is a few MB at most.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Prefix of environment overrides: `CODACY_FORWARDER__AGENT__POLL_INTERVAL=30s`.
 pub const ENV_PREFIX: &str = "CODACY_FORWARDER";
 
@@ -62,6 +66,10 @@ pub struct CodacyConfig {
     pub max_concurrent_requests: usize,
     /// Requests per second to the Codacy API, for all organizations together (token bucket).
     pub max_requests_per_second: f64,
+    /// `http://` to a host other than loopback is accepted (with a warning at every start).
+    pub allow_insecure_http: bool,
+    /// Largest response body read from the API; a larger page is an error.
+    pub max_response_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -179,6 +187,8 @@ struct RawCodacy {
     max_backoff: Option<String>,
     max_concurrent_requests: Option<u32>,
     max_requests_per_second: Option<f64>,
+    allow_insecure_http: Option<bool>,
+    max_response_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -245,7 +255,32 @@ impl Config {
             key: String::new(),
             message: format!("cannot read: {e}"),
         })?;
-        Config::from_toml(&text, &file, &TokenSources::from_env(), true)
+        let config = Config::from_toml(&text, &file, &TokenSources::from_env(), true)?;
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
+        Ok(config)
+    }
+
+    /// What is allowed but unsafe, for a warning at every start: cleartext HTTP to another
+    /// machine (`allow_insecure_http = true`).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if reqwest::Url::parse(&self.codacy.base_url).is_ok_and(|u| cleartext_to_remote(&u)) {
+            out.push(format!(
+                "codacy.base_url {} is plain http to another machine (codacy.allow_insecure_http = true): the API token and the audit log cross the network unencrypted; use https://",
+                self.codacy.base_url
+            ));
+        }
+        for s in &self.sinks {
+            if let Some(url) = s.kind.cleartext_url() {
+                out.push(format!(
+                    "sink {:?}: url {url} is plain http to another machine (allow_insecure_http = true): its credentials and audit records cross the network unencrypted; use https://",
+                    s.name
+                ));
+            }
+        }
+        out
     }
 
     /// Parses configuration text. `file` names it in errors; `env_overrides` applies
@@ -292,11 +327,25 @@ impl Config {
                     format!("{base_url:?} must be an http(s) URL such as https://app.codacy.com"),
                 ));
             }
+            let allow_insecure_http = c.allow_insecure_http.unwrap_or(false);
+            if cleartext_to_remote(&parsed) && !allow_insecure_http {
+                return Err(err(
+                    "codacy.base_url",
+                    format!("{base_url:?} is plain http to another machine: the API token and the audit log would cross the network unencrypted; use https://, or set codacy.allow_insecure_http = true if the network is trusted (a warning is then logged at every start)"),
+                ));
+            }
             let page_limit = c.page_limit.unwrap_or(1000);
             if !(1..=1000).contains(&page_limit) {
                 return Err(err(
                     "codacy.page_limit",
                     format!("{page_limit} is out of range; the API accepts 1 to 1000"),
+                ));
+            }
+            let max_response_bytes = c.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES);
+            if max_response_bytes < 1024 {
+                return Err(err(
+                    "codacy.max_response_bytes",
+                    format!("{max_response_bytes} is too small for any page; use at least 1024 (the default is {DEFAULT_MAX_RESPONSE_BYTES}, 64 MiB)"),
                 ));
             }
             let (api_token, token_source) = resolve_token(c.api_token_file.as_deref(), tokens)
@@ -332,6 +381,8 @@ impl Config {
                         ))
                     }
                 },
+                allow_insecure_http,
+                max_response_bytes,
             }
         };
 
@@ -395,6 +446,15 @@ impl Config {
                 .map(parse_shard)
                 .transpose()
                 .map_err(|m| err("agent.shard", m))?;
+            let max_events_in_memory = a
+                .max_events_in_memory
+                .unwrap_or(DEFAULT_MAX_EVENTS_IN_MEMORY);
+            if max_events_in_memory == 0 {
+                return Err(err(
+                    "agent.max_events_in_memory",
+                    format!("0 would hold no events at all; use at least 1 (default {DEFAULT_MAX_EVENTS_IN_MEMORY}; larger values take more memory during a backfill)"),
+                ));
+            }
             AgentConfig {
                 max_poll_interval,
                 shard,
@@ -404,10 +464,7 @@ impl Config {
                 poll_interval,
                 initial_lookback,
                 overlap,
-                max_events_in_memory: a
-                    .max_events_in_memory
-                    .unwrap_or(DEFAULT_MAX_EVENTS_IN_MEMORY)
-                    .max(1),
+                max_events_in_memory,
             }
         };
 
@@ -495,6 +552,19 @@ impl Config {
             telemetry,
             organizations_listed,
         })
+    }
+}
+
+impl Config {
+    /// Every secret this configuration loads (the Codacy token, each sink's credentials, read
+    /// now), to blank out of whatever the agent writes: logs, errors, `/health`, `status.json`,
+    /// `check` and `once` output.
+    pub fn redactor(&self) -> Redactor {
+        self.sinks
+            .iter()
+            .fold(Redactor::of([&self.codacy.api_token]), |r, s| {
+                r.merge(&s.kind.redactor())
+            })
     }
 }
 
@@ -832,6 +902,54 @@ format = "json"
     }
 
     #[test]
+    fn max_response_bytes_defaults_to_64_mib_and_refuses_tiny_values() {
+        assert_eq!(parse(GOOD).unwrap().codacy.max_response_bytes, 64 << 20);
+        let c = parse(&GOOD.replace("[codacy]", "[codacy]\nmax_response_bytes = 2048")).unwrap();
+        assert_eq!(c.codacy.max_response_bytes, 2048);
+        let e = error_for(&GOOD.replace("[codacy]", "[codacy]\nmax_response_bytes = 0"));
+        assert_eq!(e.key, "codacy.max_response_bytes");
+        assert!(e.message.contains("at least 1024"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_to_another_machine_needs_allow_insecure_http_and_is_warned_about() {
+        let remote = GOOD.replace("https://app.codacy.com", "http://codacy.internal:8080");
+        let e = error_for(&remote);
+        assert_eq!(e.key, "codacy.base_url");
+        assert!(e.message.contains("allow_insecure_http"), "{e}");
+        let c = parse(&remote.replace("[codacy]", "[codacy]\nallow_insecure_http = true")).unwrap();
+        assert!(c.codacy.allow_insecure_http);
+        let w = c.warnings();
+        assert!(
+            w.len() == 1 && w[0].contains("http://codacy.internal:8080"),
+            "{w:?}"
+        );
+        // Loopback (a local proxy, the simulator) is not the network.
+        let local =
+            parse(&GOOD.replace("https://app.codacy.com", "http://127.0.0.1:9000")).unwrap();
+        assert!(local.warnings().is_empty());
+        assert!(parse(GOOD).unwrap().warnings().is_empty());
+
+        let hook = |extra: &str| {
+            format!("{GOOD}\n[[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"http://siem.internal/x\"\n{extra}")
+        };
+        let e = error_for(&hook(""));
+        assert_eq!(e.key, "sinks[1]", "{e}");
+        assert!(
+            e.message
+                .contains("`url`: http://siem.internal/x is plain http"),
+            "{e}"
+        );
+        assert!(e.message.contains("allow_insecure_http"), "{e}");
+        let c = parse(&hook("allow_insecure_http = true")).unwrap();
+        let w = c.warnings();
+        assert!(
+            w.len() == 1 && w[0].contains("\"hook\"") && w[0].contains("http://siem.internal/x"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
     fn elasticsearch_ecs_namespace_follows_the_data_stream() {
         let es = |ds: &str, extra: &str| {
             format!("{}\n[[sinks]]\nname = \"es\"\ntype = \"elasticsearch\"\nurl = \"https://es:9200\"\nformat = \"ecs\"\ndata_stream = \"{ds}\"\napi_key_env = \"ES_KEY\"\n{extra}", GOOD)
@@ -848,6 +966,56 @@ format = "json"
     fn missing_token_is_an_error_naming_the_sources() {
         let e = Config::from_toml(GOOD, "t.toml", &TokenSources::default(), false).unwrap_err();
         assert!(e.message.contains(TOKEN_ENV), "{e}");
+    }
+
+    #[test]
+    fn the_redactor_knows_every_secret_the_configuration_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, value: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("{value}\n")).unwrap();
+            p.display().to_string()
+        };
+        let text = format!(
+            "{GOOD}\n[[sinks]]\nname = \"bearer\"\ntype = \"http\"\nurl = \"https://h/x\"\n\
+             auth = {{ bearer_token_file = \"{}\" }}\n\
+             \n[[sinks]]\nname = \"basic\"\ntype = \"http\"\nurl = \"https://h/y\"\n\
+             auth = {{ user = \"u\", password_file = \"{}\" }}\n\
+             \n[[sinks]]\nname = \"hec\"\ntype = \"splunk_hec\"\nurl = \"https://h:8088\"\ntoken_file = \"{}\"\n\
+             \n[[sinks]]\nname = \"es\"\ntype = \"elasticsearch\"\nurl = \"https://es:9200\"\napi_key_file = \"{}\"\n\
+             \n[[sinks]]\nname = \"bus\"\ntype = \"kafka\"\nbrokers = \"k:9092\"\ntopic = \"t\"\n\
+             security_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\n\
+             sasl_password_file = \"{}\"\n",
+            file("bearer", "bearer-secret"),
+            file("pw", "basic-secret"),
+            file("hec", "hec-secret"),
+            file("es", "es-api-key-secret"),
+            file("kafka", "kafka-secret"),
+        );
+        let config = Config::from_toml(
+            &text,
+            "t.toml",
+            &TokenSources {
+                env: Some("codacy-secret".into()),
+                credentials_directory: None,
+            },
+            false,
+        )
+        .unwrap();
+        let r = config.redactor();
+        // base64("u:basic-secret"), what a Basic Authorization header carries.
+        for secret in [
+            "codacy-secret",
+            "bearer-secret",
+            "basic-secret",
+            "dTpiYXNpYy1zZWNyZXQ=",
+            "hec-secret",
+            "es-api-key-secret",
+            "kafka-secret",
+        ] {
+            assert_eq!(r.redact(&format!("<{secret}>")), "<[redacted]>", "{secret}");
+        }
+        assert_eq!(r.redact("archive"), "archive");
     }
 
     #[test]

@@ -1,18 +1,22 @@
 //! Dead-letter files: records a destination rejected for good, and events the API sent that could
 //! not be parsed, go to NDJSON files in `state_dir/dead-letter/` with the reason. Nothing is ever
-//! dropped silently.
+//! dropped silently. Secrets the writer was given are blanked from each entry: reasons quote
+//! what a destination answered, and a destination may echo the credentials it was sent.
 
+use crate::secret::Redactor;
 use serde_json::{json, Value};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-/// Appends entries to one dead-letter file; each append is fsynced before it returns.
+/// Appends entries to one dead-letter file (created 0640 in a 0750 directory: they hold audit
+/// records); each append is fsynced before it returns.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     path: Arc<PathBuf>,
     lock: Arc<Mutex<()>>,
+    redactor: Redactor,
 }
 
 impl DeadLetter {
@@ -25,6 +29,15 @@ impl DeadLetter {
         DeadLetter {
             path: Arc::new(path),
             lock: Arc::new(Mutex::new(())),
+            redactor: Redactor::default(),
+        }
+    }
+
+    /// The same file, with the secrets of `redactor` blanked from every entry as well.
+    pub fn redacting(self, redactor: &Redactor) -> Self {
+        DeadLetter {
+            redactor: self.redactor.merge(redactor),
+            ..self
         }
     }
 
@@ -42,20 +55,22 @@ impl DeadLetter {
         if let (Value::Object(e), Value::Object(f)) = (&mut entry, fields) {
             e.extend(f);
         }
-        let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+        let text = serde_json::to_string(&entry).unwrap_or_default();
+        // The whole line: JSON string escaping is one of the forms a redactor knows.
+        let mut line = self.redactor.redact(&text).into_owned().into_bytes();
         line.push(b'\n');
         let _guard = self.lock.lock().await;
-        if let Some(dir) = self.path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        let mut f = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&*self.path)
-            .await?;
-        f.write_all(&line).await?;
-        f.sync_data().await?;
-        Ok(())
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent() {
+                crate::private::create_dir_all(dir)?;
+            }
+            let mut f = crate::private::append(&path)?;
+            f.write_all(&line)?;
+            f.sync_data()
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     /// Writes a rejected record of a sink: its id, organization, and the record as text.
@@ -103,5 +118,35 @@ mod tests {
         assert_eq!(lines[0]["reason"], "mapper_parsing_exception");
         assert_eq!(lines[0]["x"], 1);
         assert_eq!(lines[0]["time"], "1970-01-01T00:00:00.000Z");
+        use std::os::unix::fs::MetadataExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(
+            mode(dl.path()),
+            0o640,
+            "audit records are not world-readable"
+        );
+        assert_eq!(mode(dl.path().parent().unwrap()), 0o750);
+    }
+
+    #[tokio::test]
+    async fn entries_blank_the_secrets_they_were_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = crate::secret::Secret::new("hook-token-123");
+        let dl = DeadLetter::in_state_dir(dir.path(), "hook").redacting(&Redactor::of([&secret]));
+        dl.write(
+            0,
+            "400 Bad Request: you sent Authorization: Bearer hook-token-123",
+            json!({"record": "{\"echo\":\"hook-token-123\"}"}),
+        )
+        .await
+        .unwrap();
+        let text = std::fs::read_to_string(dl.path()).unwrap();
+        assert!(!text.contains("hook-token-123"), "{text}");
+        let entry: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(
+            entry["reason"],
+            "400 Bad Request: you sent Authorization: Bearer [redacted]"
+        );
+        assert_eq!(entry["record"], "{\"echo\":\"[redacted]\"}");
     }
 }

@@ -1,10 +1,12 @@
-//! One agent per state directory: an exclusive `flock` on `STATE_DIR/lock`.
+//! One agent per state directory: an exclusive `flock` on the state directory itself and on
+//! `STATE_DIR/lock`.
 //!
 //! Two agents sharing checkpoints would each commit the other's cursors and duplicate or skip
 //! events. `flock` is released by the kernel when the process dies, even on `kill -9`, so there is
 //! no stale lock to clean up; the pid written into the file is only for the error message.
-//! The file is never deleted: unlinking a lock file lets a third process lock a fresh inode while
-//! the old holder still runs.
+//! The directory lock is what holds: a lock file can be deleted while its holder runs (a clean-up
+//! script, an operator), and a second agent would then lock a fresh file. The directory cannot
+//! go away while it holds checkpoints. The file lock stays for older agents and `flock(1)` users.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -41,6 +43,8 @@ pub enum LockError {
 pub struct StateLock {
     file: File,
     path: PathBuf,
+    /// The locked state directory (`None` where its filesystem cannot lock directories).
+    _dir: Option<File>,
 }
 
 impl StateLock {
@@ -51,7 +55,24 @@ impl StateLock {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(state_dir).map_err(io)?;
+        crate::private::create_dir_all(state_dir).map_err(io)?;
+        let busy = |file: Option<&mut File>| LockError::Busy {
+            dir: state_dir.to_path_buf(),
+            pid: file.and_then(read_pid),
+        };
+        let dir = File::open(state_dir).map_err(io)?;
+        let dir = match flock(&dir, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Some(dir),
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(busy(File::open(&path).ok().as_mut()));
+            }
+            // Some network filesystems lock only files opened for writing.
+            Err(e) => {
+                tracing::warn!(path = %state_dir.display(), error = %e,
+                    "cannot lock the state directory itself; only its lock file is locked, so deleting that file while the agent runs would let a second agent start");
+                None
+            }
+        };
         // No truncate on open: the file may belong to a running agent whose pid we want to report.
         let mut file = OpenOptions::new()
             .read(true)
@@ -63,34 +84,42 @@ impl StateLock {
             .map_err(io)?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => {
-                return Err(LockError::Busy {
-                    dir: state_dir.to_path_buf(),
-                    pid: read_pid(&mut file),
-                })
-            }
+            Err(rustix::io::Errno::WOULDBLOCK) => return Err(busy(Some(&mut file))),
             Err(e) => return Err(io(e.into())),
         }
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(StateLock { file, path })
+        Ok(StateLock {
+            file,
+            path,
+            _dir: dir,
+        })
     }
 
     /// Whether a live process holds the lock on `state_dir` (used by `state reset`).
-    /// A missing or unreadable lock file counts as not held.
+    /// A missing state directory, or a missing or unreadable lock file where the directory
+    /// cannot be locked, counts as not held.
     pub fn is_held(state_dir: &Path) -> bool {
         Self::holder(state_dir).is_some()
     }
 
     /// `Some(pid)` (pid if known) when another open file holds the lock on `state_dir`.
     pub fn holder(state_dir: &Path) -> Option<Option<u32>> {
-        let mut file = File::open(state_dir.join(LOCK_FILE)).ok()?;
-        // A shared lock conflicts with the agent's exclusive one but not with another checker's.
-        match flock(&file, FlockOperation::NonBlockingLockShared) {
-            Ok(()) => None, // released when `file` closes
-            Err(rustix::io::Errno::WOULDBLOCK) => Some(read_pid(&mut file)),
-            Err(_) => None,
+        let mut file = File::open(state_dir.join(LOCK_FILE)).ok();
+        // A shared lock conflicts with the agent's exclusive one but not with another checker's;
+        // it is released when the descriptor closes.
+        let held = |f: &File| {
+            matches!(
+                flock(f, FlockOperation::NonBlockingLockShared),
+                Err(rustix::io::Errno::WOULDBLOCK)
+            )
+        };
+        let dir_held = File::open(state_dir).is_ok_and(|d| held(&d));
+        if dir_held || file.as_ref().is_some_and(held) {
+            Some(file.as_mut().and_then(read_pid))
+        } else {
+            None
         }
     }
 
@@ -148,6 +177,28 @@ mod tests {
         let again = StateLock::acquire(&state).unwrap();
         assert!(StateLock::is_held(&state));
         drop(again);
+    }
+
+    /// Deleting the lock file while an agent runs must not let a second agent start.
+    #[test]
+    fn the_lock_holds_when_its_file_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateLock::acquire(dir.path()).unwrap();
+        std::fs::remove_file(first.path()).unwrap();
+        assert!(StateLock::is_held(dir.path()));
+        let err = StateLock::acquire(dir.path()).unwrap_err();
+        assert!(matches!(err, LockError::Busy { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("another codacy-audit-forwarder")
+                && msg.contains(&dir.path().display().to_string())
+                && msg.contains("stop it first"),
+            "{msg}"
+        );
+        drop(first);
+        wait_for("release after drop", || {
+            StateLock::acquire(dir.path()).is_ok()
+        });
     }
 
     #[test]

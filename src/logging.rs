@@ -4,9 +4,14 @@
 //! syslog-priority prefix at the start of each line (`SyslogLevelPrefix=`, on by default), so
 //! `journalctl -p warning` works. Elsewhere plain lines carry an RFC 3339 timestamp and use colours
 //! only on a terminal.
+//!
+//! Every line passes through a [`Redactor`] on its way out, so a secret quoted in an error (a
+//! server echoing our headers) never reaches the journal.
 
 use std::fmt;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+
+use crate::secret::{Redactor, SharedRedactor};
 
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -72,14 +77,51 @@ pub fn filter(rust_log: Option<&str>, default_level: &str) -> (EnvFilter, Option
     }
 }
 
-/// Installs the global subscriber. Safe to call twice (tests, embedded use): the second call is
-/// a no-op and returns false.
-pub fn init(format: LogFormat, default_level: &str) -> bool {
+/// Writes each formatted line to `out`, secrets blanked. `tracing_subscriber` formats a whole
+/// event and writes it with one `write_all`, so a secret is never split across two writes.
+struct RedactingWriter<W: Write> {
+    redactor: Redactor,
+    out: W,
+}
+
+impl<W: Write> RedactingWriter<W> {
+    fn new(redactor: Redactor, out: W) -> Self {
+        RedactingWriter { redactor, out }
+    }
+}
+
+impl<W: Write> Write for RedactingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.write_all(&self.redactor.redact_bytes(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Stderr, with the secrets known at each line blanked.
+struct RedactedStderr(SharedRedactor);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactedStderr {
+    type Writer = RedactingWriter<std::io::Stderr>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingWriter::new(self.0.current(), std::io::stderr())
+    }
+}
+
+/// Installs the global subscriber, writing to stderr with the secrets of the returned handle
+/// blanked (add each configuration's to it). Safe to call twice (tests, embedded use): the
+/// second call installs nothing.
+pub fn init(format: LogFormat, default_level: &str) -> SharedRedactor {
+    let secrets = SharedRedactor::default();
     let rust_log = std::env::var("RUST_LOG").ok();
     let (env_filter, warning) = filter(rust_log.as_deref(), default_level);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
-        .with_writer(std::io::stderr);
+        .with_writer(RedactedStderr(secrets.clone()));
     let installed = match format {
         LogFormat::Json => builder
             .json()
@@ -112,9 +154,11 @@ pub fn init(format: LogFormat, default_level: &str) -> bool {
         }
     };
     if let Some(w) = warning {
-        tracing::warn!("{w}");
+        if installed {
+            tracing::warn!("{w}");
+        }
     }
-    installed
+    secrets
 }
 
 // st_dev/st_ino are u64 on x86_64 but narrower or signed on some other architectures.
@@ -190,6 +234,26 @@ mod tests {
         let (f, w) = filter(Some("=[{"), "warn");
         assert_eq!(f.to_string(), "warn");
         assert!(w.unwrap().contains("RUST_LOG"));
+    }
+
+    #[test]
+    fn log_lines_are_written_with_secrets_blanked() {
+        let secrets = SharedRedactor::default();
+        let token = crate::secret::Secret::new("codacy-token-1234");
+        secrets.add(&Redactor::of([&token]));
+        secrets.add(&Redactor::of([&crate::secret::Secret::new(
+            "hook-token-5678",
+        )]));
+        let mut out = Vec::new();
+        let line = b"ERROR 400: echo api-token: codacy-token-1234, bearer hook-token-5678\n";
+        let n = RedactingWriter::new(secrets.current(), &mut out)
+            .write(line)
+            .unwrap();
+        assert_eq!(n, line.len(), "the whole line counts as written");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "ERROR 400: echo api-token: [redacted], bearer [redacted]\n"
+        );
     }
 
     #[test]

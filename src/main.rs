@@ -5,6 +5,7 @@ use codacy_audit_forwarder::agent::{self, StartError};
 use codacy_audit_forwarder::clock::{self, SharedClock};
 use codacy_audit_forwarder::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
 use codacy_audit_forwarder::logging::{self, LogFormat};
+use codacy_audit_forwarder::secret::{Redactor, SharedRedactor};
 use codacy_audit_forwarder::telemetry::Metrics;
 use codacy_audit_forwarder::{cli, status};
 use std::path::PathBuf;
@@ -106,14 +107,22 @@ fn config_error(e: &ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn start_error(e: &StartError) -> ExitCode {
-    eprintln!("error: {e}");
+fn start_error(e: &StartError, redactor: &Redactor) -> ExitCode {
+    eprintln!("error: {}", redactor.redact(&e.to_string()));
     ExitCode::from(e.exit_code() as u8)
+}
+
+/// Loads the configuration and has its secrets blanked from log lines from now on.
+fn load(path: &std::path::Path, log: &SharedRedactor) -> Result<(Config, Redactor), ExitCode> {
+    let cfg = Config::load(path).map_err(|e| config_error(&e))?;
+    let redactor = cfg.redactor();
+    log.add(&redactor);
+    Ok((cfg, redactor))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format, "info");
+    let log = logging::init(cli.log_format, "info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -125,26 +134,26 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(async_main(cli))
+    runtime.block_on(async_main(cli, log))
 }
 
-async fn async_main(cli: Cli) -> ExitCode {
+async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
     let clock: SharedClock = clock::system();
     match cli.command {
         Command::Run { config } => {
-            let cfg = match Config::load(&config) {
+            let (cfg, redactor) = match load(&config, &log) {
                 Ok(c) => c,
-                Err(e) => return config_error(&e),
+                Err(code) => return code,
             };
-            match cli::run_daemon(config, cfg, clock).await {
+            match cli::run_daemon(config, cfg, clock, log).await {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => start_error(&e),
+                Err(e) => start_error(&e, &redactor),
             }
         }
         Command::Once { config } => {
-            let cfg = match Config::load(&config) {
+            let (cfg, redactor) = match load(&config, &log) {
                 Ok(c) => c,
-                Err(e) => return config_error(&e),
+                Err(code) => return code,
             };
             let metrics = Arc::new(Metrics::new());
             match agent::once(Arc::new(cfg), metrics, clock).await {
@@ -163,10 +172,10 @@ async fn async_main(cli: Cli) -> ExitCode {
                             }
                         );
                         if let Some(e) = &r.fetch_error {
-                            println!("  FAILED fetch: {e}");
+                            println!("  FAILED fetch: {}", redactor.redact(e));
                         }
                         for (sink, e) in &r.sink_errors {
-                            println!("  FAILED sink {sink}: {e}");
+                            println!("  FAILED sink {sink}: {}", redactor.redact(e));
                         }
                     }
                     if ok {
@@ -175,15 +184,15 @@ async fn async_main(cli: Cli) -> ExitCode {
                         ExitCode::from(1)
                     }
                 }
-                Err(e) => start_error(&e),
+                Err(e) => start_error(&e, &redactor),
             }
         }
         Command::Check { config } => {
-            let cfg = match Config::load(&config) {
+            let (cfg, redactor) = match load(&config, &log) {
                 Ok(c) => c,
-                Err(e) => return config_error(&e),
+                Err(code) => return code,
             };
-            if cli::check(&cfg, &clock).await {
+            if cli::check(&cfg, &clock, &redactor).await {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -192,7 +201,7 @@ async fn async_main(cli: Cli) -> ExitCode {
         Command::Demo { out, duration } => {
             match codacy_audit_forwarder::demo::run(out, duration, clock).await {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => start_error(&e),
+                Err(e) => start_error(&e, &Redactor::default()),
             }
         }
         Command::Preview {
@@ -209,11 +218,12 @@ async fn async_main(cli: Cli) -> ExitCode {
         },
         Command::State { command } => match command {
             StateCommand::Show { config } => {
-                let cfg = match Config::load(&config) {
+                let (cfg, redactor) = match load(&config, &log) {
                     Ok(c) => c,
-                    Err(e) => return config_error(&e),
+                    Err(code) => return code,
                 };
-                print!("{}", status::show(&cfg, clock.now_ms()));
+                // status.json is written redacted; this also covers files of older versions.
+                print!("{}", redactor.redact(&status::show(&cfg, clock.now_ms())));
                 ExitCode::SUCCESS
             }
             StateCommand::Reset {

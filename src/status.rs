@@ -4,9 +4,11 @@
 use crate::checkpoint::{self, Cursor};
 use crate::config::{Config, RETENTION};
 use crate::event::OrgRef;
+use crate::secret::Redactor;
 use crate::telemetry::Metrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::Path;
 
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -29,18 +31,22 @@ pub fn errors(metrics: &Metrics) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Writes `errors` to `state_dir/status.json` (atomically; a failure is logged). The daemon calls
-/// it only when they changed, so an idle agent does not touch the disk.
-pub fn write(state_dir: &Path, errors: BTreeMap<String, String>, now_ms: i64) {
+/// Writes `errors` to `state_dir/status.json` (atomically; a failure is logged), with the secrets
+/// of `redactor` blanked. The daemon calls it only when they changed, so an idle agent does not
+/// touch the disk.
+pub fn write(state_dir: &Path, errors: BTreeMap<String, String>, now_ms: i64, redactor: &Redactor) {
     let path = status_path(state_dir);
     let file = StatusFile {
-        errors,
+        errors: errors
+            .into_iter()
+            .map(|(k, e)| (k, redactor.redact(&e).into_owned()))
+            .collect(),
         updated_ms: now_ms,
     };
     let tmp = state_dir.join(".status.json.tmp");
     let result = serde_json::to_vec_pretty(&file)
         .map_err(std::io::Error::other)
-        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|b| crate::private::create(&tmp).and_then(|mut f| f.write_all(&b)))
         .and_then(|_| std::fs::rename(&tmp, &path));
     if let Err(e) = result {
         tracing::warn!(path = %path.display(), error = %e, "cannot write status file");
@@ -262,4 +268,26 @@ pub fn reset(
         "{org} / {sink}: cursor moved from {before} to {}; the next poll delivers from there",
         fmt_time(to_ms)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn the_status_file_is_private_and_blanks_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = crate::secret::Secret::new("tok-abcdef-123");
+        let errors = BTreeMap::from([(
+            "gh/acme|".to_string(),
+            "400 from https://api: echo api-token: tok-abcdef-123".to_string(),
+        )]);
+        write(dir.path(), errors, 0, &Redactor::of([&token]));
+        let path = status_path(dir.path());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("echo api-token: [redacted]"), "{text}");
+        assert!(!text.contains("tok-abcdef"), "{text}");
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o640);
+    }
 }

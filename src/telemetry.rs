@@ -607,6 +607,8 @@ struct ServerState {
     metrics: Arc<Metrics>,
     policy: HealthPolicy,
     clock: SharedClock,
+    /// Blanks secrets quoted in last errors (a server may echo our credentials).
+    redactor: crate::secret::SharedRedactor,
 }
 
 /// Prometheus text format content type.
@@ -619,6 +621,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     policy: HealthPolicy,
     clock: SharedClock,
+    redactor: crate::secret::SharedRedactor,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(tokio::task::JoinHandle<std::io::Result<()>>, SocketAddr)> {
     use axum::routing::get;
@@ -640,6 +643,7 @@ pub async fn serve(
             metrics,
             policy,
             clock,
+            redactor,
         });
     tracing::info!(listen = %local, "serving /metrics and /health");
     let handle = tokio::spawn(async move {
@@ -666,7 +670,9 @@ async fn health_handler(
     let h = s.metrics.health(s.clock.now_ms(), &s.policy);
     let code = axum::http::StatusCode::from_u16(h.http_status())
         .unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE);
-    (code, axum::Json(h)).into_response()
+    let body = serde_json::to_string(&h).unwrap_or_default();
+    let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+    (code, json, s.redactor.current().redact(&body).into_owned()).into_response()
 }
 
 fn format_float(v: f64) -> String {
@@ -834,6 +840,7 @@ mod tests {
             metrics.clone(),
             policy(),
             clock.clone(),
+            crate::secret::SharedRedactor::default(),
             async {
                 let _ = stop_rx.await;
             },
@@ -910,6 +917,7 @@ mod tests {
             Arc::new(Metrics::new()),
             policy(),
             Arc::new(ManualClock::default()),
+            crate::secret::SharedRedactor::default(),
             std::future::pending(),
         )
         .await

@@ -201,3 +201,63 @@ fn missing_sink_directory_is_a_startup_error_naming_the_directory() {
         o.stderr
     );
 }
+
+#[test]
+fn plain_http_to_another_machine_is_refused_unless_allowed() {
+    assert_config_error(
+        &GOOD.replace("https://app.codacy.com", "http://codacy.internal:8080"),
+        "codacy.base_url",
+        "allow_insecure_http",
+    );
+    assert_config_error(
+        &format!("{GOOD}\n[[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"http://siem.internal/in\"\n"),
+        "sinks[1]",
+        "allow_insecure_http",
+    );
+}
+
+#[test]
+fn allowed_plain_http_is_warned_about_at_every_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = GOOD
+        .replace("https://app.codacy.com", "http://codacy.internal:8080")
+        .replace("[codacy]", "[codacy]\nallow_insecure_http = true")
+        .replace("STATE", &state.display().to_string());
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, cfg).unwrap();
+    // `state show` loads the configuration like every command, without reaching the network.
+    let out = Command::new(env!("CARGO_BIN_EXE_codacy-audit-forwarder"))
+        .args(["state", "show", "--config"])
+        .arg(&path)
+        .env("CODACY_API_TOKEN", "t")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("WARN")
+            && stderr.contains("http://codacy.internal:8080")
+            && stderr.contains("unencrypted"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_file_mode_that_is_not_octal() {
+    assert_config_error(
+        &GOOD.replace("format = \"json\"", "format = \"json\"\nmode = \"0999\""),
+        "sinks[0].mode",
+        "\"0999\" is not an octal permission such as \"0640\"",
+    );
+}
+
+#[test]
+fn no_events_in_memory() {
+    assert_config_error(
+        &GOOD.replace("[agent]", "[agent]\nmax_events_in_memory = 0"),
+        "agent.max_events_in_memory",
+        "at least 1",
+    );
+}

@@ -6,8 +6,8 @@ use crate::clock::Backoff;
 use crate::codacy::scheduler::Scheduler;
 use crate::config::CodacyConfig;
 use crate::event::OrgRef;
-use crate::httputil::{body_excerpt, parse_retry_after};
-use crate::secret::Secret;
+use crate::httputil::{body_excerpt, excerpt, parse_retry_after, read_body};
+use crate::secret::{Redactor, Secret};
 use crate::telemetry::Metrics;
 use serde_json::Value;
 use std::sync::Arc;
@@ -15,6 +15,8 @@ use std::time::Duration;
 
 /// Longest wait we accept from a Retry-After header of the Codacy API.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// Bytes of an error response read for its excerpt.
+const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// One response page.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +52,15 @@ pub enum ApiError {
         url: String,
         body: String,
     },
+    /// A page larger than `codacy.max_response_bytes`: the same request would get the same
+    /// page, so it is not retried.
+    #[error("{url}: the response{} is larger than codacy.max_response_bytes ({limit} bytes); ask for fewer events per page by lowering codacy.page_limit (this request asked for {page_limit}), or raise codacy.max_response_bytes", .content_length.map(|n| format!(" ({n} bytes by its Content-Length)")).unwrap_or_default())]
+    TooLarge {
+        url: String,
+        limit: u64,
+        page_limit: u32,
+        content_length: Option<u64>,
+    },
     /// Still failing after every attempt (network, 5xx, 429, bad bodies).
     #[error("{url}: gave up after {attempts} attempts: {last}")]
     Exhausted {
@@ -67,7 +78,10 @@ impl ApiError {
     pub fn needs_human(&self) -> bool {
         matches!(
             self,
-            ApiError::Denied { .. } | ApiError::NotFound { .. } | ApiError::Rejected { .. }
+            ApiError::Denied { .. }
+                | ApiError::NotFound { .. }
+                | ApiError::Rejected { .. }
+                | ApiError::TooLarge { .. }
         )
     }
 }
@@ -77,7 +91,10 @@ pub struct Client {
     http: reqwest::Client,
     base_url: String,
     token: Secret,
+    /// The token, blanked from quotes of response bodies (a proxy may echo request headers).
+    redactor: Redactor,
     pub page_limit: u32,
+    max_response_bytes: u64,
     max_attempts: u32,
     backoff: Backoff,
     metrics: Arc<Metrics>,
@@ -115,7 +132,9 @@ impl Client {
             http,
             base_url: config.base_url.clone(),
             token: config.api_token.clone(),
+            redactor: Redactor::of([&config.api_token]),
             page_limit: config.page_limit,
+            max_response_bytes: config.max_response_bytes,
             max_attempts: config.max_attempts,
             backoff: Backoff::new(Duration::from_millis(500), config.max_backoff),
             scheduler: Arc::new(Scheduler::new(
@@ -277,15 +296,32 @@ impl Client {
             });
         }
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
+            let (body, _) = read_body(response, MAX_ERROR_BODY)
+                .await
+                .unwrap_or_default();
             return Attempt::Fatal(ApiError::Rejected {
                 status: status.as_u16(),
                 url: url.to_string(),
-                body: body_excerpt(body.as_bytes()),
+                body: body_excerpt(&body, &self.redactor),
             });
         }
-        let body = match response.bytes().await {
-            Ok(b) => b,
+        let too_large = |content_length| {
+            Attempt::Fatal(ApiError::TooLarge {
+                url: url.to_string(),
+                limit: self.max_response_bytes,
+                page_limit: limit,
+                content_length,
+            })
+        };
+        // Announced too large: not even the start of it is read.
+        let content_length = response.content_length();
+        if content_length.is_some_and(|n| n > self.max_response_bytes) {
+            return too_large(content_length);
+        }
+        let max = usize::try_from(self.max_response_bytes).unwrap_or(usize::MAX);
+        let body = match read_body(response, max).await {
+            Ok((b, true)) => b,
+            Ok((_, false)) => return too_large(None),
             Err(e) => {
                 return Attempt::Retry {
                     reason: format!("response body cut off: {}", describe_transport_error(&e)),
@@ -296,7 +332,10 @@ impl Client {
         match parse_page(&body) {
             Ok(page) => Attempt::Done(page),
             Err(reason) => Attempt::Retry {
-                reason,
+                reason: format!(
+                    "{reason}; the body starts with {:?}",
+                    excerpt(&body, 80, &self.redactor)
+                ),
                 after: None,
             },
         }
@@ -318,13 +357,8 @@ fn token_header(token: &Secret) -> reqwest::header::HeaderValue {
 
 /// Parses a response body: a bare array or the v3 envelope.
 pub fn parse_page(body: &[u8]) -> Result<Page, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "response is not complete JSON ({e}; {} bytes, starts with {:?})",
-            body.len(),
-            body_excerpt(&body[..body.len().min(80)])
-        )
-    })?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("response is not complete JSON ({e}; {} bytes)", body.len()))?;
     match value {
         Value::Array(events) => Ok(Page {
             events,
@@ -454,6 +488,8 @@ mod tests {
             max_backoff: Duration::from_secs(1),
             max_concurrent_requests: 4,
             max_requests_per_second: 10.0,
+            allow_insecure_http: false,
+            max_response_bytes: crate::config::DEFAULT_MAX_RESPONSE_BYTES,
         };
         let c = Client::new(&cfg, Arc::new(Metrics::new())).unwrap();
         let url = c.audit_url(&OrgRef::new(crate::event::Provider::Gl, "my org/x"));

@@ -28,24 +28,50 @@ pub struct FileSinkConfig {
     pub max_files: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum FileMode {
-    Number(u32),
-    Text(String2),
+/// Permission bits, from an octal string (`"0640"`) or a TOML octal integer (`0o640`). Parsed
+/// by hand: an untagged enum could only say that nothing matched, not what is wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(u32);
+
+impl FileMode {
+    fn checked<E: serde::de::Error>(bits: u64, shown: &str) -> Result<FileMode, E> {
+        match u32::try_from(bits) {
+            Ok(b) if b <= 0o777 => Ok(FileMode(b)),
+            _ => Err(E::custom(format!(
+                "{shown} is not a permission: at most 0777 (write the octal digits as a string, \"0640\", or as 0o640)"
+            ))),
+        }
+    }
 }
 
-/// A mode given as text; parsed in `validate`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct String2(u32);
-
-impl TryFrom<String> for String2 {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        u32::from_str_radix(s.trim_start_matches("0o"), 8)
-            .map(String2)
-            .map_err(|_| format!("mode {s:?} is not an octal permission such as \"0640\""))
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FileMode, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = FileMode;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an octal permission such as \"0640\" or 0o640")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<FileMode, E> {
+                FileMode::checked(n, &format!("{n:#o}"))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<FileMode, E> {
+                let bits = u64::try_from(n).map_err(|_| {
+                    E::custom(format!("{n} is not a permission; write e.g. \"0640\""))
+                })?;
+                self.visit_u64(bits)
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<FileMode, E> {
+                let digits = s.strip_prefix("0o").unwrap_or(s);
+                let bits = u64::from_str_radix(digits, 8).map_err(|_| {
+                    E::custom(format!(
+                        "{s:?} is not an octal permission such as \"0640\" (digits 0 to 7)"
+                    ))
+                })?;
+                FileMode::checked(bits, &format!("{s:?}"))
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -53,22 +79,12 @@ impl FileSinkConfig {
     pub const DEFAULT_MODE: u32 = 0o640;
 
     pub fn mode_bits(&self) -> u32 {
-        match self.mode {
-            None => Self::DEFAULT_MODE,
-            Some(FileMode::Number(n)) => n,
-            Some(FileMode::Text(String2(n))) => n,
-        }
+        self.mode.map_or(Self::DEFAULT_MODE, |FileMode(bits)| bits)
     }
 
     pub fn validate(&self) -> Result<(), String> {
         if self.path.as_os_str().is_empty() {
             return Err("key `path`: must not be empty".into());
-        }
-        if self.mode_bits() > 0o777 {
-            return Err(format!(
-                "key `mode`: {:o} is not a permission (at most 0777)",
-                self.mode_bits()
-            ));
         }
         if self.max_bytes == Some(0) {
             return Err("key `max_bytes`: must be positive (leave it out to never rotate)".into());
@@ -407,5 +423,31 @@ mod tests {
         let c: FileSinkConfig =
             serde_json::from_value(serde_json::json!({"path": "/x", "mode": 0o644})).unwrap();
         assert_eq!(c.mode_bits(), 0o644);
+        let c: FileSinkConfig =
+            serde_json::from_value(serde_json::json!({"path": "/x", "mode": "0o640"})).unwrap();
+        assert_eq!(c.mode_bits(), 0o640);
+    }
+
+    #[test]
+    fn a_bad_mode_says_what_is_wrong_with_it() {
+        let err = |mode: serde_json::Value| {
+            crate::sink::from_table::<FileSinkConfig>(
+                serde_json::json!({"path": "/x", "mode": mode}),
+            )
+            .unwrap_err()
+        };
+        assert_eq!(
+            err("0999".into()),
+            "key `mode`: \"0999\" is not an octal permission such as \"0640\" (digits 0 to 7)"
+        );
+        // TOML decimal 640 is 0o1200: not a permission, and the fix is named.
+        let e = err(640.into());
+        assert!(
+            e.starts_with("key `mode`: 0o1200 is not a permission") && e.contains("\"0640\""),
+            "{e}"
+        );
+        assert!(err("07777".into()).contains("at most 0777"));
+        assert!(err(true.into()).contains("expected an octal permission"));
+        assert!(!err((-1).into()).contains("untagged"));
     }
 }

@@ -11,6 +11,7 @@ use crate::clock::SharedClock;
 use crate::deadletter::DeadLetter;
 use crate::event::{EventId, OrgRef};
 use crate::format::{Format, FormatOptions};
+use crate::secret::Redactor;
 use crate::telemetry::Metrics;
 use async_trait::async_trait;
 use serde_json::Value;
@@ -181,8 +182,37 @@ impl SinkKind {
         }
     }
 
+    /// The URL of an HTTP sink that sends in clear text to another machine (allowed by its
+    /// `allow_insecure_http`), for a warning at every start.
+    pub fn cleartext_url(&self) -> Option<String> {
+        let url = match self {
+            SinkKind::Http(c) => &c.url,
+            SinkKind::SplunkHec(c) => &c.url,
+            SinkKind::Elasticsearch(c) => &c.url,
+            SinkKind::File(_) | SinkKind::Kafka(_) | SinkKind::Syslog(_) => return None,
+        };
+        let parsed = reqwest::Url::parse(url).ok()?;
+        crate::httputil::cleartext_to_remote(&parsed).then(|| http::display_url(url))
+    }
+
+    /// The secrets this sink sends to its destination, read now (none for file and syslog).
+    pub fn redactor(&self) -> Redactor {
+        match self {
+            SinkKind::File(_) | SinkKind::Syslog(_) => Redactor::default(),
+            SinkKind::Kafka(c) => c.redactor(),
+            SinkKind::Http(c) => c.redactor(),
+            SinkKind::SplunkHec(c) => c.redactor(),
+            SinkKind::Elasticsearch(c) => c.redactor(),
+        }
+    }
+
     /// Opens the sink. Errors here are start-up errors with a remedy.
     pub async fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, SinkError> {
+        // Dead-letter reasons quote the destination's answers, which may echo our credentials.
+        let ctx = SinkContext {
+            dead_letter: ctx.dead_letter.redacting(&self.redactor()),
+            ..ctx
+        };
         match self {
             SinkKind::File(c) => Ok(Arc::new(file::FileSink::open(c.clone(), ctx).await?)),
             SinkKind::Kafka(c) => Ok(Arc::new(kafka::KafkaSink::start((**c).clone(), ctx).await?)),

@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 pub struct Received {
     pub method: Method,
     pub path: String,
+    /// The query string, without the `?` (empty when none).
+    pub query: String,
     pub headers: HeaderMap,
     /// The body, gunzipped when it came with `Content-Encoding: gzip`.
     pub body: Vec<u8>,
@@ -34,6 +36,24 @@ impl Received {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The value of query parameter `name`, if present (values here need no decoding).
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+
+    /// Every request header as `name: value` lines, as an echoing server or proxy shows them.
+    pub fn header_dump(&self) -> String {
+        self.headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes())))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -103,6 +123,7 @@ impl TestServer {
                     let req = Received {
                         method,
                         path: uri.path().to_string(),
+                        query: uri.query().unwrap_or_default().to_string(),
                         headers,
                         body,
                         gzipped,

@@ -24,6 +24,7 @@ use super::{
 };
 use crate::clock::Backoff;
 use crate::format::Format;
+use crate::secret::Redactor;
 use crate::sink::{Record, Sink, SinkContext, SinkError};
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
@@ -70,6 +71,9 @@ pub struct ElasticsearchConfig {
     /// Passed through by the common config; ignored here.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Accept `http://` to a host other than loopback (a warning is logged at every start).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 /// Data stream naming: `<type>-<dataset>-<namespace>`, lowercase, no `-` inside dataset or
@@ -140,6 +144,11 @@ impl ElasticsearchConfig {
         }
     }
 
+    /// The credentials this sink sends (none when they cannot be read: then nothing is sent).
+    pub fn redactor(&self) -> Redactor {
+        self.auth(true).map(|a| a.redactor()).unwrap_or_default()
+    }
+
     pub fn validate(&self, format: Format) -> Result<(), String> {
         if format == Format::Cef {
             return Err(
@@ -147,7 +156,7 @@ impl ElasticsearchConfig {
                     .into(),
             );
         }
-        validate_url(&self.url, &self.tls())?;
+        validate_url(&self.url, &self.tls(), self.allow_insecure_http)?;
         super::generic::validate_common(self.batch_max_bytes, self.timeout)?;
         validate_data_stream(self.data_stream())?;
         self.auth(false)?;
@@ -233,16 +242,19 @@ pub struct ElasticsearchSink {
     max_bytes: usize,
     item_retries: u32,
     item_backoff: Backoff,
+    /// The credentials in `headers`, blanked from excerpts of replies.
+    redactor: Redactor,
 }
 
 impl ElasticsearchSink {
     pub fn new(config: ElasticsearchConfig, ctx: SinkContext) -> Result<Self, SinkError> {
         let fail = |m: String| SinkError::fatal(format!("elasticsearch sink {:?}: {m}", ctx.name));
         let tls = config.tls();
-        let base = validate_url(&config.url, &tls).map_err(fail)?;
+        let base = validate_url(&config.url, &tls, config.allow_insecure_http).map_err(fail)?;
         validate_data_stream(config.data_stream()).map_err(fail)?;
         let mut headers = HeaderMap::new();
-        if let Some(h) = config.auth(true).and_then(|a| a.header()).map_err(fail)? {
+        let auth = config.auth(true).map_err(fail)?;
+        if let Some(h) = auth.header().map_err(fail)? {
             headers.insert(AUTHORIZATION, h);
         }
         let client = build_client(
@@ -261,6 +273,7 @@ impl ElasticsearchSink {
             max_bytes: config.batch_max_bytes.unwrap_or(DEFAULT_BATCH_MAX_BYTES),
             item_retries: DEFAULT_ITEM_RETRIES,
             item_backoff: DEFAULT_ITEM_BACKOFF,
+            redactor: auth.redactor(),
             ctx,
         })
     }
@@ -331,7 +344,7 @@ impl ElasticsearchSink {
                         gzip(&body)?
                     }
                 };
-                let reply = send(req.body(body), &url).await?;
+                let reply = send(req.body(body), &url, &self.redactor).await?;
                 let status = reply.status;
                 match classify_status(status) {
                     StatusClass::Accepted => {}
@@ -457,7 +470,12 @@ impl Sink for ElasticsearchSink {
     async fn check(&self) -> Result<String, SinkError> {
         let url = join(&self.base, "/");
         let shown = display_url(&url);
-        let reply = send(self.client.get(&url).headers(self.headers.clone()), &url).await?;
+        let reply = send(
+            self.client.get(&url).headers(self.headers.clone()),
+            &url,
+            &self.redactor,
+        )
+        .await?;
         let status = reply.status;
         match classify_status(status) {
             StatusClass::Accepted => {

@@ -16,6 +16,7 @@ use super::{
     DEFAULT_BATCH_MAX_BYTES, DEFAULT_TIMEOUT,
 };
 use crate::format::Format;
+use crate::secret::Redactor;
 use crate::sink::{Record, Sink, SinkContext, SinkError};
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -64,6 +65,9 @@ pub struct HttpSinkConfig {
     /// Passed through by the common config (used by syslog); ignored here.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Accept `http://` to a host other than loopback (a warning is logged at every start).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 /// Keys any HTTP sink validates the same way.
@@ -94,6 +98,11 @@ impl HttpSinkConfig {
         self.auth.as_ref().map_or(Ok(Auth::None), |a| a.load(read))
     }
 
+    /// The credentials this sink sends (none when they cannot be read: then nothing is sent).
+    pub fn redactor(&self) -> Redactor {
+        self.auth(true).map(|a| a.redactor()).unwrap_or_default()
+    }
+
     /// Headers as configured, checked.
     fn header_map(&self) -> Result<HeaderMap, String> {
         let mut map = HeaderMap::new();
@@ -120,7 +129,7 @@ impl HttpSinkConfig {
     }
 
     pub fn validate(&self, format: Format) -> Result<(), String> {
-        validate_url(&self.url, &self.tls())?;
+        validate_url(&self.url, &self.tls(), self.allow_insecure_http)?;
         validate_common(self.batch_max_bytes, self.timeout)?;
         if self.encoding == Encoding::JsonArray && format == Format::Cef {
             return Err(
@@ -143,6 +152,8 @@ pub struct HttpSink {
     encoding: Encoding,
     compression: Compression,
     max_bytes: usize,
+    /// The credentials in `headers`, blanked from excerpts of replies.
+    redactor: Redactor,
 }
 
 impl HttpSink {
@@ -150,9 +161,10 @@ impl HttpSink {
     pub fn new(config: HttpSinkConfig, ctx: SinkContext) -> Result<HttpSink, SinkError> {
         let fail = |m: String| SinkError::fatal(format!("http sink {:?}: {m}", ctx.name));
         let tls = config.tls();
-        let url = validate_url(&config.url, &tls).map_err(fail)?;
+        let url = validate_url(&config.url, &tls, config.allow_insecure_http).map_err(fail)?;
         let mut headers = config.header_map().map_err(fail)?;
-        if let Some(h) = config.auth(true).and_then(|a| a.header()).map_err(fail)? {
+        let auth = config.auth(true).map_err(fail)?;
+        if let Some(h) = auth.header().map_err(fail)? {
             headers.insert(AUTHORIZATION, h);
         }
         let client = build_client(
@@ -169,6 +181,7 @@ impl HttpSink {
             encoding: config.encoding,
             compression: config.compression,
             max_bytes: config.batch_max_bytes.unwrap_or(DEFAULT_BATCH_MAX_BYTES),
+            redactor: auth.redactor(),
             ctx,
         })
     }
@@ -229,7 +242,7 @@ impl HttpSink {
                     gzip(&body)?
                 }
             };
-            let reply = send(req.body(body), &self.url).await?;
+            let reply = send(req.body(body), &self.url, &self.redactor).await?;
             let status = reply.status;
             match classify_status(status) {
                 StatusClass::Accepted => {}
@@ -293,7 +306,7 @@ impl Sink for HttpSink {
             .client
             .request(reqwest::Method::OPTIONS, &self.url)
             .headers(self.headers.clone());
-        let reply = send(req, &self.url).await?;
+        let reply = send(req, &self.url, &self.redactor).await?;
         Ok(format!(
             "{} reachable (OPTIONS answered HTTP {}); no event sent, credentials are only proven by a delivery",
             display_url(&self.url),

@@ -15,7 +15,7 @@ pub mod generic;
 pub mod splunk_hec;
 
 use super::{Record, SinkContext, SinkError};
-use crate::secret::Secret;
+use crate::secret::{Redactor, Secret};
 use crate::tls::TlsOptions;
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::StatusCode;
@@ -82,15 +82,12 @@ pub enum Auth {
 impl Auth {
     /// The header value, marked sensitive so hyper never logs it.
     pub fn header(&self) -> Result<Option<HeaderValue>, String> {
-        use base64::Engine;
         let text = match self {
             Auth::None => return Ok(None),
             Auth::Bearer(s) => format!("Bearer {}", s.expose()),
-            Auth::Basic { user, password } => format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD
-                    .encode(format!("{user}:{}", password.expose()))
-            ),
+            Auth::Basic { user, password } => {
+                format!("Basic {}", basic_credentials(user, password))
+            }
             Auth::Splunk(s) => format!("Splunk {}", s.expose()),
             Auth::ApiKey(s) => format!("ApiKey {}", s.expose()),
         };
@@ -99,6 +96,18 @@ impl Auth {
         })?;
         value.set_sensitive(true);
         Ok(Some(value))
+    }
+
+    /// The secrets this credential sends, in every form a server could echo: the password also
+    /// as the base64 `user:password` of the Basic header.
+    pub fn redactor(&self) -> Redactor {
+        match self {
+            Auth::None => Redactor::default(),
+            Auth::Bearer(s) | Auth::Splunk(s) | Auth::ApiKey(s) => Redactor::of([s]),
+            Auth::Basic { user, password } => {
+                Redactor::of([password, &Secret::new(basic_credentials(user, password))])
+            }
+        }
     }
 
     pub fn describe(&self) -> &'static str {
@@ -110,6 +119,12 @@ impl Auth {
             Auth::ApiKey(_) => "API key",
         }
     }
+}
+
+/// `base64(user:password)`, the credentials of a Basic `Authorization` header.
+fn basic_credentials(user: &str, password: &Secret) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.expose()))
 }
 
 /// Reads a secret from exactly one of a file or an environment variable; errors name the key.
@@ -199,8 +214,12 @@ pub fn tls_options(
 }
 
 /// Checks a sink URL: http or https, a host, no credentials in it (they belong in secret files),
-/// and TLS keys only with https.
-pub fn validate_url(url: &str, tls: &TlsOptions) -> Result<reqwest::Url, String> {
+/// TLS keys only with https, and plain http to another machine only with `allow_insecure_http`.
+pub fn validate_url(
+    url: &str,
+    tls: &TlsOptions,
+    allow_insecure_http: bool,
+) -> Result<reqwest::Url, String> {
     let parsed =
         reqwest::Url::parse(url).map_err(|e| format!("`url`: {url:?} is not a URL ({e})"))?;
     match parsed.scheme() {
@@ -217,6 +236,12 @@ pub fn validate_url(url: &str, tls: &TlsOptions) -> Result<reqwest::Url, String>
                 "`url`: scheme {other:?} is not supported; use https:// (or http:// on a trusted network)"
             ))
         }
+    }
+    if cleartext_to_remote(&parsed) && !allow_insecure_http {
+        return Err(format!(
+            "`url`: {} is plain http to another machine: credentials and audit records would cross the network unencrypted; use https://, or set allow_insecure_http = true if the network is trusted (a warning is then logged at every start)",
+            display_url(url)
+        ));
     }
     if !matches!(parsed.host_str(), Some(h) if !h.is_empty()) {
         return Err(format!("`url`: {url:?} has no host"));
@@ -305,7 +330,9 @@ pub fn classify_status(status: StatusCode) -> StatusClass {
     }
 }
 
-pub use crate::httputil::{body_excerpt, parse_retry_after, EXCERPT_CHARS, MAX_RETRY_AFTER};
+pub use crate::httputil::{
+    body_excerpt, cleartext_to_remote, parse_retry_after, read_body, EXCERPT_CHARS, MAX_RETRY_AFTER,
+};
 
 /// Gzips a request body.
 pub fn gzip(body: &[u8]) -> Result<Vec<u8>, SinkError> {
@@ -318,23 +345,47 @@ pub fn gzip(body: &[u8]) -> Result<Vec<u8>, SinkError> {
         .map_err(|e| SinkError::transient(format!("gzip failed: {e}")))
 }
 
+/// Largest reply read from a destination: far above any answer to one request (a bulk reply to
+/// 100,000 documents is about 25 MB). A server sending more is misbehaving, and reading it
+/// whole would take the agent's memory with it.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+
 /// A response, read in full.
 #[derive(Debug)]
 pub struct Reply {
     pub status: StatusCode,
     pub retry_after: Option<Duration>,
     pub body: Vec<u8>,
+    /// The credentials the request carried, which the server may have echoed.
+    redactor: Redactor,
 }
 
 impl Reply {
+    /// The start of the body for an error or a dead-letter reason, credentials blanked.
     pub fn excerpt(&self) -> String {
-        body_excerpt(&self.body)
+        body_excerpt(&self.body, &self.redactor)
     }
 }
 
 /// Sends a request and reads the response. Transport failures (refused, reset, timeout, TLS)
-/// are transient errors naming the URL and a likely cause.
-pub async fn send(req: reqwest::RequestBuilder, url: &str) -> Result<Reply, SinkError> {
+/// are transient errors naming the URL and a likely cause. `redactor` holds the credentials the
+/// request carries: excerpts of the reply blank them.
+pub async fn send(
+    req: reqwest::RequestBuilder,
+    url: &str,
+    redactor: &Redactor,
+) -> Result<Reply, SinkError> {
+    send_limited(req, url, redactor, MAX_REPLY_BYTES).await
+}
+
+/// [`send`], reading at most `limit` bytes of reply: a longer one is a fatal error (the records
+/// are not acknowledged, and the same request would get the same answer).
+async fn send_limited(
+    req: reqwest::RequestBuilder,
+    url: &str,
+    redactor: &Redactor,
+    limit: usize,
+) -> Result<Reply, SinkError> {
     let what = display_url(url);
     let resp = req.send().await.map_err(|e| transport_error(&what, e))?;
     let status = resp.status();
@@ -343,15 +394,19 @@ pub async fn send(req: reqwest::RequestBuilder, url: &str) -> Result<Reply, Sink
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
-    let body = resp
-        .bytes()
+    let (body, complete) = read_body(resp, limit)
         .await
-        .map_err(|e| transport_error(&what, e))?
-        .to_vec();
+        .map_err(|e| transport_error(&what, e))?;
+    if !complete {
+        return Err(SinkError::fatal(format!(
+            "{what} answered HTTP {status} with a reply larger than {limit} bytes; it was not read further and nothing was acknowledged: check that `url` points at the collector"
+        )));
+    }
     Ok(Reply {
         status,
         retry_after,
         body,
+        redactor: redactor.clone(),
     })
 }
 
@@ -498,14 +553,34 @@ mod tests {
         assert_eq!(c(422), StatusClass::Reject);
     }
 
-    #[test]
-    fn excerpt_is_one_bounded_line() {
-        assert_eq!(body_excerpt(b""), "(empty body)");
-        assert_eq!(body_excerpt(b" {\"a\":\n1} "), "{\"a\": 1}");
-        let long = vec![b'x'; 1000];
-        let e = body_excerpt(&long);
-        assert_eq!(e.chars().count(), EXCERPT_CHARS + 1);
-        assert!(e.ends_with('…'));
+    /// A destination answering without end: the reply is cut at the limit, as a fatal error.
+    #[tokio::test]
+    async fn replies_are_read_up_to_a_limit() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/in", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let _ = sock.read(&mut [0u8; 4096]).await;
+                    let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                    let chunk = format!("{:x}\r\n{}\r\n", 4096, "x".repeat(4096));
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    while sock.write_all(chunk.as_bytes()).await.is_ok() {}
+                });
+            }
+        });
+        let client = reqwest::Client::new();
+        let none = Redactor::default();
+        let err = send_limited(client.get(&url), &url, &none, 10_000)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, crate::sink::SinkErrorKind::Fatal);
+        assert!(
+            err.message.contains("larger than 10000 bytes") && err.message.contains("/in"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -522,21 +597,25 @@ mod tests {
     #[test]
     fn urls_are_checked() {
         let tls = TlsOptions::verified();
-        assert!(validate_url("https://h.example/x", &tls).is_ok());
-        assert!(validate_url("http://127.0.0.1:9", &tls).is_ok());
-        assert!(validate_url("ftp://h", &tls)
+        assert!(validate_url("https://h.example/x", &tls, false).is_ok());
+        assert!(validate_url("http://127.0.0.1:9", &tls, false).is_ok());
+        assert!(validate_url("ftp://h", &tls, false)
             .unwrap_err()
             .contains("not supported"));
-        assert!(validate_url("h.example", &tls)
+        assert!(validate_url("h.example", &tls, false)
             .unwrap_err()
             .contains("not a URL"));
-        assert!(validate_url("https://u:p@h.example", &tls)
+        assert!(validate_url("https://u:p@h.example", &tls, false)
             .unwrap_err()
             .contains("secret file"));
         let off = TlsOptions::default();
-        assert!(validate_url("http://h.example", &off)
+        assert!(validate_url("http://h.example", &off, true)
             .unwrap_err()
-            .contains("plain http"));
+            .contains("TLS keys are set"));
+        assert!(validate_url("http://h.example/x?token=t", &tls, false)
+            .unwrap_err()
+            .contains("http://h.example/x is plain http to another machine"));
+        assert!(validate_url("http://h.example/x", &tls, true).is_ok());
         assert_eq!(
             display_url("https://h.example/hook?token=abc"),
             "https://h.example/hook"
@@ -559,6 +638,12 @@ mod tests {
         assert!(h.is_sensitive());
         // base64("elastic:s3cret")
         assert_eq!(h.to_str().unwrap(), "Basic ZWxhc3RpYzpzM2NyZXQ=");
+        // An echo of the header, or of the password, is blanked.
+        assert_eq!(
+            auth.redactor()
+                .redact("authorization: Basic ZWxhc3RpYzpzM2NyZXQ= (s3cret)"),
+            "authorization: Basic [redacted] ([redacted])"
+        );
         let no_pw = AuthConfig {
             user: Some("elastic".into()),
             ..Default::default()

@@ -22,6 +22,7 @@ use super::{
     DEFAULT_BATCH_MAX_BYTES, DEFAULT_TIMEOUT,
 };
 use crate::format::Format;
+use crate::secret::Redactor;
 use crate::sink::{Record, Sink, SinkContext, SinkError};
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -80,6 +81,9 @@ pub struct SplunkHecConfig {
     /// The common `hostname` key, used as the default `host`.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Accept `http://` to a host other than loopback (a warning is logged at every start).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 impl SplunkHecConfig {
@@ -105,9 +109,16 @@ impl SplunkHecConfig {
         })
     }
 
+    /// The HEC token (none when it cannot be read: then nothing is sent).
+    pub fn redactor(&self) -> Redactor {
+        self.token(true)
+            .map(|t| Auth::Splunk(t).redactor())
+            .unwrap_or_default()
+    }
+
     /// Every format works: json and ecs as JSON object events, cef as a string event.
     pub fn validate(&self, _format: Format) -> Result<(), String> {
-        let url = validate_url(&self.url, &self.tls())?;
+        let url = validate_url(&self.url, &self.tls(), self.allow_insecure_http)?;
         if url.path().contains("/services/collector") {
             return Err(format!(
                 "`url`: give the HEC base URL (e.g. https://splunk.example.com:8088), without /services/collector; found {}",
@@ -211,6 +222,8 @@ pub struct SplunkHecSink {
     ack: Option<(Duration, Duration)>,
     compression: Compression,
     max_bytes: usize,
+    /// The HEC token, blanked from excerpts of replies.
+    redactor: Redactor,
 }
 
 fn fatal_for(action: HecAction, code: i64, text: &str, url: &str) -> SinkError {
@@ -232,10 +245,10 @@ impl SplunkHecSink {
     pub fn new(config: SplunkHecConfig, ctx: SinkContext) -> Result<SplunkHecSink, SinkError> {
         let fail = |m: String| SinkError::fatal(format!("splunk_hec sink {:?}: {m}", ctx.name));
         let tls = config.tls();
-        let base = validate_url(&config.url, &tls).map_err(fail)?;
-        let token = config.token(true).map_err(fail)?;
+        let base = validate_url(&config.url, &tls, config.allow_insecure_http).map_err(fail)?;
+        let auth = Auth::Splunk(config.token(true).map_err(fail)?);
         let mut headers = HeaderMap::new();
-        if let Some(h) = Auth::Splunk(token).header().map_err(fail)? {
+        if let Some(h) = auth.header().map_err(fail)? {
             headers.insert(AUTHORIZATION, h);
         }
         let ack = if config.indexer_acknowledgement {
@@ -284,6 +297,7 @@ impl SplunkHecSink {
             ack,
             compression: config.compression,
             max_bytes: config.batch_max_bytes.unwrap_or(DEFAULT_BATCH_MAX_BYTES),
+            redactor: auth.redactor(),
         })
     }
 
@@ -352,7 +366,7 @@ impl SplunkHecSink {
             let body: Vec<u8> = envelopes[r.clone()].concat();
             let (req, url) = self.post("/services/collector/event", body)?;
             let shown = display_url(&url);
-            let reply = send(req, &url).await?;
+            let reply = send(req, &url, &self.redactor).await?;
             let status = reply.status;
             let parsed: HecReply = serde_json::from_slice(&reply.body).unwrap_or_default();
             let text = parsed.text.clone().unwrap_or_else(|| reply.excerpt());
@@ -442,7 +456,7 @@ impl SplunkHecSink {
             let body = serde_json::to_vec(&serde_json::json!({ "acks": pending }))
                 .map_err(|e| SinkError::transient(e.to_string()))?;
             let (req, url) = self.post("/services/collector/ack", body)?;
-            let reply = match send(req, &url).await {
+            let reply = match send(req, &url, &self.redactor).await {
                 Ok(r) => r,
                 Err(e) => {
                     last_problem = e.message;
@@ -503,7 +517,7 @@ impl Sink for SplunkHecSink {
     /// and 1-4 to a bad one, so the token is checked without indexing anything.
     async fn check(&self) -> Result<String, SinkError> {
         let health = join(&self.base, "/services/collector/health");
-        let reply = send(self.client.get(&health), &health).await?;
+        let reply = send(self.client.get(&health), &health, &self.redactor).await?;
         let parsed: HecReply = serde_json::from_slice(&reply.body).unwrap_or_default();
         if reply.status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
             return Err(SinkError::transient(format!(
@@ -514,7 +528,7 @@ impl Sink for SplunkHecSink {
             )));
         }
         let (req, url) = self.post("/services/collector/event", Vec::new())?;
-        let reply = send(req, &url).await?;
+        let reply = send(req, &url, &self.redactor).await?;
         let parsed: HecReply = serde_json::from_slice(&reply.body).unwrap_or_default();
         let text = parsed.text.clone().unwrap_or_else(|| reply.excerpt());
         match parsed.code {

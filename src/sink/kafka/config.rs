@@ -2,7 +2,7 @@
 //! the librdkafka properties they become.
 
 use crate::event::OrgRef;
-use crate::secret::Secret;
+use crate::secret::{Redactor, Secret};
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -413,6 +413,21 @@ fn check_brokers(brokers: &str) -> Result<String, String> {
 }
 
 impl KafkaSinkConfig {
+    /// The SASL password and TLS key password (none when they cannot be read: then nothing is
+    /// sent).
+    pub fn redactor(&self) -> Redactor {
+        match self.resolve() {
+            Ok(s) => Redactor::of(
+                s.sasl
+                    .as_ref()
+                    .map(|s| &s.password)
+                    .into_iter()
+                    .chain(s.tls_key_password.as_ref()),
+            ),
+            Err(_) => Redactor::default(),
+        }
+    }
+
     /// Configuration-time checks (no network). Reads the secret files to prove they are readable.
     pub fn validate(&self) -> Result<(), String> {
         self.resolve().map(|_| ())
