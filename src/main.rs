@@ -69,6 +69,11 @@ enum Command {
         /// Input file; stdin when absent.
         file: Option<PathBuf>,
     },
+    /// Print the action catalog (names, ECS/CEF/CIM classification) the encoders use.
+    Catalog {
+        #[arg(long, value_parser = ["csv"], default_value = "csv")]
+        format: String,
+    },
     /// Inspect or move checkpoints.
     State {
         #[command(subcommand)]
@@ -207,6 +212,11 @@ async fn async_main(cli: Cli) -> ExitCode {
                 ExitCode::from(if e.starts_with("usage:") { 2 } else { 1 })
             }
         },
+        // Only CSV today (the Splunk add-on's lookup); `--format` leaves room for more.
+        Command::Catalog { format: _ } => {
+            print!("{}", codacy_audit_forwarder::format::catalog::csv());
+            ExitCode::SUCCESS
+        }
         Command::State { command } => match command {
             StateCommand::Show { config } => {
                 let cfg = match Config::load(&config) {
