@@ -63,6 +63,27 @@ fn at_least_twelve_complete_rules_with_unique_ids() {
     }
 }
 
+#[test]
+fn the_unknown_action_rule_knows_exactly_the_agents_catalog() {
+    // Otherwise a catalogued action would alert as "unknown", or a new one never would.
+    let text = read("detections/sigma/codacy_unknown_action.yml");
+    let listed: BTreeSet<&str> = text
+        .split("  known:\n    action:\n")
+        .nth(1)
+        .expect("a `known: action:` list")
+        .lines()
+        .map_while(|l| l.strip_prefix("      - "))
+        .collect();
+    let catalog: BTreeSet<&str> = codacy_audit_forwarder::format::catalog::ACTIONS
+        .iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(
+        listed, catalog,
+        "detections/sigma/codacy_unknown_action.yml drifted from the action catalog"
+    );
+}
+
 fn python_or_skip() -> Option<std::path::PathBuf> {
     let py = sigma_python();
     if py.is_none() {
