@@ -23,8 +23,7 @@ fn stanza<'a>(confs: &'a [Stanza], name: &str) -> &'a Stanza {
         .unwrap_or_else(|| panic!("no [{name}] stanza"))
 }
 
-/// The lookup's rows as column -> value maps (no quoted commas occur in the catalog's values
-/// that these tests read; the drift test compares the whole text byte for byte).
+/// The lookup's rows as column -> value maps (RFC 4180 quoting; the header has no quotes).
 fn lookup_rows() -> Vec<BTreeMap<String, String>> {
     let text = read(LOOKUP);
     let mut lines = text.lines();
