@@ -46,7 +46,7 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
   SIGMA_VENV="${SIGMA_VENV:-$HOME/.cache/codacy-audit-forwarder/sigma-venv}"
   if ! cmp -s detections/requirements.txt "$SIGMA_VENV/requirements.txt"; then
     log "installing pySigma into $SIGMA_VENV"
-    rm -rf "$SIGMA_VENV"
+    if [ -e "$SIGMA_VENV/pyvenv.cfg" ]; then rm -rf "$SIGMA_VENV"; fi   # only ever delete a venv
     { python3 -m venv "$SIGMA_VENV" && "$SIGMA_VENV/bin/pip" install -q -r detections/requirements.txt \
         && cp detections/requirements.txt "$SIGMA_VENV/requirements.txt"; } \
       || log "could not install pySigma; the detection tests will say so and skip"
