@@ -1,8 +1,9 @@
 #!/bin/sh
-# Builds the release binary once, then the .deb (cargo-deb) and .rpm (cargo-generate-rpm).
+# Builds the release binary once, then the .deb (cargo-deb) and .rpm (cargo-generate-rpm), and
+# the Splunk add-on's .tgz (packaging/splunk/package.sh).
 # Installs the two cargo subcommands into CARGO_HOME when they are missing.
 # Usage: packaging/build.sh            (respects CARGO_TARGET_DIR; packages land in $TARGET/debian
-#                                       and $TARGET/generate-rpm)
+#                                       and $TARGET/generate-rpm, the add-on in $TARGET/splunk)
 set -eu
 
 cd "$(dirname "$0")/.."
@@ -33,8 +34,12 @@ mkdir -p "$TARGET_DIR/generate-rpm"
 cargo generate-rpm --target-dir "$TARGET_DIR" --output "$TARGET_DIR/generate-rpm/"
 RPM=$(ls -t "$TARGET_DIR"/generate-rpm/codacy-audit-forwarder-*.rpm | head -n 1)
 
+echo "==> Splunk add-on"
+TA=$(packaging/splunk/package.sh)
+
 size() { stat -c %s "$1" | awk '{ printf "%.1f MiB (%d bytes)", $1 / 1048576, $1 }'; }
 echo
 echo "binary: $BIN  $(size "$BIN")"
 echo "deb:    $DEB  $(size "$DEB")"
 echo "rpm:    $RPM  $(size "$RPM")"
+echo "splunk: $TA  $(size "$TA")"

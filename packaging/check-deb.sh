@@ -40,6 +40,15 @@ has_file etc/$NAME/config.toml -rw-r-----
 has_file usr/share/doc/$NAME/README.md -rw-r--r--
 has_file usr/share/doc/$NAME/examples/config.toml -rw-r--r--
 has_file usr/share/doc/$NAME/copyright -rw-r--r--
+# SIEM content (one file per folder is enough to catch a lost glob or a flattened tree).
+has_file usr/share/$NAME/splunk/TA-codacy-audit/default/props.conf -rw-r--r--
+has_file usr/share/$NAME/splunk/TA-codacy-audit/lookups/codacy_actions.csv -rw-r--r--
+has_file usr/share/$NAME/elastic/index_template.json -rw-r--r--
+has_file usr/share/$NAME/elastic/codacy/data_stream/audit/fields/fields.yml -rw-r--r--
+has_file usr/share/$NAME/sigma/sigma/codacy_repeated_failed_logins.yml -rw-r--r--
+has_file usr/share/$NAME/sigma/splunk/codacy_repeated_failed_logins.spl -rw-r--r--
+has_file usr/share/$NAME/grafana/codacy-audit-forwarder.json -rw-r--r--
+has_file usr/share/$NAME/prometheus/alerts.yml -rw-r--r--
 
 dpkg-deb -I "$DEB" > "$SCRATCH/info"
 dpkg-deb -e "$DEB" "$SCRATCH/control"
@@ -86,7 +95,10 @@ fi
 if [ -n "${RPM:-}" ] && command -v rpm >/dev/null 2>&1; then
     echo "==> checking $RPM"
     rpm -qlp "$RPM" > "$SCRATCH/rpm-files"
-    for f in /usr/bin/$NAME /usr/lib/systemd/system/$NAME.service /usr/lib/sysusers.d/$NAME.conf /etc/$NAME/config.toml; do
+    for f in /usr/bin/$NAME /usr/lib/systemd/system/$NAME.service /usr/lib/sysusers.d/$NAME.conf /etc/$NAME/config.toml \
+        /usr/share/$NAME/splunk/TA-codacy-audit/default/props.conf /usr/share/$NAME/elastic/index_template.json \
+        /usr/share/$NAME/sigma/sigma/codacy_repeated_failed_logins.yml /usr/share/$NAME/grafana/codacy-audit-forwarder.json \
+        /usr/share/$NAME/prometheus/alerts.yml; do
         if grep -qx "$f" "$SCRATCH/rpm-files"; then ok "rpm has $f"; else fail "rpm lacks $f"; fi
     done
     if rpm -qp --configfiles "$RPM" | grep -qx "/etc/$NAME/config.toml"; then ok "rpm config file"; else fail "config.toml is not %config in the rpm"; fi

@@ -4,6 +4,8 @@
 #   - rsyslog (+ rsyslog-gnutls for TLS)  : the syslog sink's receiver
 #   - kcat                                : librdkafka's CLI, for the Kafka benchmark baseline
 #   - tansu (cargo install, cached in CARGO_HOME): a real Kafka-protocol broker
+#   - prometheus (for promtool) and a venv with detections/requirements.txt (pySigma, DuckDB):
+#     the SIEM content tests (tests/siem_*.rs)
 # Every peer is started by the tests themselves on 127.0.0.1 and stopped afterwards.
 # Set SKIP_INSTALL=1 to only run the tests.
 set -euo pipefail
@@ -23,6 +25,9 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
   dpkg -s pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
   command -v cc >/dev/null || missing+=(build-essential)
+  # SIEM content tests: promtool (alert rule unit tests) and a Python venv for pySigma.
+  command -v promtool >/dev/null || missing+=(prometheus)
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
@@ -36,6 +41,17 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
       || log "could not install tansu; the real-broker Kafka tests will say so and skip"
   fi
   export PATH="$CARGO_BIN:$PATH"
+  # pySigma and its backends, pinned, in a venv cached until detections/requirements.txt changes
+  # (tests/common/siem.rs looks here; SIGMA_VENV overrides both).
+  SIGMA_VENV="${SIGMA_VENV:-$HOME/.cache/codacy-audit-forwarder/sigma-venv}"
+  if ! cmp -s detections/requirements.txt "$SIGMA_VENV/requirements.txt"; then
+    log "installing pySigma into $SIGMA_VENV"
+    if [ -e "$SIGMA_VENV/pyvenv.cfg" ]; then rm -rf "$SIGMA_VENV"; fi   # only ever delete a venv
+    { python3 -m venv "$SIGMA_VENV" && "$SIGMA_VENV/bin/pip" install -q -r detections/requirements.txt \
+        && cp detections/requirements.txt "$SIGMA_VENV/requirements.txt"; } \
+      || log "could not install pySigma; the detection tests will say so and skip"
+  fi
+  export SIGMA_VENV
 fi
 
 log "cargo test"

@@ -70,6 +70,11 @@ enum Command {
         /// Input file; stdin when absent.
         file: Option<PathBuf>,
     },
+    /// Print the action catalog (names, ECS/CEF/CIM classification) the encoders use.
+    Catalog {
+        #[arg(long, value_parser = ["csv"], default_value = "csv")]
+        format: String,
+    },
     /// Inspect or move checkpoints.
     State {
         #[command(subcommand)]
@@ -216,6 +221,11 @@ async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
                 ExitCode::from(if e.starts_with("usage:") { 2 } else { 1 })
             }
         },
+        // Only CSV today (the Splunk add-on's lookup); `--format` leaves room for more.
+        Command::Catalog { format: _ } => {
+            print!("{}", codacy_audit_forwarder::format::catalog::csv());
+            ExitCode::SUCCESS
+        }
         Command::State { command } => match command {
             StateCommand::Show { config } => {
                 let (cfg, redactor) = match load(&config, &log) {

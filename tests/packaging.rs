@@ -90,13 +90,69 @@ fn every_packaged_source_file_exists() {
         if src.starts_with("target/") {
             continue; // built
         }
-        assert!(
-            Path::new(&root().join(&src)).exists(),
-            "{src} is packaged but missing"
-        );
+        if src.contains('*') {
+            // A glob: its fixed part must be a folder with files in it.
+            let base: PathBuf = Path::new(&src)
+                .components()
+                .take_while(|c| !c.as_os_str().to_string_lossy().contains('*'))
+                .collect();
+            let files = std::fs::read_dir(root().join(&base))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            assert!(
+                files > 0,
+                "{src} is packaged but {} is empty or missing",
+                base.display()
+            );
+        } else {
+            assert!(
+                Path::new(&root().join(&src)).exists(),
+                "{src} is packaged but missing"
+            );
+        }
     }
     for script in manifest.scripts {
         assert!(root().join(&script).exists(), "{script} missing");
+    }
+}
+
+#[test]
+fn siem_content_is_packaged_in_both_the_deb_and_the_rpm() {
+    // README "SIEM content" tells admins to look in /usr/share/codacy-audit-forwarder/<siem>.
+    let manifest = read("Cargo.toml");
+    let (deb, rpm) = manifest
+        .split_once("[package.metadata.generate-rpm]")
+        .unwrap();
+    for (source, dest) in [
+        (
+            "packaging/splunk/TA-codacy-audit/",
+            "usr/share/codacy-audit-forwarder/splunk/",
+        ),
+        (
+            "packaging/elastic/",
+            "usr/share/codacy-audit-forwarder/elastic/",
+        ),
+        ("detections/", "usr/share/codacy-audit-forwarder/sigma/"),
+        (
+            "packaging/grafana/",
+            "usr/share/codacy-audit-forwarder/grafana/",
+        ),
+        (
+            "packaging/prometheus/",
+            "usr/share/codacy-audit-forwarder/prometheus/",
+        ),
+    ] {
+        for (name, section, dest) in [
+            ("deb", deb, dest.to_string()),
+            ("rpm", rpm, format!("/{dest}")),
+        ] {
+            assert!(
+                section
+                    .lines()
+                    .any(|l| l.contains(&format!("\"{source}")) && l.contains(&format!("\"{dest}"))),
+                "the {name} does not install {source} under {dest}"
+            );
+        }
     }
 }
 

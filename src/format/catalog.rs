@@ -557,6 +557,123 @@ pub fn cef_category(action: &str) -> String {
     }
 }
 
+/// Splunk CIM `action` for a successful event of a catalogued action (the Splunk add-on's
+/// lookup): the Change data model's vocabulary derived from the ECS types (creation -> created,
+/// deletion -> deleted, access/info -> read, anything else -> modified), except for
+/// authentication, where CIM's Authentication model wants `success` (`failure` when failed).
+pub fn cim_action(info: &ActionInfo) -> &'static str {
+    let has = |t: &str| info.types.contains(&t);
+    if info.categories.contains(&"authentication") {
+        "success"
+    } else if has("creation") {
+        "created"
+    } else if has("deletion") {
+        "deleted"
+    } else if has("access") || (has("info") && !has("change")) {
+        "read"
+    } else {
+        "modified"
+    }
+}
+
+/// CIM `change_type`: `AAA` for identity and access actions, `configuration` for the rest.
+pub fn cim_change_type(info: &ActionInfo) -> &'static str {
+    if info.categories.contains(&"iam") || info.categories.contains(&"authentication") {
+        "AAA"
+    } else {
+        "configuration"
+    }
+}
+
+/// CIM `object_category`: what kind of thing the action touches, from the action's name.
+pub fn cim_object_category(action: &str) -> &'static str {
+    // Order matters: the first fragment found wins (`repositories.tokens.*` is a token, not a
+    // repository setting).
+    const RULES: &[(&str, &str)] = &[
+        (".tokens.", "api_token"),
+        ("user.login", "user"),
+        ("security.managers", "user"),
+        (".people.", "user"),
+        (".join", "user"),
+        ("minimumpermission", "permission"),
+        ("hooks", "webhook"),
+        ("postcommithook", "webhook"),
+        ("providersettings", "integration"),
+        ("refreshprovider", "integration"),
+        ("provider.sync", "integration"),
+        ("gatepolicies", "gate_policy"),
+        ("standards", "coding_standard"),
+        ("security.items", "security_item"),
+        ("pullrequests", "pull_request"),
+        (".issues.", "issue"),
+        (".tools.", "tool"),
+        (".file.", "file"),
+        (".branches.", "branch"),
+        ("reanalyzecommit", "commit"),
+        ("repositories.", "repository"),
+        ("organizations.", "organization"),
+    ];
+    RULES
+        .iter()
+        .find(|(fragment, _)| action.contains(fragment))
+        .map_or("unknown", |(_, category)| category)
+}
+
+/// Column names of [`csv`], in order.
+pub const CSV_HEADER: &[&str] = &[
+    "action",
+    "name",
+    "description",
+    "ecs_category",
+    "ecs_type",
+    "severity",
+    "failure_severity",
+    "cef_category",
+    "cim_action",
+    "change_type",
+    "object_category",
+];
+
+/// The catalog as CSV (RFC 4180, `\n` line ends), one row per documented action: what
+/// `catalog --format csv` prints and the Splunk add-on's `lookups/codacy_actions.csv` holds.
+/// Multi-valued ECS columns are `|`-separated.
+pub fn csv() -> String {
+    fn field(out: &mut String, value: &str) {
+        if value.contains([',', '"', '\n', '\r']) {
+            out.push('"');
+            out.push_str(&value.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(value);
+        }
+    }
+    let mut out = CSV_HEADER.join(",");
+    out.push('\n');
+    for info in ACTIONS {
+        let row = [
+            info.action.to_string(),
+            info.name.to_string(),
+            info.description.to_string(),
+            info.categories.join("|"),
+            info.types.join("|"),
+            info.severity.to_string(),
+            info.failure_severity.to_string(),
+            cef_category(info.action),
+            cim_action(info).to_string(),
+            cim_change_type(info).to_string(),
+            cim_object_category(info.action).to_string(),
+        ];
+        for (i, value) in row.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            field(&mut out, value);
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// ECS 8.17 `event.category` values and the `event.type` values each one expects
 /// (siem-formats.md §2.1, from ecs `schemas/event.yml` v8.17.0). Categories without expected
 /// types are listed with an empty slice.
@@ -825,6 +942,40 @@ mod tests {
             "organizations/security"
         );
         assert_eq!(cef_category("nodots"), "nodots");
+    }
+
+    #[test]
+    fn csv_has_one_row_per_action_and_quotes_what_needs_it() {
+        let text = csv();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some(CSV_HEADER.join(",").as_str()));
+        assert_eq!(lines.count(), ACTIONS.len());
+        let login = text.lines().find(|l| l.starts_with("user.login,")).unwrap();
+        assert_eq!(
+            login,
+            "user.login,Log in,User logged in to Codacy,authentication|session,start|info,2,7,user,success,AAA,user"
+        );
+        assert!(text.lines().any(|l| l
+            == "repositories.tokens.create,Create repository API token,New repository API token created,iam,admin|creation,6,7,repositories/tokens,created,AAA,api_token"));
+    }
+
+    #[test]
+    fn every_action_gets_a_cim_vocabulary_action_and_a_known_object_category() {
+        for info in ACTIONS {
+            let expected: &[&str] = if info.action == "user.login" {
+                &["success"]
+            } else {
+                &["created", "deleted", "modified", "read"]
+            };
+            assert!(expected.contains(&cim_action(info)), "{}", info.action);
+            assert_ne!(
+                cim_object_category(info.action),
+                "unknown",
+                "{}",
+                info.action
+            );
+        }
+        assert_eq!(cim_object_category("made.up"), "unknown");
     }
 
     #[test]
