@@ -17,6 +17,7 @@ pub mod lock;
 pub mod logging;
 pub mod pipeline;
 pub mod preview;
+pub mod repeat;
 pub(crate) mod private;
 pub mod sdnotify;
 pub mod secret;
