@@ -115,7 +115,10 @@ mod tests {
         cleared.sort();
         assert_eq!(
             cleared,
-            vec![("brokers down".to_string(), 481), ("resolve".to_string(), 1)]
+            vec![
+                ("brokers down".to_string(), 481),
+                ("resolve".to_string(), 1)
+            ]
         );
         assert!(l.cleared().is_empty());
         assert_eq!(l.occurred("brokers down"), Repeat::First);
