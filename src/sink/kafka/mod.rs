@@ -240,11 +240,15 @@ impl Poller {
                     if state.waiters > 0 || producer.in_flight_count() > 0 {
                         break;
                     }
-                    state = self
+                    let (next, wait) = self
                         .wake
                         .wait_timeout(state, IDLE_CHECK)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                        .unwrap_or_else(|p| p.into_inner());
+                    state = next;
+                    // Tells a test that a batch woke the thread, rather than the idle check.
+                    if !wait.timed_out() && state.waiters > 0 {
+                        tracing::trace!(target: "kafka_poll", "woken by a batch or check");
+                    }
                 }
             }
             producer.poll(BUSY_SLICE);
