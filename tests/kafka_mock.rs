@@ -233,6 +233,42 @@ async fn transient_produce_errors_are_retried_inside_without_duplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_that_hit_a_fatal_error_is_replaced_and_the_retried_batch_delivered() {
+    let mock = cluster(1, "codacy-audit", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let brokers = mock.bootstrap_servers();
+    let sink = KafkaSink::start(config(&brokers, json!({})), ctx(dir.path()))
+        .await
+        .unwrap();
+    let org = OrgRef::new(Provider::Gh, "acme");
+    sink.deliver(&batch(&org, 0, 1)).await.unwrap();
+    // The broker rejecting the head-of-line request's sequence number: librdkafka can no longer
+    // vouch for ordering or once-ness and fails the idempotent producer for good.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+    );
+    let records = batch(&org, 1, 10);
+    let err = sink.deliver(&records).await.unwrap_err();
+    assert_eq!(err.kind, SinkErrorKind::Transient, "{}", err.message);
+    assert!(
+        err.message
+            .contains("the Kafka producer hit a fatal error and is being recreated"),
+        "{}",
+        err.message
+    );
+    // The pipeline offers the batch again: a new producer delivers it, and keeps delivering.
+    sink.deliver(&records).await.unwrap();
+    sink.deliver(&batch(&org, 11, 5)).await.unwrap();
+    let mut all = batch(&org, 0, 1);
+    all.extend(records);
+    all.extend(batch(&org, 11, 5));
+    let msgs = consume(&brokers, "codacy-audit", 1, all.len()).await;
+    assert_eq!(payloads(&msgs), expected_payloads(&all));
+    assert_eq!(stored(&brokers, "codacy-audit", 1).await, 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_down_past_message_timeout_fails_the_batch_and_a_retry_delivers_it() {
     let mock = cluster(1, "codacy-audit", 1);
     let dir = tempfile::tempdir().unwrap();

@@ -630,8 +630,16 @@ impl KafkaSink {
 
         let mut too_large = Vec::new();
         let mut worst: Option<SinkError> = None;
+        // A fatal error fails the records with the broker's code (e.g. OutOfOrderSequenceNumber),
+        // not with Fatal: ask the producer itself, as only a new one can deliver again.
+        let broken = producer.client().fatal_error();
         for (r, topic, e) in failures {
-            let verdict = Self::classify(context, &settings, &e, &topic);
+            let verdict = match &broken {
+                Some((_, reason)) => Verdict::Broken(format!(
+                    "the Kafka producer hit a fatal error and is being recreated (librdkafka: {reason}); the batch will be retried"
+                )),
+                None => Self::classify(context, &settings, &e, &topic),
+            };
             tracing::debug!(sink = %self.ctx.name, event_id = %r.event_id, topic, error = %e, ?verdict, "kafka delivery failed");
             let err = match verdict {
                 Verdict::TooLarge(reason) => {
