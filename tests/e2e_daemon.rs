@@ -214,9 +214,11 @@ async fn an_unwritable_file_sink_does_not_hold_back_the_other_and_catches_up() {
     )
     .await;
     // b's lane says why it is stuck, naming its file, and counts nothing as delivered meanwhile.
-    wait_until("b's lane reports its failure", Duration::from_secs(60), || {
-        b_error().is_some_and(|e| e.contains("b.ndjson"))
-    })
+    wait_until(
+        "b's lane reports its failure",
+        Duration::from_secs(60),
+        || b_error().is_some_and(|e| e.contains("b.ndjson")),
+    )
     .await;
     assert_eq!(b_delivered(), delivered_before, "{:?}", b_error());
 

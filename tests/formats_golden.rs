@@ -513,7 +513,9 @@ fn ecs_field_subset_is_verbatim_from_upstream() {
     // points at another copy, and with UPDATE_GOLDEN=1 the subset is rewritten from it.
     let upstream = std::env::var_os("ECS_FIELDS_CSV")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ecs/fields-8.17.csv"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ecs/fields-8.17.csv")
+        });
     let full = std::fs::read_to_string(&upstream)
         .unwrap_or_else(|e| panic!("upstream ECS fields.csv {}: {e}", upstream.display()));
     let mut lines = full.lines();

@@ -63,7 +63,10 @@ async fn wait_until_asleep(tid: &str) {
         if switches(tid) == before {
             return;
         }
-        assert!(started.elapsed() < DEADLINE, "the poll thread never went idle");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the poll thread never went idle"
+        );
     }
 }
 
@@ -72,10 +75,9 @@ async fn the_poll_thread_sleeps_at_idle_is_woken_by_a_batch_and_stops_at_shutdow
     let wakes = Arc::new(AtomicUsize::new(0));
     tracing_subscriber::registry()
         .with(
-            Wakes(wakes.clone())
-                .with_filter(tracing_subscriber::filter::filter_fn(|m| {
-                    m.target() == "kafka_poll"
-                })),
+            Wakes(wakes.clone()).with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                m.target() == "kafka_poll"
+            })),
         )
         .init();
     let mock = MockCluster::<DefaultProducerContext>::new(1).unwrap();

@@ -16,12 +16,12 @@ use codacy_audit_forwarder::format::{Encoder, Format, FormatOptions};
 use codacy_audit_forwarder::sink::syslog::{SyslogSink, SyslogSinkConfig};
 use codacy_audit_forwarder::sink::{Record, Sink, SinkContext, SinkErrorKind, SinkKind};
 use rsyslog::Rsyslog;
-use tls::TlsFiles;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tls::TlsFiles;
 
 const HOST: &str = "fwd01";
 const APP: &str = "codacy-audit";
