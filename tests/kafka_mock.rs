@@ -461,7 +461,13 @@ async fn tls_to_a_plaintext_listener_is_fatal_with_a_remedy() {
         "{}",
         err.message
     );
-    assert!(err.message.contains("tls_ca_file"), "{}", err.message);
+    assert!(
+        err.message.contains(
+            "the listener does not speak TLS: point `brokers` at the brokers' TLS listener"
+        ),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@
 //! agent's CPU.
 
 pub mod config;
+mod diagnose;
 
 pub use config::{KafkaSettings, KafkaSinkConfig, KeyBy, TopicTemplate};
 
@@ -25,6 +26,7 @@ use rdkafka::producer::{
     BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
 };
 use rdkafka::ClientContext;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
@@ -54,6 +56,8 @@ const STOP_ALLOWANCE: Duration = Duration::from_millis(300);
 struct ClientIssue {
     code: Option<RDKafkaErrorCode>,
     reason: String,
+    /// What is wrong with a broker's certificate, when librdkafka's reason does not say.
+    diagnosis: Option<String>,
 }
 
 /// What the client context saw lately, for error messages that name the cause.
@@ -83,14 +87,39 @@ fn needs_human(code: RDKafkaErrorCode) -> bool {
 pub struct KafkaContext {
     sink: Arc<str>,
     diag: Arc<Mutex<Diagnostics>>,
+    /// TLS in use, and the CA file trusted: what a certificate diagnosis needs.
+    tls: Option<Option<PathBuf>>,
 }
 
 impl KafkaContext {
-    fn new(sink: &str) -> Self {
+    fn new(sink: &str, settings: &KafkaSettings) -> Self {
         KafkaContext {
             sink: sink.into(),
             diag: Arc::default(),
+            tls: settings
+                .security_protocol
+                .uses_tls()
+                .then(|| settings.tls_ca_file.clone()),
         }
+    }
+
+    /// Why the broker named in `reason` fails certificate verification; once per reason, as
+    /// librdkafka repeats the error at every reconnection.
+    fn diagnose_certificate(&self, reason: &str) -> Option<String> {
+        let ca_file = self.tls.as_ref()?;
+        if !reason.contains("certificate verify failed") {
+            return None;
+        }
+        if let Some(known) = self
+            .diag()
+            .needs_human
+            .as_ref()
+            .filter(|i| i.reason == reason)
+        {
+            return known.diagnosis.clone();
+        }
+        let (host, port) = diagnose::broker_of(reason)?;
+        diagnose::certificate_problem(&host, port, ca_file.as_ref())
     }
 
     fn diag(&self) -> std::sync::MutexGuard<'_, Diagnostics> {
@@ -142,15 +171,30 @@ impl ClientContext for KafkaContext {
         let mut code = error.rdkafka_error_code();
         // A listener that does not speak TLS cuts the handshake off: librdkafka reports a
         // transport failure, but it is a TLS configuration problem.
+        // A broker that refuses the client's certificate (or its absence) sends a TLS alert,
+        // which librdkafka sees on its first read after the handshake: a transport failure too.
+        const REFUSALS: [&str; 4] = [
+            "alert certificate required",
+            "alert bad certificate",
+            "alert unknown ca",
+            "alert handshake failure",
+        ];
         if code == Some(RDKafkaErrorCode::BrokerTransportFailure)
-            && reason.contains("state SSL_HANDSHAKE")
+            && (reason.contains("state SSL_HANDSHAKE")
+                || REFUSALS.iter().any(|r| reason.contains(r)))
         {
             code = Some(RDKafkaErrorCode::SSL);
         }
         let sink = &*self.sink;
+        let diagnosis = if code == Some(RDKafkaErrorCode::SSL) {
+            self.diagnose_certificate(reason)
+        } else {
+            None
+        };
         let issue = ClientIssue {
             code,
             reason: reason.to_string(),
+            diagnosis,
         };
         match code {
             Some(c) if needs_human(c) => {
@@ -371,7 +415,7 @@ impl KafkaSink {
                 RDKafkaLogLevel::Info
             },
         );
-        let context = KafkaContext::new(name);
+        let context = KafkaContext::new(name, settings);
         let producer: KafkaProducer = cc.create_with_context(context.clone()).map_err(|e| {
             let what = match &e {
                 KafkaError::ClientConfig(..) => {
@@ -532,7 +576,11 @@ impl KafkaSink {
             | C::SaslAuthenticationFailed
             | C::UnsupportedSASLMechanism
             | C::IllegalSASLState => Verdict::Fatal(sasl_message(settings, &recent)),
-            C::SSL => Verdict::Fatal(tls_message(settings, &recent)),
+            C::SSL => {
+                let issue = ctx.human_issue();
+                let diagnosis = issue.as_ref().and_then(|i| i.diagnosis.as_deref());
+                Verdict::Fatal(tls_message(settings, &recent, diagnosis))
+            }
             C::InvalidTimestamp => Verdict::Fatal(format!(
                 "Kafka topic {topic:?} rejects the records' timestamps (the events' own times, which may be months old during a backfill): raise the topic's message.timestamp.before.max.ms (message.timestamp.difference.max.ms before Kafka 3.6)"
             )),
@@ -692,18 +740,31 @@ fn sasl_message(settings: &KafkaSettings, recent: &str) -> String {
     }
 }
 
-fn tls_message(settings: &KafkaSettings, recent: &str) -> String {
-    if settings.security_protocol.uses_tls() {
-        format!(
-            "TLS with the Kafka brokers {} failed{recent}: check that tls_ca_file holds the CA that signed the brokers' certificates, that those certificates name the hosts in `brokers`, and that the listener speaks TLS",
-            settings.brokers
-        )
-    } else {
-        format!(
-            "TLS error with the Kafka brokers {}{recent}: check `security_protocol` against the brokers' listener",
-            settings.brokers
-        )
+fn tls_message(settings: &KafkaSettings, recent: &str, diagnosis: Option<&str>) -> String {
+    let brokers = &settings.brokers;
+    if !settings.security_protocol.uses_tls() {
+        return format!(
+            "TLS error with the Kafka brokers {brokers}{recent}: check `security_protocol` against the brokers' listener"
+        );
     }
+    // OpenSSL's reason, as librdkafka quotes it, tells which of the usual mistakes this is.
+    let reason = recent.to_ascii_lowercase();
+    let remedy = if let Some(d) = diagnosis {
+        d.to_string()
+    } else if reason.contains("plaintext broker listener") {
+        "the listener does not speak TLS: point `brokers` at the brokers' TLS listener, or set security_protocol to what that listener speaks".to_string()
+    } else if reason.contains("certificate verify failed") {
+        "the brokers' certificate could not be verified: check that tls_ca_file holds the CA that signed it (without tls_ca_file, the system trust store is used) and that it names the hosts in `brokers`".to_string()
+    } else if reason.contains("certificate required")
+        || (reason.contains("handshake failure") && settings.tls_cert_file.is_none())
+    {
+        "the brokers require a client certificate: set tls_cert_file and tls_key_file to a certificate their CA signed".to_string()
+    } else if reason.contains("unknown ca") || reason.contains("bad certificate") {
+        "the brokers refuse the client certificate: use one (tls_cert_file, tls_key_file) signed by a CA the brokers trust".to_string()
+    } else {
+        "check that tls_ca_file holds the CA that signed the brokers' certificates, that those certificates name the hosts in `brokers`, that the listener speaks TLS, and whether it requires a client certificate (tls_cert_file, tls_key_file)".to_string()
+    };
+    format!("TLS with the Kafka brokers {brokers} failed{recent}: {remedy}")
 }
 
 /// What a client-level error that needs a human means for delivery.
@@ -711,7 +772,11 @@ fn classify_issue(settings: &KafkaSettings, issue: &ClientIssue, topic: &str) ->
     let recent = format!(" (librdkafka: {})", issue.reason);
     use RDKafkaErrorCode as C;
     match issue.code {
-        Some(C::SSL) => Verdict::Fatal(tls_message(settings, &recent)),
+        Some(C::SSL) => Verdict::Fatal(tls_message(
+            settings,
+            &recent,
+            issue.diagnosis.as_deref(),
+        )),
         Some(C::TopicAuthorizationFailed) => Verdict::Fatal(format!(
             "not authorized to write to Kafka topic {topic:?} on {}{recent}: grant WRITE and DESCRIBE on the topic",
             settings.brokers
