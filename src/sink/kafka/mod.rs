@@ -751,8 +751,11 @@ fn tls_message(settings: &KafkaSettings, recent: &str, diagnosis: Option<&str>) 
     let reason = recent.to_ascii_lowercase();
     let remedy = if let Some(d) = diagnosis {
         d.to_string()
-    } else if reason.contains("plaintext broker listener") {
-        "the listener does not speak TLS: point `brokers` at the brokers' TLS listener, or set security_protocol to what that listener speaks".to_string()
+    } else if reason.contains("plaintext broker listener")
+        || (reason.contains("state ssl_handshake") && reason.contains("disconnected"))
+    {
+        // librdkafka words it either way, depending on when the listener hangs up.
+        "the listener cut the TLS handshake off, as one that does not speak TLS does: point `brokers` at the brokers' TLS listener, or set security_protocol to what that listener speaks".to_string()
     } else if reason.contains("certificate verify failed") {
         "the brokers' certificate could not be verified: check that tls_ca_file holds the CA that signed it (without tls_ca_file, the system trust store is used) and that it names the hosts in `brokers`".to_string()
     } else if reason.contains("certificate required")
