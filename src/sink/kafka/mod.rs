@@ -35,6 +35,8 @@ use tokio::sync::oneshot;
 
 /// How long `check` waits for cluster metadata.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// One metadata request of `check`; between them it looks for a failure that needs a human.
+const CHECK_TRY: Duration = Duration::from_secs(1);
 /// How long a batch waits before an authentication or TLS failure seen meanwhile ends it (rather
 /// than waiting for `message_timeout`): long enough for librdkafka to reconnect after a fix.
 const HUMAN_ERROR_GRACE: Duration = Duration::from_secs(30);
@@ -820,10 +822,27 @@ impl Sink for KafkaSink {
         let context = active.context.clone();
         let settings = self.settings();
         let s = settings.clone();
+        let diagnosed = context.clone();
         let metadata = tokio::task::spawn_blocking(move || {
             // Client errors meanwhile (authentication, TLS) are served at once for the diagnosis.
             let _busy = active.poll.poller.busy();
-            active.producer.client().fetch_metadata(None, CHECK_TIMEOUT)
+            // In short tries, so that a failure needing a human ends the check as soon as it is
+            // known rather than after the whole CHECK_TIMEOUT.
+            let started = Instant::now();
+            loop {
+                let left = CHECK_TIMEOUT.saturating_sub(started.elapsed());
+                let outcome = active
+                    .producer
+                    .client()
+                    .fetch_metadata(None, left.min(CHECK_TRY));
+                match outcome {
+                    // A pause, in case a failure comes back at once: no busy loop.
+                    Err(_) if !left.is_zero() && diagnosed.human_issue().is_none() => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    done => break done,
+                }
+            }
         })
         .await
         .map_err(|e| SinkError::transient(format!("kafka metadata task failed: {e}")))?;
