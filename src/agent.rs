@@ -2,7 +2,6 @@
 //! SIGINT stop after the batch in flight; SIGHUP reloads the configuration and reopens files).
 
 use crate::clock::SharedClock;
-use futures::StreamExt;
 use crate::codacy::Client;
 use crate::config::Config;
 use crate::deadletter::DeadLetter;
@@ -14,6 +13,7 @@ use crate::pipeline::{
 };
 use crate::sink::{SinkContext, SinkSpec};
 use crate::telemetry::Metrics;
+use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,7 +158,11 @@ pub async fn once(
     });
     // Passes beyond the scheduler's request slots would only wait, each holding its walk's
     // memory: a few per slot keep the slots busy (10,000 organizations at once peaked at 232 MB).
-    let in_parallel = config.codacy.max_concurrent_requests.saturating_mul(4).max(1);
+    let in_parallel = config
+        .codacy
+        .max_concurrent_requests
+        .saturating_mul(4)
+        .max(1);
     let reports: Vec<_> = futures::stream::iter(passes)
         .buffered(in_parallel)
         .collect()

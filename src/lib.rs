@@ -18,7 +18,7 @@ pub mod logging;
 pub mod pipeline;
 pub mod preview;
 pub(crate) mod private;
-pub mod repeat;
+pub(crate) mod repeat;
 pub mod sdnotify;
 pub mod secret;
 pub mod simulator;

@@ -1,6 +1,9 @@
 //! The shipped systemd unit: what the agent relies on is declared, it verifies, and
-//! `systemd-analyze security` rates its exposure 2.0 or lower. The systemd-analyze parts are
-//! skipped with a message when the tool is not installed.
+//! `systemd-analyze security` rates its exposure 2.0 or lower. The systemd-analyze parts need
+//! the tool (see `common/peers.rs`: a skip locally, a failure under `REQUIRE_PEERS=1`).
+
+#[path = "common/peers.rs"]
+mod peers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,13 +36,7 @@ fn one(d: &BTreeMap<String, Vec<String>>, key: &str) -> String {
 }
 
 fn systemd_analyze() -> bool {
-    match Command::new("systemd-analyze").arg("--version").output() {
-        Ok(o) if o.status.success() => true,
-        _ => {
-            eprintln!("skipped: systemd-analyze is not installed");
-            false
-        }
-    }
+    peers::require(peers::Peer::SystemdAnalyze).is_some()
 }
 
 #[test]
