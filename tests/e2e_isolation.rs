@@ -218,6 +218,9 @@ async fn a_kafka_broker_that_is_down_does_not_delay_its_sibling() {
     let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
     let outage_lines = log.lines().filter(|l| l.contains("librdkafka")).count();
     assert!(outage_lines >= 1, "the outage is not logged at all:\n{log}");
-    assert!(outage_lines <= 8, "{outage_lines} librdkafka lines in ~12 s:\n{log}");
+    assert!(
+        outage_lines <= 8,
+        "{outage_lines} librdkafka lines in ~12 s:\n{log}"
+    );
     server.shutdown().await;
 }
