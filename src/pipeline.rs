@@ -872,10 +872,14 @@ impl Walker {
                     *report.delivered.entry(name.clone()).or_default() += n;
                     report.sink_errors.push((name, e));
                 }
-                Err(e) => report.sink_errors.push((
-                    name,
-                    format!("delivery task failed: {e}; this is a bug, please report it"),
-                )),
+                // The sink panicked: only its lane fails (its lock was released by the unwind,
+                // its cursor not moved); it is retried at the next poll.
+                Err(e) => {
+                    let msg = format!("delivery task failed: {e}; this is a bug, please report it");
+                    tracing::error!(organization = %self.org, sink = %name, error = %msg, "sink failed unexpectedly; the other sinks go on");
+                    self.shared.metrics.failure(&self.org.key(), &name, &msg);
+                    report.sink_errors.push((name, msg));
+                }
             }
         }
         still

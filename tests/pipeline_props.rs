@@ -71,6 +71,8 @@ enum Behaviour {
     Crash,
     /// Accepts the batch and answers nothing for 10 minutes, then times out.
     Hang,
+    /// A bug in the sink: it panics.
+    Panic,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +104,7 @@ impl Sink for RecordingSink {
                 Ok(())
             }
             Behaviour::Fail => Err(SinkError::transient("down")),
+            Behaviour::Panic => panic!("a sink bug (expected by the test)"),
             Behaviour::Hang => {
                 tokio::time::sleep(std::time::Duration::from_secs(600)).await;
                 Err(SinkError::transient("timed out after 10 minutes"))
@@ -1010,5 +1013,30 @@ fn shutdown_in_the_middle_of_a_pass_stops_it_and_the_next_start_goes_on() {
             got.sort();
             assert_eq!(got, w.expected_ids(), "every event once");
         }
+    });
+}
+
+/// A sink that panics fails only its own lane: the other sink delivers, the organization's
+/// pipeline goes on, /health shows the failing lane, and it catches up once the bug is gone.
+#[test]
+fn a_panicking_sink_fails_only_its_lane() {
+    let w = World::new([5, 5], 100, MAX_OVERLAP_MS);
+    paused_runtime().block_on(async {
+        let (_t, shutdown) = Shutdown::new();
+        let metrics = Arc::new(Metrics::new());
+        let mut p = w.pipeline_with(metrics.clone());
+        add_events(&w, 3, 100);
+        w.sinks[1].plan.lock().unwrap().push_back(Behaviour::Panic);
+        let r = p.run_pass(&shutdown).await;
+        assert_eq!(r.sink_errors.len(), 1, "{r:?}");
+        assert!(r.sink_errors[0].1.contains("delivery task failed"), "{r:?}");
+        assert_eq!(w.sinks[0].delivered.lock().unwrap().len(), 3);
+        assert_eq!(w.sinks[1].delivered.lock().unwrap().len(), 0);
+        let status = metrics.statuses()[&("gh/acme".to_string(), "b".to_string())].clone();
+        assert!(status.last_error.is_some());
+        w.clock.advance(1_000);
+        let r = p.run_pass(&shutdown).await;
+        assert!(r.ok(), "{r:?}");
+        assert_eq!(w.sinks[1].delivered.lock().unwrap().len(), 3);
     });
 }
