@@ -32,6 +32,9 @@ struct Inner {
     /// Pipelines that are running, with when they started (epoch ms): the staleness baseline
     /// until their first success.
     registered: BTreeMap<(String, String), i64>,
+    /// What a destination says is wrong with it (sink -> (condition, since ms)), e.g. Kafka's
+    /// "all brokers are down": named next to its lanes on /health.
+    conditions: BTreeMap<String, (String, i64)>,
 }
 
 /// Health of one pipeline: an organization's fetch (`sink` = "") or one (organization, sink).
@@ -286,6 +289,26 @@ impl Metrics {
         );
     }
 
+    /// What the destination of `sink` says is wrong (Kafka: "all brokers are down"), or that it
+    /// is fine again (`None`). The first report's time is kept while the condition lasts.
+    pub fn destination_condition(&self, sink: &str, condition: Option<&str>, now_ms: i64) {
+        let mut inner = self.lock();
+        match condition {
+            None => {
+                inner.conditions.remove(sink);
+            }
+            Some(c) => {
+                let entry = inner
+                    .conditions
+                    .entry(sink.to_string())
+                    .or_insert_with(|| (c.to_string(), now_ms));
+                if entry.0 != c {
+                    *entry = (c.to_string(), now_ms);
+                }
+            }
+        }
+    }
+
     /// A lane's batch is now waiting for its destination (`Some(since)`), or got its answer.
     pub fn delivering(&self, org: &str, sink: &str, since_ms: Option<i64>) {
         self.status_mut(org, sink, |s| s.delivering_since_ms = since_ms);
@@ -377,7 +400,20 @@ impl Metrics {
     /// `/health` as of `now_ms`; see the module docs for the policy.
     pub fn health(&self, now_ms: i64, policy: &HealthPolicy) -> Health {
         let inner = self.lock();
-        health(&inner.status, &inner.registered, now_ms, policy)
+        let mut h = health(&inner.status, &inner.registered, now_ms, policy);
+        // A lane in trouble whose destination said why: name the cause with it.
+        for reason in h.reasons.iter_mut() {
+            for (sink, (condition, since)) in &inner.conditions {
+                if reason.contains(&format!("-> sink {sink}:")) {
+                    *reason = reason.replacen(
+                        &format!("-> sink {sink}:"),
+                        &format!("-> sink {sink} ({condition} since {}):", rfc3339_s(*since)),
+                        1,
+                    );
+                }
+            }
+        }
+        h
     }
 
     /// Status of every pipeline seen so far, keyed by (organization, sink).
@@ -522,6 +558,12 @@ impl Health {
             HealthState::Unhealthy => 503,
         }
     }
+}
+
+fn rfc3339_s(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
 }
 
 /// Pure health evaluation over every pipeline that is registered or has a status.

@@ -190,6 +190,14 @@ async fn a_kafka_broker_that_is_down_does_not_delay_its_sibling() {
     text.push_str(&format!(
         "\n[[sinks]]\nname = \"bus\"\ntype = \"kafka\"\nbrokers = \"{closed}\"\ntopic = \"codacy-audit\"\n"
     ));
+    let telemetry = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    text = text.replace(
+        "[agent]",
+        &format!("[telemetry]\nlisten = \"{telemetry}\"\n\n[agent]"),
+    );
     let cfg_path = dir.path().join("config.toml");
     std::fs::write(&cfg_path, text).unwrap();
     let mut child = Command::new(BIN)
@@ -207,6 +215,13 @@ async fn a_kafka_broker_that_is_down_does_not_delay_its_sibling() {
     })
     .await;
     each_new_event_reaches_the_file_promptly(&sim, &org, &file, 20).await;
+    // /health names the stuck lane and the destination's own account of why.
+    let health = reqwest::get(format!("http://{telemetry}/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    let body = health.text().await.unwrap();
+    assert!(body.contains("-> sink bus (Kafka: "), "{body}");
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     child.wait().unwrap();
     assert_eq!(

@@ -94,15 +94,20 @@ pub struct KafkaContext {
     tls: Option<Option<PathBuf>>,
     /// librdkafka repeats a broker outage several times a second, through both callbacks.
     repeats: Arc<RepeatLimiter>,
+    /// Where an outage is reported, so /health names it next to the lanes of this sink.
+    metrics: Arc<crate::telemetry::Metrics>,
+    clock: crate::clock::SharedClock,
 }
 
 /// How often a repeating librdkafka message is logged again, with its count.
 const REPEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl KafkaContext {
-    fn new(sink: &str, settings: &KafkaSettings) -> Self {
+    fn new(ctx: &SinkContext, settings: &KafkaSettings) -> Self {
         KafkaContext {
-            sink: sink.into(),
+            sink: ctx.name.as_str().into(),
+            metrics: ctx.metrics.clone(),
+            clock: ctx.clock.clone(),
             diag: Arc::default(),
             tls: settings
                 .security_protocol
@@ -153,6 +158,8 @@ impl KafkaContext {
         d.needs_human = None;
         d.recent.clear();
         drop(d);
+        self.metrics
+            .destination_condition(&self.sink, None, self.clock.now_ms());
         for (kind, times) in self.repeats.cleared() {
             tracing::info!(target: "librdkafka", sink = &*self.sink, kind, times, "cleared: the brokers take records again");
         }
@@ -227,6 +234,19 @@ impl ClientContext for KafkaContext {
                     | RDKafkaErrorCode::Resolve
             )
         );
+        if outage || code.is_some_and(needs_human) {
+            let condition = match code {
+                Some(RDKafkaErrorCode::AllBrokersDown) => "Kafka: all brokers are down".to_string(),
+                // "host:9092/bootstrap: Connect to ... failed: Connection refused (after 0ms in
+                // state CONNECT)": the cause, without the parts that change every time.
+                _ => {
+                    let cause = reason.rsplit(": ").next().unwrap_or(reason);
+                    format!("Kafka: {}", cause.split(" (").next().unwrap_or(cause))
+                }
+            };
+            self.metrics
+                .destination_condition(&self.sink, Some(&condition), self.clock.now_ms());
+        }
         let repeat = self.repeats.occurred(&format!("error {code:?}"));
         let more = match repeat {
             Repeat::Again(times) => format!(" (and {times} more like it in the last minute)"),
@@ -426,7 +446,7 @@ impl KafkaSink {
         let settings = config
             .resolve()
             .map_err(|m| SinkError::fatal(format!("kafka sink {:?}: {m}", ctx.name)))?;
-        let producer = Self::create_producer(&settings, &ctx.name)?;
+        let producer = Self::create_producer(&settings, &ctx)?;
         if settings.security_protocol == config::SecurityProtocol::SaslPlaintext {
             tracing::warn!(sink = %ctx.name, "security_protocol = \"sasl_plaintext\" sends the SASL exchange unencrypted; prefer \"sasl_ssl\"");
         }
@@ -442,7 +462,8 @@ impl KafkaSink {
         })
     }
 
-    fn create_producer(settings: &KafkaSettings, name: &str) -> Result<Active, SinkError> {
+    fn create_producer(settings: &KafkaSettings, ctx: &SinkContext) -> Result<Active, SinkError> {
+        let name = &ctx.name;
         let client_id = format!("{}.{name}", crate::format::AGENT_NAME);
         let mut cc = settings.client_config(&client_id);
         cc.set_log_level(
@@ -452,7 +473,7 @@ impl KafkaSink {
                 RDKafkaLogLevel::Info
             },
         );
-        let context = KafkaContext::new(name, settings);
+        let context = KafkaContext::new(ctx, settings);
         let producer: KafkaProducer = cc.create_with_context(context.clone()).map_err(|e| {
             let what = match &e {
                 KafkaError::ClientConfig(..) => {
@@ -499,7 +520,7 @@ impl KafkaSink {
             return Ok(());
         };
         tracing::error!(sink = %self.ctx.name, ?code, reason, "kafka producer hit a fatal error; creating a new one");
-        let fresh = Self::create_producer(&self.settings(), &self.ctx.name)?;
+        let fresh = Self::create_producer(&self.settings(), &self.ctx)?;
         let old = std::mem::replace(
             &mut *self.active.write().unwrap_or_else(|p| p.into_inner()),
             fresh,
@@ -945,7 +966,7 @@ impl Sink for KafkaSink {
                 return;
             }
         };
-        match Self::create_producer(&settings, &self.ctx.name) {
+        match Self::create_producer(&settings, &self.ctx) {
             Ok(fresh) => {
                 *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
                 let old = std::mem::replace(
