@@ -89,14 +89,7 @@ async fn first_polls_after_a_start_are_spread_over_the_poll_interval() {
         .replace("poll_interval = \"1s\"", "poll_interval = \"8s\"");
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, text).unwrap();
-    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_codacy-audit-forwarder"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("CODACY_API_TOKEN", TOKEN)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon = spawn_run(&cfg, None);
     let asked = || {
         let mut o: Vec<String> = sim.requests().into_iter().map(|r| r.org).collect();
         o.sort();
@@ -116,9 +109,6 @@ async fn first_polls_after_a_start_are_spread_over_the_poll_interval() {
         || asked() == 40,
     )
     .await;
-    let _ = std::process::Command::new("kill")
-        .arg(daemon.id().to_string())
-        .status();
-    daemon.wait().unwrap();
+    stop(daemon);
     server.shutdown().await;
 }
