@@ -440,33 +440,9 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4, with the gauges that follow live state (lag,
     /// lane state) computed as of `now_ms`.
     pub fn render(&self, now_ms: i64) -> String {
-        let mut inner = self.lock();
-        let lags: Vec<((&'static str, Labels), f64)> = inner
-            .gauges
-            .iter()
-            .filter(|((n, _), _)| *n == CHECKPOINT_TIMESTAMP)
-            .map(|((_, l), ts)| {
-                let lag = (now_ms as f64 / 1000.0 - ts).max(0.0);
-                ((CHECKPOINT_LAG, l.clone()), lag)
-            })
-            .collect();
-        inner.gauges.extend(lags);
-        let states: Vec<((&'static str, Labels), f64)> = inner
-            .status
-            .iter()
-            .filter(|((_, sink), _)| !sink.is_empty())
-            .flat_map(|((org, sink), st)| {
-                let current = lane_state(st);
-                ["caught_up", "catching_up", "failing"].map(|state| {
-                    let labels = labels(&[("organization", org), ("sink", sink), ("state", state)]);
-                    (
-                        (LANE_STATE, labels),
-                        if state == current { 1.0 } else { 0.0 },
-                    )
-                })
-            })
-            .collect();
-        inner.gauges.extend(states);
+        let inner = self.lock();
+        // Series that follow live state are computed here, never stored: a lane's lag grows
+        // while it is stuck, and 10,000 organizations do not keep four more series each.
         let mut out = String::new();
         for (name, kind, help) in METRICS {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -486,12 +462,38 @@ impl Metrics {
                 out.push_str(&v);
                 out.push('\n');
             };
-            for ((n, l), v) in inner.counters.iter().filter(|((n, _), _)| n == name) {
-                let _ = n;
+            let series = |map_name: &'static str| (map_name, Labels::new())..;
+            if *name == CHECKPOINT_LAG {
+                let stamps = inner.gauges.range(series(CHECKPOINT_TIMESTAMP));
+                for ((_, l), ts) in stamps.take_while(|((n, _), _)| *n == CHECKPOINT_TIMESTAMP) {
+                    write(
+                        &mut out,
+                        l,
+                        format_float((now_ms as f64 / 1000.0 - ts).max(0.0)),
+                    );
+                }
+                continue;
+            }
+            if *name == LANE_STATE {
+                for ((org, sink), st) in inner.status.iter().filter(|((_, s), _)| !s.is_empty()) {
+                    let current = lane_state(st);
+                    for state in ["caught_up", "catching_up", "failing"] {
+                        let l = labels(&[("organization", org), ("sink", sink), ("state", state)]);
+                        write(
+                            &mut out,
+                            &l,
+                            if state == current { "1" } else { "0" }.into(),
+                        );
+                    }
+                }
+                continue;
+            }
+            let counters = inner.counters.range(series(name));
+            for ((_, l), v) in counters.take_while(|((n, _), _)| n == name) {
                 write(&mut out, l, v.to_string());
             }
-            for ((n, l), v) in inner.gauges.iter().filter(|((n, _), _)| n == name) {
-                let _ = n;
+            let gauges = inner.gauges.range(series(name));
+            for ((_, l), v) in gauges.take_while(|((n, _), _)| n == name) {
                 write(&mut out, l, format_float(*v));
             }
         }
