@@ -482,6 +482,8 @@ mod tests {
             base_url: "https://codacy.example.com/".into(),
             api_token: Secret::new("t"),
             token_source: String::new(),
+            token_missing: None,
+            token_warning: None,
             page_limit: 10,
             request_timeout: Duration::from_secs(1),
             max_attempts: 1,
