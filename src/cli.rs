@@ -2,13 +2,13 @@
 
 use crate::agent::{self, Agent, StartError};
 use crate::clock::SharedClock;
-use crate::codacy::Client;
 use crate::config::Config;
 use crate::event::OrgRef;
 use crate::format::{Encoder, Format, FormatOptions};
 use crate::lock::StateLock;
+use crate::pipeline::PassReport;
 use crate::sdnotify::Notifier;
-use crate::secret::{Redactor, SharedRedactor};
+use crate::secret::SharedRedactor;
 use crate::telemetry::{self, HealthPolicy, Metrics};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -161,71 +161,52 @@ fn status_line(agent: &Agent, metrics: &Metrics) -> String {
     )
 }
 
-/// `check`: validates, calls the API once per organization, probes every sink. Prints a report,
-/// with the secrets of `redactor` blanked (errors quote servers' answers); returns whether
-/// everything works.
-pub async fn check(config: &Config, clock: &SharedClock, redactor: &Redactor) -> bool {
-    let say = |line: String| println!("{}", redactor.redact(&line));
-    let mut ok = true;
-    say(format!("configuration {}: valid", config.source));
-    say(format!("API token: from {}", config.codacy.token_source));
-    if let Some(shard) = config.shard_summary() {
-        say(shard);
-    }
-    let metrics = Arc::new(Metrics::new());
-    let client = match Client::new(&config.codacy, metrics.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            say(format!("FAILED: {e}"));
-            return false;
-        }
-    };
-    let now = clock.now_ms();
-    for org in &config.organizations {
-        match client.fetch_page(org, now - 3_600_000, now, 1, None).await {
-            Ok(page) => say(format!(
-                "organization {org}: OK ({} response, {} event(s) in the last hour)",
-                if page.enveloped { "paginated" } else { "array" },
-                page.events.len()
-            )),
-            Err(e) => {
-                ok = false;
-                say(format!("organization {org}: FAILED: {e}"));
+/// `once`'s report: a line per organization, and one per failure.
+pub fn once_text(reports: &[(OrgRef, PassReport)]) -> String {
+    let mut out = String::new();
+    for (org, r) in reports {
+        let delivered: usize = r.delivered.values().sum();
+        out.push_str(&format!(
+            "{org}: fetched {} event(s), delivered {delivered} record(s){}\n",
+            r.fetched,
+            if r.invalid > 0 {
+                format!(", {} invalid (dead-lettered)", r.invalid)
+            } else {
+                String::new()
             }
+        ));
+        if let Some(e) = &r.fetch_error {
+            out.push_str(&format!("  FAILED fetch: {e}\n"));
+        }
+        for (sink, e) in &r.sink_errors {
+            out.push_str(&format!("  FAILED sink {sink}: {e}\n"));
         }
     }
-    match agent::prepare_state_dir(config) {
-        Ok(()) => say(format!(
-            "state directory {}: writable",
-            config.agent.state_dir.display()
-        )),
-        Err(e) => {
-            ok = false;
-            say(format!("FAILED: {e}"));
-        }
-    }
-    for spec in &config.sinks {
-        let label = format!(
-            "sink {} ({}, format {})",
-            spec.name,
-            spec.kind.type_name(),
-            spec.format
-        );
-        match agent::build_sink(config, spec, &metrics, clock).await {
-            Ok(h) => match h.sink.check().await {
-                Ok(msg) => say(format!("{label}: OK ({msg})")),
-                Err(e) => {
-                    ok = false;
-                    say(format!("{label}: FAILED: {e}"));
-                }
-            },
-            Err(e) => {
-                ok = false;
-                say(format!("{label}: FAILED: {e}"));
-            }
-        }
-    }
-    ok
+    out
+}
+
+/// `once --json`: `{"ok", "organizations": [{"organization", "ok", "fetched", "invalid",
+/// "delivered": {sink: records}, "fetch_error", "sink_errors": {sink: message}}]}`.
+pub fn once_json(reports: &[(OrgRef, PassReport)]) -> String {
+    let orgs: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|(org, r)| {
+            serde_json::json!({
+                "organization": org.key(),
+                "ok": r.ok(),
+                "fetched": r.fetched,
+                "invalid": r.invalid,
+                "delivered": r.delivered,
+                "fetch_error": r.fetch_error,
+                "sink_errors": r.sink_errors.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            })
+        })
+        .collect();
+    let out = serde_json::json!({
+        "ok": reports.iter().all(|(_, r)| r.ok()),
+        "organizations": orgs,
+    });
+    serde_json::to_string_pretty(&out).unwrap_or_default() + "\n"
 }
 
 /// `preview`: events from a file or stdin, printed in a format. Errors starting with "usage:"
