@@ -205,7 +205,7 @@ pub fn print(report: &CheckReport, json: bool, redactor: &Redactor) -> u8 {
     } else {
         report.text()
     };
-    print!("{}", redactor.redact(&text));
+    let _ = crate::cli::write_stdout(redactor.redact(&text).as_bytes());
     report.exit_code()
 }
 

@@ -238,22 +238,61 @@ pub fn preview(
     let encoder = Encoder::new(format, options);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let result = match file {
+    let (result, input) = match file {
         Some(path) => {
             let f = std::fs::File::open(path)
                 .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-            crate::preview::preview(&encoder, &org, BufReader::new(f), &mut out, clock.now_ms())
-                .map_err(|e| format!("{}: {e}", path.display()))
+            let r = crate::preview::preview(
+                &encoder,
+                &org,
+                BufReader::new(f),
+                &mut out,
+                clock.now_ms(),
+            );
+            (r, path.display().to_string())
         }
-        None => crate::preview::preview(
-            &encoder,
-            &org,
-            std::io::stdin().lock(),
-            &mut out,
-            clock.now_ms(),
-        )
-        .map_err(|e| format!("stdin: {e}")),
+        None => {
+            let r = crate::preview::preview(
+                &encoder,
+                &org,
+                std::io::stdin().lock(),
+                &mut out,
+                clock.now_ms(),
+            );
+            (r, "stdin".to_string())
+        }
     };
     let _ = out.flush();
-    result.map(|_| ())
+    match result {
+        Ok(_) => Ok(()),
+        // `preview ... | head`: the reader has what it wanted.
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        Err(e) => Err(format!("{input}: {e}")),
+    }
+}
+
+/// Whether `e` (or what caused it) is a write to a pipe whose reader is gone.
+pub fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
+/// Writes a command's output to stdout; a reader that closed the pipe early (`| head`) ends
+/// it quietly instead of a panic from `print!`.
+pub fn write_stdout(text: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+        _ => Ok(()),
+    }
 }

@@ -222,7 +222,7 @@ async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
                     } else {
                         cli::once_text(&reports)
                     };
-                    print!("{}", redactor.redact(&text));
+                    let _ = cli::write_stdout(redactor.redact(&text).as_bytes());
                     if ok {
                         ExitCode::SUCCESS
                     } else {
@@ -243,7 +243,8 @@ async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
                 Ok(c) => c,
                 Err(e) => {
                     if json {
-                        println!("{}", check::config_error_json(&config.path, &e.to_string()));
+                        let json = check::config_error_json(&config.path, &e.to_string()) + "\n";
+                        let _ = cli::write_stdout(json.as_bytes());
                     }
                     return config_error(&e);
                 }
@@ -271,7 +272,7 @@ async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
         },
         // Only CSV today (the Splunk add-on's lookup); `--format` leaves room for more.
         Command::Catalog { format: _ } => {
-            print!("{}", codacy_audit_forwarder::format::catalog::csv());
+            let _ = cli::write_stdout(codacy_audit_forwarder::format::catalog::csv().as_bytes());
             ExitCode::SUCCESS
         }
         Command::Completions { shell } => {
@@ -288,8 +289,7 @@ async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
             let mut out = Vec::new();
             match clap_mangen::Man::new(Cli::command()).render(&mut out) {
                 Ok(()) => {
-                    use std::io::Write;
-                    let _ = std::io::stdout().write_all(&out);
+                    let _ = cli::write_stdout(&out);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -311,7 +311,7 @@ async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
                     status::show(&cfg, now)
                 };
                 // status.json is written redacted; this also covers files of older versions.
-                print!("{}", redactor.redact(&text));
+                let _ = cli::write_stdout(redactor.redact(&text).as_bytes());
                 ExitCode::SUCCESS
             }
             StateCommand::Reset {
