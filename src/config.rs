@@ -717,11 +717,19 @@ fn resolve_token(
                 })
             }
             None => credential_source.filter(|p| p.exists()).map(|path| {
-                Secret::from_file(path).map(|s| {
+                Secret::from_file(path)
+                    .map_err(|e| {
+                        // The file is root's (0600): the service user gets it only through systemd.
+                        format!(
+                            "{e}; it is the service's credential, readable by root only: run this command as root, or as the service user through systemd: sudo systemd-run --pipe --wait -p User=codacy-audit-forwarder -p LoadCredential=api-token:{} codacy-audit-forwarder ...",
+                            path.display()
+                        )
+                    })
+                    .map(|s| {
                     (
                         s,
                         format!(
-                            "{} (the source of the service's systemd credential; run as root or the service user)",
+                            "{} (the file the unit hands to the service as its systemd credential)",
                             path.display()
                         ),
                     )
