@@ -13,22 +13,15 @@ use e2e::*;
 use http_server::{Reply, TestServer};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_codacy-audit-forwarder");
+use std::process::Output;
 
 async fn check(cfg: &Path, extra: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("check")
-        .args(extra)
-        .arg("-c")
-        .arg(cfg)
-        .env("CODACY_API_TOKEN", TOKEN)
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("RUST_LOG");
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
+    let args: Vec<&str> = std::iter::once("check")
+        .chain(extra.iter().copied())
+        .collect();
+    let mut cmd = agent_command(&args, cfg);
+    cmd.env("CODACY_API_TOKEN", TOKEN);
+    output_of(cmd).await
 }
 
 fn text(o: &Output) -> String {
@@ -151,17 +144,7 @@ async fn a_refused_connection_fails_at_once_and_offline_contacts_nothing() {
     assert!(t.contains("not contacted (--offline)"), "{t}");
 
     // Without a token the syntax is still checked; the token is reported missing (exit 2).
-    let o = Command::new(BIN)
-        .args(["check", "--offline", "-c"])
-        .arg(&cfg)
-        .env_remove("CODACY_API_TOKEN")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env(
-            "CODACY_FORWARDER_CREDENTIAL_SOURCE",
-            dir.path().join("no-such-credential"),
-        )
-        .output()
-        .unwrap();
+    let o = output_of(agent_command(&["check", "--offline"], &cfg)).await;
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
     assert!(

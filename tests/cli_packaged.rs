@@ -11,11 +11,9 @@ use codacy_audit_forwarder::clock;
 use codacy_audit_forwarder::config::CREDENTIAL_SOURCE;
 use codacy_audit_forwarder::event::{OrgRef, Provider};
 use codacy_audit_forwarder::simulator::{generate_events, GenOptions, Simulator};
-use e2e::{read_ndjson, TOKEN};
+use e2e::{agent_command, output_of, read_ndjson, TOKEN};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_codacy-audit-forwarder");
+use std::process::Output;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -36,19 +34,11 @@ fn packaged_config(base_url: &str, state: Option<&Path>, log: Option<&Path>) -> 
 }
 
 async fn run(args: &[&str], cfg: &Path, env: &[(&str, &Path)]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .arg("--config")
-        .arg(cfg)
-        .env_remove("CODACY_API_TOKEN")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("RUST_LOG");
+    let mut cmd = agent_command(args, cfg);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
+    output_of(cmd).await
 }
 
 fn text(o: &Output) -> String {

@@ -117,3 +117,28 @@ pub async fn wait_until(what: &str, deadline: std::time::Duration, mut cond: imp
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// The real binary with `args --config cfg`, as a user outside the service runs it: no token in
+/// the environment, no systemd credentials, and the packaged credential source pointed at a
+/// file that does not exist (tests never read /etc). Add `.env(...)` for what a test provides.
+pub fn agent_command(args: &[&str], cfg: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_codacy-audit-forwarder"));
+    cmd.args(args)
+        .arg("--config")
+        .arg(cfg)
+        .env_remove("CODACY_API_TOKEN")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("RUST_LOG")
+        .env(
+            "CODACY_FORWARDER_CREDENTIAL_SOURCE",
+            cfg.with_file_name("no-credential-source"),
+        );
+    cmd
+}
+
+/// Runs `cmd` off the async runtime (the simulator serving the test shares it).
+pub async fn output_of(mut cmd: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
