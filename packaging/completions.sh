@@ -15,5 +15,6 @@ NAME=codacy-audit-forwarder
 run completions bash > packaging/completions/$NAME.bash
 run completions zsh > packaging/completions/_$NAME
 run completions fish > packaging/completions/$NAME.fish
-run man > packaging/man/$NAME.1
+rm -f packaging/man/*.1
+run man --dir packaging/man
 echo "regenerated packaging/completions/ and packaging/man/"

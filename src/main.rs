@@ -108,7 +108,12 @@ enum Command {
         shell: clap_complete::Shell,
     },
     /// Print the manual page (roff; the packages install it as codacy-audit-forwarder(1)).
-    Man,
+    Man {
+        /// Write every page instead (codacy-audit-forwarder.1 and one per command, e.g.
+        /// codacy-audit-forwarder-check.1) into this existing directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -285,9 +290,22 @@ async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Man => {
+        Command::Man { dir: Some(dir) } => match clap_mangen::generate_to(Cli::command(), &dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "error: cannot write the manual pages into {}: {e}",
+                    dir.display()
+                );
+                ExitCode::from(1)
+            }
+        },
+        Command::Man { dir: None } => {
             let mut out = Vec::new();
-            match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+            // Built as `--dir` builds it, so the two give the same main page.
+            let mut cmd = Cli::command().disable_help_subcommand(true);
+            cmd.build();
+            match clap_mangen::Man::new(cmd).render(&mut out) {
                 Ok(()) => {
                     let _ = cli::write_stdout(&out);
                     ExitCode::SUCCESS

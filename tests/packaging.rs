@@ -180,9 +180,9 @@ fn completions_and_the_man_page_are_installed_by_both_packages() {
             "/usr/share/fish/vendor_completions.d/codacy-audit-forwarder.fish",
         ),
         (
-            "packaging/man/codacy-audit-forwarder.1",
-            "usr/share/man/man1/codacy-audit-forwarder.1",
-            "/usr/share/man/man1/codacy-audit-forwarder.1",
+            "packaging/man/*.1",
+            "usr/share/man/man1/",
+            "/usr/share/man/man1/",
         ),
     ] {
         for (name, section, dest) in [("deb", deb, deb_dest), ("rpm", rpm, rpm_dest)] {
@@ -222,6 +222,37 @@ fn packaged_completions_and_man_page_match_the_cli() {
             "{file} is stale: run packaging/completions.sh"
         );
     }
+    // One page per command: the same set, the same text.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin)
+        .args(["man", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let pages = |d: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".1"))
+            .collect();
+        names.sort();
+        names
+    };
+    let shipped = root().join("packaging/man");
+    assert_eq!(
+        pages(dir.path()),
+        pages(&shipped),
+        "run packaging/completions.sh"
+    );
+    for page in pages(&shipped) {
+        assert!(
+            std::fs::read(dir.path().join(&page)).unwrap()
+                == std::fs::read(shipped.join(&page)).unwrap(),
+            "packaging/man/{page} is stale: run packaging/completions.sh"
+        );
+    }
+    assert!(pages(&shipped).contains(&"codacy-audit-forwarder-check.1".to_string()));
 }
 
 #[test]

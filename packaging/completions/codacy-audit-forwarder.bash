@@ -399,12 +399,16 @@ _codacy__audit__forwarder() {
             return 0
             ;;
         codacy__subcmd__audit__subcmd__forwarder__subcmd__man)
-            opts="-h --log-format --help"
+            opts="-h --dir --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "plain json" -- "${cur}"))
                     return 0

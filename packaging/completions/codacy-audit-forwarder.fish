@@ -95,6 +95,7 @@ complete -c codacy-audit-forwarder -n "__fish_codacy_audit_forwarder_using_subco
 complete -c codacy-audit-forwarder -n "__fish_codacy_audit_forwarder_using_subcommand completions" -l log-format -d 'Log line format on stderr (filter with RUST_LOG, e.g. RUST_LOG=debug)' -r -f -a "plain\t'Human-readable lines (journald-friendly under systemd)'
 json\t'One JSON object per line, for shipping to a log platform'"
 complete -c codacy-audit-forwarder -n "__fish_codacy_audit_forwarder_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c codacy-audit-forwarder -n "__fish_codacy_audit_forwarder_using_subcommand man" -l dir -d 'Write every page instead (codacy-audit-forwarder.1 and one per command, e.g. codacy-audit-forwarder-check.1) into this existing directory' -r -F
 complete -c codacy-audit-forwarder -n "__fish_codacy_audit_forwarder_using_subcommand man" -l log-format -d 'Log line format on stderr (filter with RUST_LOG, e.g. RUST_LOG=debug)' -r -f -a "plain\t'Human-readable lines (journald-friendly under systemd)'
 json\t'One JSON object per line, for shipping to a log platform'"
 complete -c codacy-audit-forwarder -n "__fish_codacy_audit_forwarder_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
