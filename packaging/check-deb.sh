@@ -40,6 +40,12 @@ has_file etc/$NAME/config.toml -rw-r-----
 has_file usr/share/doc/$NAME/README.md -rw-r--r--
 has_file usr/share/doc/$NAME/examples/config.toml -rw-r--r--
 has_file usr/share/doc/$NAME/copyright -rw-r--r--
+has_file usr/share/doc/$NAME/ARCHITECTURE.md -rw-r--r--
+has_file usr/share/bash-completion/completions/$NAME -rw-r--r--
+has_file usr/share/zsh/vendor-completions/_$NAME -rw-r--r--
+has_file usr/share/fish/vendor_completions.d/$NAME.fish -rw-r--r--
+has_file usr/share/man/man1/$NAME.1 -rw-r--r--
+has_file usr/share/man/man1/$NAME-check.1 -rw-r--r--
 # SIEM content (one file per folder is enough to catch a lost glob or a flattened tree).
 has_file usr/share/$NAME/splunk/TA-codacy-audit/default/props.conf -rw-r--r--
 has_file usr/share/$NAME/splunk/TA-codacy-audit/lookups/codacy_actions.csv -rw-r--r--
@@ -98,7 +104,9 @@ if [ -n "${RPM:-}" ] && command -v rpm >/dev/null 2>&1; then
     for f in /usr/bin/$NAME /usr/lib/systemd/system/$NAME.service /usr/lib/sysusers.d/$NAME.conf /etc/$NAME/config.toml \
         /usr/share/$NAME/splunk/TA-codacy-audit/default/props.conf /usr/share/$NAME/elastic/index_template.json \
         /usr/share/$NAME/sigma/sigma/codacy_repeated_failed_logins.yml /usr/share/$NAME/grafana/codacy-audit-forwarder.json \
-        /usr/share/$NAME/prometheus/alerts.yml; do
+        /usr/share/$NAME/prometheus/alerts.yml /usr/share/bash-completion/completions/$NAME \
+        /usr/share/zsh/site-functions/_$NAME /usr/share/fish/vendor_completions.d/$NAME.fish \
+        /usr/share/man/man1/$NAME.1 /usr/share/man/man1/$NAME-check.1; do
         if grep -qx "$f" "$SCRATCH/rpm-files"; then ok "rpm has $f"; else fail "rpm lacks $f"; fi
     done
     if rpm -qp --configfiles "$RPM" | grep -qx "/etc/$NAME/config.toml"; then ok "rpm config file"; else fail "config.toml is not %config in the rpm"; fi

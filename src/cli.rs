@@ -2,13 +2,13 @@
 
 use crate::agent::{self, Agent, StartError};
 use crate::clock::SharedClock;
-use crate::codacy::Client;
 use crate::config::Config;
 use crate::event::OrgRef;
 use crate::format::{Encoder, Format, FormatOptions};
 use crate::lock::StateLock;
+use crate::pipeline::PassReport;
 use crate::sdnotify::Notifier;
-use crate::secret::{Redactor, SharedRedactor};
+use crate::secret::SharedRedactor;
 use crate::telemetry::{self, HealthPolicy, Metrics};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -161,71 +161,52 @@ fn status_line(agent: &Agent, metrics: &Metrics) -> String {
     )
 }
 
-/// `check`: validates, calls the API once per organization, probes every sink. Prints a report,
-/// with the secrets of `redactor` blanked (errors quote servers' answers); returns whether
-/// everything works.
-pub async fn check(config: &Config, clock: &SharedClock, redactor: &Redactor) -> bool {
-    let say = |line: String| println!("{}", redactor.redact(&line));
-    let mut ok = true;
-    say(format!("configuration {}: valid", config.source));
-    say(format!("API token: from {}", config.codacy.token_source));
-    if let Some(shard) = config.shard_summary() {
-        say(shard);
-    }
-    let metrics = Arc::new(Metrics::new());
-    let client = match Client::new(&config.codacy, metrics.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            say(format!("FAILED: {e}"));
-            return false;
-        }
-    };
-    let now = clock.now_ms();
-    for org in &config.organizations {
-        match client.fetch_page(org, now - 3_600_000, now, 1, None).await {
-            Ok(page) => say(format!(
-                "organization {org}: OK ({} response, {} event(s) in the last hour)",
-                if page.enveloped { "paginated" } else { "array" },
-                page.events.len()
-            )),
-            Err(e) => {
-                ok = false;
-                say(format!("organization {org}: FAILED: {e}"));
+/// `once`'s report: a line per organization, and one per failure.
+pub fn once_text(reports: &[(OrgRef, PassReport)]) -> String {
+    let mut out = String::new();
+    for (org, r) in reports {
+        let delivered: usize = r.delivered.values().sum();
+        out.push_str(&format!(
+            "{org}: fetched {} event(s), delivered {delivered} record(s){}\n",
+            r.fetched,
+            if r.invalid > 0 {
+                format!(", {} invalid (dead-lettered)", r.invalid)
+            } else {
+                String::new()
             }
+        ));
+        if let Some(e) = &r.fetch_error {
+            out.push_str(&format!("  FAILED fetch: {e}\n"));
+        }
+        for (sink, e) in &r.sink_errors {
+            out.push_str(&format!("  FAILED sink {sink}: {e}\n"));
         }
     }
-    match agent::prepare_state_dir(config) {
-        Ok(()) => say(format!(
-            "state directory {}: writable",
-            config.agent.state_dir.display()
-        )),
-        Err(e) => {
-            ok = false;
-            say(format!("FAILED: {e}"));
-        }
-    }
-    for spec in &config.sinks {
-        let label = format!(
-            "sink {} ({}, format {})",
-            spec.name,
-            spec.kind.type_name(),
-            spec.format
-        );
-        match agent::build_sink(config, spec, &metrics, clock).await {
-            Ok(h) => match h.sink.check().await {
-                Ok(msg) => say(format!("{label}: OK ({msg})")),
-                Err(e) => {
-                    ok = false;
-                    say(format!("{label}: FAILED: {e}"));
-                }
-            },
-            Err(e) => {
-                ok = false;
-                say(format!("{label}: FAILED: {e}"));
-            }
-        }
-    }
-    ok
+    out
+}
+
+/// `once --json`: `{"ok", "organizations": [{"organization", "ok", "fetched", "invalid",
+/// "delivered": {sink: records}, "fetch_error", "sink_errors": {sink: message}}]}`.
+pub fn once_json(reports: &[(OrgRef, PassReport)]) -> String {
+    let orgs: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|(org, r)| {
+            serde_json::json!({
+                "organization": org.key(),
+                "ok": r.ok(),
+                "fetched": r.fetched,
+                "invalid": r.invalid,
+                "delivered": r.delivered,
+                "fetch_error": r.fetch_error,
+                "sink_errors": r.sink_errors.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            })
+        })
+        .collect();
+    let out = serde_json::json!({
+        "ok": reports.iter().all(|(_, r)| r.ok()),
+        "organizations": orgs,
+    });
+    serde_json::to_string_pretty(&out).unwrap_or_default() + "\n"
 }
 
 /// `preview`: events from a file or stdin, printed in a format. Errors starting with "usage:"
@@ -257,22 +238,61 @@ pub fn preview(
     let encoder = Encoder::new(format, options);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let result = match file {
+    let (result, input) = match file {
         Some(path) => {
             let f = std::fs::File::open(path)
                 .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-            crate::preview::preview(&encoder, &org, BufReader::new(f), &mut out, clock.now_ms())
-                .map_err(|e| format!("{}: {e}", path.display()))
+            let r = crate::preview::preview(
+                &encoder,
+                &org,
+                BufReader::new(f),
+                &mut out,
+                clock.now_ms(),
+            );
+            (r, path.display().to_string())
         }
-        None => crate::preview::preview(
-            &encoder,
-            &org,
-            std::io::stdin().lock(),
-            &mut out,
-            clock.now_ms(),
-        )
-        .map_err(|e| format!("stdin: {e}")),
+        None => {
+            let r = crate::preview::preview(
+                &encoder,
+                &org,
+                std::io::stdin().lock(),
+                &mut out,
+                clock.now_ms(),
+            );
+            (r, "stdin".to_string())
+        }
     };
     let _ = out.flush();
-    result.map(|_| ())
+    match result {
+        Ok(_) => Ok(()),
+        // `preview ... | head`: the reader has what it wanted.
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        Err(e) => Err(format!("{input}: {e}")),
+    }
+}
+
+/// Whether `e` (or what caused it) is a write to a pipe whose reader is gone.
+pub fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
+/// Writes a command's output to stdout; a reader that closed the pipe early (`| head`) ends
+/// it quietly instead of a panic from `print!`.
+pub fn write_stdout(text: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+        _ => Ok(()),
+    }
 }

@@ -27,6 +27,12 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Prefix of environment overrides: `CODACY_FORWARDER__AGENT__POLL_INTERVAL=30s`.
 pub const ENV_PREFIX: &str = "CODACY_FORWARDER";
+/// The file the packaged unit hands to the service as its `api-token` credential
+/// (`LoadCredential=api-token:...`): what root or the service user reads outside the service.
+pub const CREDENTIAL_SOURCE: &str = "/etc/codacy-audit-forwarder/api-token";
+/// Names another credential source file (a unit whose drop-in changed `LoadCredential=`); also
+/// lets tests point the fallback away from /etc.
+pub const CREDENTIAL_SOURCE_ENV: &str = "CODACY_FORWARDER_CREDENTIAL_SOURCE";
 
 /// A configuration problem: which file, which key, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +62,12 @@ pub struct CodacyConfig {
     pub api_token: Secret,
     /// Where the token came from (for `check` and logs; never the token itself).
     pub token_source: String,
+    /// Why there is no token (only when it was not required: `check`, `state`); `api_token`
+    /// is then empty.
+    pub token_missing: Option<String>,
+    /// A token source that was configured but could not be used, while another one could
+    /// (an unreadable `api_token_file` next to a systemd credential).
+    pub token_warning: Option<String>,
     pub page_limit: u32,
     pub request_timeout: Duration,
     /// Attempts per request before a poll gives up (it is retried next poll).
@@ -236,10 +248,53 @@ impl TokenSources {
     }
 }
 
+/// How a configuration is loaded: where the token may come from, whether it must be there, and
+/// whether `CODACY_FORWARDER__...` variables override the file.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub tokens: TokenSources,
+    /// The credential's source file (the unit's `LoadCredential=api-token:PATH`), read when
+    /// `$CREDENTIALS_DIRECTORY` is absent: root (or the service user) running `check`, `once`
+    /// or `state` finds the token the service gets.
+    pub credential_source: Option<PathBuf>,
+    /// `false` for commands that can do without a token (`check --offline` still validates the
+    /// rest, `state` never calls the API).
+    pub token_required: bool,
+    pub env_overrides: bool,
+}
+
+impl LoadOptions {
+    /// The process environment, the packaged credential source, token required.
+    pub fn from_env() -> Self {
+        LoadOptions {
+            tokens: TokenSources::from_env(),
+            credential_source: Some(
+                std::env::var_os(CREDENTIAL_SOURCE_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map_or_else(|| PathBuf::from(CREDENTIAL_SOURCE), PathBuf::from),
+            ),
+            token_required: true,
+            env_overrides: true,
+        }
+    }
+
+    pub fn token_optional(self) -> Self {
+        LoadOptions {
+            token_required: false,
+            ..self
+        }
+    }
+}
+
 impl Config {
     /// Loads and validates a configuration file, with `CODACY_FORWARDER__...` overrides and the
     /// token from the environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &LoadOptions::from_env())
+    }
+
+    /// [`Config::load`] with explicit options.
+    pub fn load_with(path: &Path, options: &LoadOptions) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         if !path.exists() {
             return Err(ConfigError {
@@ -255,7 +310,7 @@ impl Config {
             key: String::new(),
             message: format!("cannot read: {e}"),
         })?;
-        let config = Config::from_toml(&text, &file, &TokenSources::from_env(), true)?;
+        let config = Config::from_toml_with(&text, &file, options)?;
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
@@ -265,7 +320,7 @@ impl Config {
     /// What is allowed but unsafe, for a warning at every start: cleartext HTTP to another
     /// machine (`allow_insecure_http = true`).
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out: Vec<String> = self.codacy.token_warning.iter().cloned().collect();
         if reqwest::Url::parse(&self.codacy.base_url).is_ok_and(|u| cleartext_to_remote(&u)) {
             out.push(format!(
                 "codacy.base_url {} is plain http to another machine (codacy.allow_insecure_http = true): the API token and the audit log cross the network unencrypted; use https://",
@@ -291,6 +346,37 @@ impl Config {
         tokens: &TokenSources,
         env_overrides: bool,
     ) -> Result<Config, ConfigError> {
+        let options = LoadOptions {
+            tokens: tokens.clone(),
+            credential_source: None,
+            token_required: true,
+            env_overrides,
+        };
+        Config::from_toml_with(text, file, &options)
+    }
+
+    /// [`Config::from_toml`] with explicit options. An error about a key that an environment
+    /// variable set names that variable, not the file.
+    pub fn from_toml_with(
+        text: &str,
+        file: &str,
+        options: &LoadOptions,
+    ) -> Result<Config, ConfigError> {
+        let overrides = if options.env_overrides {
+            env_overrides()
+        } else {
+            Vec::new()
+        };
+        Config::parse(text, file, options, &overrides).map_err(|e| blame_environment(e, &overrides))
+    }
+
+    fn parse(
+        text: &str,
+        file: &str,
+        options: &LoadOptions,
+        overrides: &[EnvOverride],
+    ) -> Result<Config, ConfigError> {
+        let tokens = &options.tokens;
         let err = |key: &str, message: String| ConfigError {
             file: file.to_string(),
             key: key.to_string(),
@@ -298,7 +384,7 @@ impl Config {
         };
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml));
-        if env_overrides {
+        if options.env_overrides {
             builder = builder.add_source(
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("__")
@@ -306,6 +392,7 @@ impl Config {
             );
         }
         let built = builder.build().map_err(|e| err("", format!("{e}")))?;
+        check_scalar_types(&built, overrides).map_err(|(key, m)| err(&key, m))?;
         let raw: RawConfig = serde_path_to_error::deserialize(built).map_err(|e| {
             let path = e.path().to_string();
             err(
@@ -348,12 +435,23 @@ impl Config {
                     format!("{max_response_bytes} is too small for any page; use at least 1024 (the default is {DEFAULT_MAX_RESPONSE_BYTES}, 64 MiB)"),
                 ));
             }
-            let (api_token, token_source) = resolve_token(c.api_token_file.as_deref(), tokens)
-                .map_err(|m| err("codacy.api_token_file", m))?;
+            let (api_token, token_source, token_warning, token_missing) = match resolve_token(
+                c.api_token_file.as_deref(),
+                tokens,
+                options.credential_source.as_deref(),
+            ) {
+                Ok(t) => (t.secret, t.source, t.warning, None),
+                Err(m) if !options.token_required => {
+                    (Secret::new(""), "none".to_string(), None, Some(m))
+                }
+                Err(m) => return Err(err("codacy.api_token_file", m)),
+            };
             CodacyConfig {
                 base_url: base_url.trim_end_matches('/').to_string(),
                 api_token,
                 token_source,
+                token_missing,
+                token_warning,
                 page_limit,
                 request_timeout: duration(
                     c.request_timeout.as_deref(),
@@ -395,11 +493,12 @@ impl Config {
                 file,
             )?;
             if initial_lookback > RETENTION {
+                // Echoed as written: "400d", not humantime's "1year 1month 4days 7h 26m 24s".
                 return Err(err(
                     "agent.initial_lookback",
                     format!(
-                        "{} is longer than Codacy's one-year retention; use at most 365d",
-                        humantime::format_duration(initial_lookback)
+                        "{:?} is longer than Codacy's one-year retention; use at most 365d",
+                        a.initial_lookback.as_deref().unwrap_or_default()
                     ),
                 ));
             }
@@ -436,7 +535,7 @@ impl Config {
                     "agent.max_poll_interval",
                     format!(
                         "must be at least agent.poll_interval ({})",
-                        humantime::format_duration(poll_interval)
+                        a.poll_interval.as_deref().unwrap_or("60s")
                     ),
                 ));
             }
@@ -584,28 +683,206 @@ fn duration(
     })
 }
 
+/// A token found, where it came from, and what was skipped on the way.
+struct FoundToken {
+    secret: Secret,
+    source: String,
+    warning: Option<String>,
+}
+
 /// Token precedence: env `CODACY_API_TOKEN`, then `api_token_file`, then
-/// `$CREDENTIALS_DIRECTORY/api-token` (systemd `LoadCredential=`).
-fn resolve_token(file: Option<&Path>, sources: &TokenSources) -> Result<(Secret, String), String> {
+/// `$CREDENTIALS_DIRECTORY/api-token` (systemd `LoadCredential=`), or, outside the service (no
+/// `$CREDENTIALS_DIRECTORY`), the credential's source file the unit names. An `api_token_file`
+/// that cannot be read while a credential can is skipped with a warning: the packaged unit
+/// gives the service user the credential, never the root-only file.
+fn resolve_token(
+    file: Option<&Path>,
+    sources: &TokenSources,
+    credential_source: Option<&Path>,
+) -> Result<FoundToken, String> {
     if let Some(t) = &sources.env {
-        return Ok((
-            Secret::new(t.trim()),
-            format!("environment variable {TOKEN_ENV}"),
-        ));
+        return Ok(FoundToken {
+            secret: Secret::new(t.trim()),
+            source: format!("environment variable {TOKEN_ENV}"),
+            warning: None,
+        });
     }
-    if let Some(path) = file {
-        return Secret::from_file(path).map(|s| (s, format!("file {}", path.display())));
+    let credential = || -> Option<Result<(Secret, String), String>> {
+        match &sources.credentials_directory {
+            Some(dir) => {
+                let path = dir.join("api-token");
+                path.exists().then(|| {
+                    Secret::from_file(&path)
+                        .map(|s| (s, format!("systemd credential {}", path.display())))
+                })
+            }
+            None => credential_source.filter(|p| p.exists()).map(|path| {
+                Secret::from_file(path)
+                    .map_err(|e| {
+                        // The file is root's (0600): the service user gets it only through systemd.
+                        format!(
+                            "{e}; it is the service's credential, readable by root only: run this command as root, or as the service user through systemd: sudo systemd-run --pipe --wait -p User=codacy-audit-forwarder -p LoadCredential=api-token:{} codacy-audit-forwarder ...",
+                            path.display()
+                        )
+                    })
+                    .map(|s| {
+                    (
+                        s,
+                        format!(
+                            "{} (the file the unit hands to the service as its systemd credential)",
+                            path.display()
+                        ),
+                    )
+                })
+            }),
+        }
+    };
+    let file_error = match file {
+        Some(path) => match Secret::from_file(path) {
+            Ok(secret) => {
+                return Ok(FoundToken {
+                    secret,
+                    source: format!("file {} (codacy.api_token_file)", path.display()),
+                    warning: None,
+                })
+            }
+            Err(e) => Some(e),
+        },
+        None => None,
+    };
+    match (credential(), file_error) {
+        (Some(Ok((secret, source))), warning) => Ok(FoundToken {
+            warning: warning.map(|e| {
+                format!("codacy.api_token_file: {e}; using the token from {source} instead (remove api_token_file to silence this)")
+            }),
+            secret,
+            source,
+        }),
+        (_, Some(e)) => Err(e),
+        (Some(Err(e)), None) => Err(e),
+        (None, None) => Err(format!(
+            "no API token: set {TOKEN_ENV}, or codacy.api_token_file, or LoadCredential=api-token:... in the systemd unit (outside the service, {} is read when it exists)",
+            credential_source.map_or_else(|| CREDENTIAL_SOURCE.to_string(), |p| p.display().to_string())
+        )),
     }
-    if let Some(dir) = &sources.credentials_directory {
-        let path = dir.join("api-token");
-        if path.exists() {
-            return Secret::from_file(&path)
-                .map(|s| (s, format!("systemd credential {}", path.display())));
+}
+
+/// One `CODACY_FORWARDER__SECTION__KEY` variable and the key it sets (`section.key`).
+#[derive(Debug, Clone)]
+struct EnvOverride {
+    variable: String,
+    key: String,
+}
+
+/// The override variables, read the way the `config` crate reads them (case-insensitive
+/// prefix, `__` between section and key, empty values count).
+fn env_overrides() -> Vec<EnvOverride> {
+    let prefix = format!("{ENV_PREFIX}__").to_lowercase();
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter_map(|variable| {
+            let lower = variable.to_lowercase();
+            let rest = lower.strip_prefix(&prefix)?;
+            Some(EnvOverride {
+                key: rest.replace("__", "."),
+                variable,
+            })
+        })
+        .collect()
+}
+
+/// Re-attributes an error about a key an environment variable set to that variable: the file
+/// is not where the bad value is.
+fn blame_environment(mut e: ConfigError, overrides: &[EnvOverride]) -> ConfigError {
+    let culprit = overrides.iter().find(|o| {
+        o.key == e.key
+            || (!e.key.is_empty() && o.key.starts_with(&format!("{}.", e.key)) && {
+                // An unknown key inside a section: the message quotes the unknown name.
+                let last = o.key.rsplit('.').next().unwrap_or_default();
+                e.message.contains(&format!("`{last}`"))
+            })
+            || (e.key.is_empty() && e.message.contains(&o.key))
+    });
+    if let Some(o) = culprit {
+        e.file = format!(
+            "environment variable {} (it overrides `{}` of {})",
+            o.variable, o.key, e.file
+        );
+    }
+    e
+}
+
+#[derive(Clone, Copy)]
+enum Scalar {
+    WholeNumber,
+    Number,
+    Bool,
+}
+
+/// Keys of the typed sections whose values the `config` crate would otherwise coerce: a file
+/// saying `page_limit = "100"` or `100.5` is a mistake to name, not to round. Environment
+/// variables are always text, so there the text must parse exactly.
+const SCALAR_KEYS: &[(&str, Scalar)] = &[
+    ("codacy.page_limit", Scalar::WholeNumber),
+    ("codacy.max_attempts", Scalar::WholeNumber),
+    ("codacy.max_concurrent_requests", Scalar::WholeNumber),
+    ("codacy.max_response_bytes", Scalar::WholeNumber),
+    ("codacy.max_requests_per_second", Scalar::Number),
+    ("codacy.allow_insecure_http", Scalar::Bool),
+    ("agent.max_events_in_memory", Scalar::WholeNumber),
+    ("telemetry.health_stale_intervals", Scalar::WholeNumber),
+];
+
+fn check_scalar_types(
+    built: &config::Config,
+    overrides: &[EnvOverride],
+) -> Result<(), (String, String)> {
+    use config::ValueKind as K;
+    for (key, want) in SCALAR_KEYS {
+        let Ok(value) = built.get::<config::Value>(key) else {
+            continue;
+        };
+        let from_env = overrides.iter().any(|o| o.key == *key);
+        let name = key.rsplit('.').next().unwrap_or(key);
+        let problem = match (&value.kind, want) {
+            (K::I64(n), Scalar::WholeNumber) if *n >= 0 => None,
+            (K::I64(_) | K::I128(_), Scalar::WholeNumber) => Some(format!(
+                "{value} is negative; write a whole number such as {name} = 100"
+            )),
+            (K::U64(_) | K::U128(_), Scalar::WholeNumber) => None,
+            (K::I64(_) | K::I128(_) | K::U64(_) | K::U128(_) | K::Float(_), Scalar::Number) => None,
+            (K::Boolean(_), Scalar::Bool) => None,
+            (K::String(s), Scalar::WholeNumber) if from_env => s
+                .trim()
+                .parse::<u64>()
+                .is_err()
+                .then(|| format!("{s:?} is not a whole number")),
+            (K::String(s), Scalar::Number) if from_env => s
+                .trim()
+                .parse::<f64>()
+                .is_err()
+                .then(|| format!("{s:?} is not a number")),
+            (K::String(s), Scalar::Bool) if from_env => (!matches!(s.trim(), "true" | "false"))
+                .then(|| format!("{s:?} is neither true nor false")),
+            (K::String(s), _) => Some(format!(
+                "{s:?} is text; write the value without quotes, e.g. {name} = {}",
+                match want {
+                    Scalar::Bool => "true",
+                    _ => "100",
+                }
+            )),
+            (K::Float(f), Scalar::WholeNumber) => Some(format!(
+                "{f} is not a whole number; write e.g. {name} = {}",
+                f.trunc().max(1.0)
+            )),
+            (other, Scalar::Bool) => Some(format!("must be true or false, found {other:?}")),
+            (other, _) => Some(format!("must be a number, found {other:?}")),
+        };
+        if let Some(p) = problem {
+            return Err((key.to_string(), p));
         }
     }
-    Err(format!(
-        "no API token: set {TOKEN_ENV}, or codacy.api_token_file, or LoadCredential=api-token:... in the systemd unit"
-    ))
+    Ok(())
 }
 
 /// Splits one `[[sinks]]` table into common keys and the kind's own keys.
@@ -1028,14 +1305,105 @@ format = "json"
             env: None,
             credentials_directory: Some(dir.path().to_path_buf()),
         };
-        assert_eq!(resolve_token(None, &cred).unwrap().0.expose(), "from-cred");
-        assert_eq!(
-            resolve_token(Some(&file), &cred).unwrap().0.expose(),
-            "from-file"
+        assert_eq!(token(None, &cred, None).secret.expose(), "from-cred");
+        assert_eq!(token(Some(&file), &cred, None).secret.expose(), "from-file");
+        assert_eq!(token(Some(&file), &tokens(), None).secret.expose(), "tok");
+    }
+
+    fn token(file: Option<&Path>, sources: &TokenSources, fallback: Option<&Path>) -> FoundToken {
+        resolve_token(file, sources, fallback).unwrap()
+    }
+
+    #[test]
+    fn outside_the_service_the_credential_source_file_is_read_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("api-token");
+        std::fs::write(&source, "from-source\n").unwrap();
+        let none = TokenSources::default();
+        let t = token(None, &none, Some(&source));
+        assert_eq!(t.secret.expose(), "from-source");
+        assert!(
+            t.source.contains(&source.display().to_string()),
+            "{}",
+            t.source
         );
-        assert_eq!(
-            resolve_token(Some(&file), &tokens()).unwrap().0.expose(),
-            "tok"
+        // Inside the service, $CREDENTIALS_DIRECTORY is the only credential: no fallback.
+        let service = TokenSources {
+            env: None,
+            credentials_directory: Some(dir.path().join("empty")),
+        };
+        let e = resolve_token(None, &service, Some(&source)).err().unwrap();
+        assert!(e.contains("no API token"), "{e}");
+    }
+
+    #[test]
+    fn an_unreadable_token_file_next_to_a_credential_is_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("api-token"), "from-cred\n").unwrap();
+        let missing = dir.path().join("root-only-token");
+        let service = TokenSources {
+            env: None,
+            credentials_directory: Some(dir.path().to_path_buf()),
+        };
+        let t = token(Some(&missing), &service, None);
+        assert_eq!(t.secret.expose(), "from-cred");
+        let w = t.warning.unwrap();
+        assert!(
+            w.contains("codacy.api_token_file") && w.contains("root-only-token"),
+            "{w}"
         );
+        // Without any credential it stays an error naming the file.
+        let e = resolve_token(Some(&missing), &TokenSources::default(), None)
+            .err()
+            .unwrap();
+        assert!(e.contains("root-only-token"), "{e}");
+    }
+
+    #[test]
+    fn numbers_in_quotes_or_with_decimals_are_refused_naming_the_key() {
+        for (line, words) in [
+            ("page_limit = \"100\"", "without quotes"),
+            ("page_limit = 100.5", "not a whole number"),
+            ("max_attempts = -1", "negative"),
+            ("allow_insecure_http = \"yes\"", "without quotes"),
+        ] {
+            let key = format!("codacy.{}", line.split(' ').next().unwrap());
+            let e = error_for(&GOOD.replace("page_limit = 1000", line));
+            assert_eq!(e.key, key, "{line}: {e}");
+            assert!(e.message.contains(words), "{line}: {e}");
+        }
+        let c = parse(&GOOD.replace("[codacy]", "[codacy]\nmax_requests_per_second = 2")).unwrap();
+        assert_eq!(c.codacy.max_requests_per_second, 2.0);
+    }
+
+    #[test]
+    fn a_lookback_past_retention_is_echoed_as_written() {
+        let e =
+            error_for(&GOOD.replace("initial_lookback = \"24h\"", "initial_lookback = \"400d\""));
+        assert!(e.message.starts_with("\"400d\" is longer"), "{e}");
+    }
+
+    #[test]
+    fn errors_of_a_key_set_by_the_environment_name_the_variable() {
+        let overrides = [EnvOverride {
+            variable: "CODACY_FORWARDER__AGENT__POLL_INTERVAL".into(),
+            key: "agent.poll_interval".into(),
+        }];
+        let e = blame_environment(
+            error_for(&GOOD.replace("poll_interval = \"60s\"", "poll_interval = \"abc\"")),
+            &overrides,
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("environment variable CODACY_FORWARDER__AGENT__POLL_INTERVAL")
+                && text.contains("\"abc\""),
+            "{text}"
+        );
+        // Another key's error still names the file.
+        let e = blame_environment(
+            error_for(&GOOD.replace("overlap = \"10m\"", "overlap = \"x\"")),
+            &overrides,
+        );
+        assert_eq!(e.file, "test.toml");
     }
 }

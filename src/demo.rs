@@ -7,12 +7,14 @@ use crate::agent::{Agent, StartError};
 use crate::clock::SharedClock;
 use crate::config::{Config, TokenSources};
 use crate::event::{OrgRef, Provider};
+use crate::lock::StateLock;
 use crate::simulator::{generate_events, GenOptions, ProducerOptions, Simulator};
 use crate::sink::SinkKind;
 use crate::telemetry::Metrics;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
 
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 const DEMO_TOKEN: &str = "demo-token";
@@ -72,12 +74,26 @@ pub async fn run(
         clock.clone(),
     );
     let config = demo_config(&server.base_url, &out)?;
+    // A demo resuming from its checkpoints owns them like any agent: a second demo (or a
+    // `once`) on the same directory would deliver twice.
+    crate::agent::prepare_state_dir(&config)?;
+    let state_dir = config.agent.state_dir.clone();
+    let _lock = StateLock::acquire(&state_dir).map_err(|e| StartError::State {
+        path: state_dir.display().to_string(),
+        message: e.to_string(),
+    })?;
     let file = out.join("audit.ndjson");
+    // SIGTERM (systemd, `kill`, a test harness) ends it like Ctrl-C: summary included.
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| StartError::Other(format!("cannot install signal handler: {e}")))?;
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|e| StartError::Other(format!("cannot install signal handler: {e}")))?;
     println!("codacy-audit-forwarder demo");
     println!(
         "  Codacy API simulator: {}/api/v3/organizations/gh/demo-org/audit",
         server.base_url
     );
+    println!("  API token:            {DEMO_TOKEN}   (try: curl -H 'api-token: {DEMO_TOKEN}' '{}/api/v3/organizations/gh/demo-org/audit?limit=2')", server.base_url);
     println!("  writing NDJSON to:    {}", file.display());
     println!(
         "  checkpoints in:       {}",
@@ -98,7 +114,8 @@ pub async fn run(
     };
     tokio::select! {
         _ = stop => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = interrupt.recv() => {}
+        _ = term.recv() => {}
     }
     agent.shutdown().await;
     producer.abort();

@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) is a thin CLI over this library; tests and benches use the library directly.
 
 pub mod agent;
+pub mod check;
 pub mod checkpoint;
 pub mod cli;
 pub mod clock;

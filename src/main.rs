@@ -1,13 +1,13 @@
 //! CLI only: parse, load config, run, map errors to exit codes (0 ok, 1 failure, 2 configuration).
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use codacy_audit_forwarder::agent::{self, StartError};
 use codacy_audit_forwarder::clock::{self, SharedClock};
-use codacy_audit_forwarder::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
+use codacy_audit_forwarder::config::{Config, ConfigError, LoadOptions, DEFAULT_CONFIG_PATH};
 use codacy_audit_forwarder::logging::{self, LogFormat};
 use codacy_audit_forwarder::secret::{Redactor, SharedRedactor};
 use codacy_audit_forwarder::telemetry::Metrics;
-use codacy_audit_forwarder::{cli, status};
+use codacy_audit_forwarder::{check, cli, status};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,33 +32,53 @@ struct Cli {
     command: Command,
 }
 
+/// `--config`/`-c`, the same for every command that reads the configuration.
+#[derive(clap::Args, Debug)]
+struct ConfigArg {
+    /// Configuration file (TOML; see config/example.toml).
+    #[arg(short = 'c', long = "config", value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
+    path: PathBuf,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the daemon until SIGTERM/SIGINT (SIGHUP reloads the configuration).
     Run {
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// One full sync pass for every organization and sink, then exit (0 = all delivered).
     Once {
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the outcome as one JSON object on stdout (shape in the README).
+        #[arg(long)]
+        json: bool,
     },
-    /// Validate the configuration, call the API once per organization and probe every sink.
+    /// Validate the configuration, ask the API for each organization's last hour and probe every
+    /// sink, changing nothing (exit 0 all good, 1 something fails, 2 configuration incomplete).
     Check {
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Validate the configuration and read every secret without contacting anything.
+        #[arg(long)]
+        offline: bool,
+        /// Print the report as one JSON object on stdout (shape in the README).
+        #[arg(long)]
+        json: bool,
     },
     /// Run against the built-in Codacy API simulator, writing DIR/audit.ndjson.
     Demo {
-        #[arg(long, default_value = "./demo-out")]
+        /// Directory for audit.ndjson and the demo's state.
+        #[arg(long, value_name = "DIR", default_value = "./demo-out")]
         out: PathBuf,
-        /// Stop after this long (e.g. 30s); default: until Ctrl-C.
+        /// Stop after this long (e.g. 30s); default: until Ctrl-C or SIGTERM.
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
     },
     /// Print Codacy events (JSON array, v3 envelope or NDJSON; stdin by default) in a format.
     Preview {
+        /// Output format.
         #[arg(long, value_parser = ["json", "ecs", "cef"])]
         format: String,
         /// Organization the events belong to (it is part of every event id).
@@ -72,6 +92,7 @@ enum Command {
     },
     /// Print the action catalog (names, ECS/CEF/CIM classification) the encoders use.
     Catalog {
+        /// Output format (CSV, the Splunk add-on's lookup).
         #[arg(long, value_parser = ["csv"], default_value = "csv")]
         format: String,
     },
@@ -80,25 +101,42 @@ enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// Print a shell completion script (the packages install them).
+    Completions {
+        /// Shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; the packages install it as codacy-audit-forwarder(1)).
+    Man {
+        /// Write every page instead (codacy-audit-forwarder.1 and one per command, e.g.
+        /// codacy-audit-forwarder-check.1) into this existing directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum StateCommand {
     /// A table per organization and sink: cursor, lag, ids in overlap, last error.
     Show {
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON object on stdout instead of the table (shape in the README).
+        #[arg(long)]
+        json: bool,
     },
     /// Move one checkpoint (replay from an earlier time, or skip ahead).
     Reset {
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-        /// provider/name, e.g. gh/acme
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Organization as provider/name, e.g. gh/acme.
         #[arg(long)]
         org: String,
+        /// Sink name, as in the configuration.
         #[arg(long)]
         sink: String,
-        /// RFC 3339 time, e.g. 2024-07-01T00:00:00Z
+        /// New cursor: an RFC 3339 time, e.g. 2024-07-01T00:00:00Z.
         #[arg(long)]
         to: String,
         /// Proceed although the daemon is running or the time is past Codacy's retention.
@@ -117,12 +155,32 @@ fn start_error(e: &StartError, redactor: &Redactor) -> ExitCode {
     ExitCode::from(e.exit_code() as u8)
 }
 
-/// Loads the configuration and has its secrets blanked from log lines from now on.
-fn load(path: &std::path::Path, log: &SharedRedactor) -> Result<(Config, Redactor), ExitCode> {
-    let cfg = Config::load(path).map_err(|e| config_error(&e))?;
+/// Loads the configuration and has its secrets blanked from log lines from now on; says where
+/// the token came from (root running `once` finds the service's credential, and should know).
+fn load_with(
+    path: &std::path::Path,
+    options: &LoadOptions,
+    log: &SharedRedactor,
+) -> Result<(Config, Redactor), ConfigError> {
+    let cfg = Config::load_with(path, options)?;
+    if cfg.codacy.token_missing.is_none() {
+        tracing::info!(source = %cfg.codacy.token_source, "API token found");
+    }
     let redactor = cfg.redactor();
     log.add(&redactor);
     Ok((cfg, redactor))
+}
+
+fn load(path: &std::path::Path, log: &SharedRedactor) -> Result<(Config, Redactor), ExitCode> {
+    load_with(path, &LoadOptions::from_env(), log).map_err(|e| config_error(&e))
+}
+
+/// `state` never calls the API: it works without a token.
+fn load_without_token(
+    path: &std::path::Path,
+    log: &SharedRedactor,
+) -> Result<(Config, Redactor), ExitCode> {
+    load_with(path, &LoadOptions::from_env().token_optional(), log).map_err(|e| config_error(&e))
 }
 
 fn main() -> ExitCode {
@@ -146,43 +204,30 @@ async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
     let clock: SharedClock = clock::system();
     match cli.command {
         Command::Run { config } => {
-            let (cfg, redactor) = match load(&config, &log) {
+            let (cfg, redactor) = match load(&config.path, &log) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match cli::run_daemon(config, cfg, clock, log).await {
+            match cli::run_daemon(config.path, cfg, clock, log).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => start_error(&e, &redactor),
             }
         }
-        Command::Once { config } => {
-            let (cfg, redactor) = match load(&config, &log) {
+        Command::Once { config, json } => {
+            let (cfg, redactor) = match load(&config.path, &log) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             let metrics = Arc::new(Metrics::new());
             match agent::once(Arc::new(cfg), metrics, clock).await {
                 Ok(reports) => {
-                    let mut ok = true;
-                    for (org, r) in &reports {
-                        ok &= r.ok();
-                        let delivered: usize = r.delivered.values().sum();
-                        println!(
-                            "{org}: fetched {} event(s), delivered {delivered} record(s){}",
-                            r.fetched,
-                            if r.invalid > 0 {
-                                format!(", {} invalid (dead-lettered)", r.invalid)
-                            } else {
-                                String::new()
-                            }
-                        );
-                        if let Some(e) = &r.fetch_error {
-                            println!("  FAILED fetch: {}", redactor.redact(e));
-                        }
-                        for (sink, e) in &r.sink_errors {
-                            println!("  FAILED sink {sink}: {}", redactor.redact(e));
-                        }
-                    }
+                    let ok = reports.iter().all(|(_, r)| r.ok());
+                    let text = if json {
+                        cli::once_json(&reports)
+                    } else {
+                        cli::once_text(&reports)
+                    };
+                    let _ = cli::write_stdout(redactor.redact(&text).as_bytes());
                     if ok {
                         ExitCode::SUCCESS
                     } else {
@@ -192,16 +237,25 @@ async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
                 Err(e) => start_error(&e, &redactor),
             }
         }
-        Command::Check { config } => {
-            let (cfg, redactor) = match load(&config, &log) {
+        Command::Check {
+            config,
+            offline,
+            json,
+        } => {
+            // Without a token the rest is still validated (and the token reported missing).
+            let options = LoadOptions::from_env().token_optional();
+            let (cfg, redactor) = match load_with(&config.path, &options, &log) {
                 Ok(c) => c,
-                Err(code) => return code,
+                Err(e) => {
+                    if json {
+                        let json = check::config_error_json(&config.path, &e.to_string()) + "\n";
+                        let _ = cli::write_stdout(json.as_bytes());
+                    }
+                    return config_error(&e);
+                }
             };
-            if cli::check(&cfg, &clock, &redactor).await {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            let report = check::check(&cfg, &clock, offline).await;
+            ExitCode::from(check::print(&report, json, &redactor))
         }
         Command::Demo { out, duration } => {
             match codacy_audit_forwarder::demo::run(out, duration, clock).await {
@@ -223,17 +277,59 @@ async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
         },
         // Only CSV today (the Splunk add-on's lookup); `--format` leaves room for more.
         Command::Catalog { format: _ } => {
-            print!("{}", codacy_audit_forwarder::format::catalog::csv());
+            let _ = cli::write_stdout(codacy_audit_forwarder::format::catalog::csv().as_bytes());
             ExitCode::SUCCESS
         }
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(
+                shell,
+                &mut cmd,
+                "codacy-audit-forwarder",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir: Some(dir) } => match clap_mangen::generate_to(Cli::command(), &dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "error: cannot write the manual pages into {}: {e}",
+                    dir.display()
+                );
+                ExitCode::from(1)
+            }
+        },
+        Command::Man { dir: None } => {
+            let mut out = Vec::new();
+            // Built as `--dir` builds it, so the two give the same main page.
+            let mut cmd = Cli::command().disable_help_subcommand(true);
+            cmd.build();
+            match clap_mangen::Man::new(cmd).render(&mut out) {
+                Ok(()) => {
+                    let _ = cli::write_stdout(&out);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: cannot render the manual page: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::State { command } => match command {
-            StateCommand::Show { config } => {
-                let (cfg, redactor) = match load(&config, &log) {
+            StateCommand::Show { config, json } => {
+                let (cfg, redactor) = match load_without_token(&config.path, &log) {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
+                let now = clock.now_ms();
+                let text = if json {
+                    status::show_json(&cfg, now)
+                } else {
+                    status::show(&cfg, now)
+                };
                 // status.json is written redacted; this also covers files of older versions.
-                print!("{}", redactor.redact(&status::show(&cfg, clock.now_ms())));
+                let _ = cli::write_stdout(redactor.redact(&text).as_bytes());
                 ExitCode::SUCCESS
             }
             StateCommand::Reset {
@@ -243,9 +339,9 @@ async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
                 to,
                 yes,
             } => {
-                let cfg = match Config::load(&config) {
+                let (cfg, _) = match load_without_token(&config.path, &log) {
                     Ok(c) => c,
-                    Err(e) => return config_error(&e),
+                    Err(code) => return code,
                 };
                 match status::reset(&cfg, &org, &sink, &to, yes, clock.now_ms()) {
                     Ok(msg) => {

@@ -64,13 +64,89 @@ fn fmt_lag(ms: i64) -> String {
     humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
 }
 
-/// The `state show` table.
-pub fn show(config: &Config, now_ms: i64) -> String {
+/// One row of `state show`: a pipeline's checkpoint and last error, or an organization's fetch
+/// error (`sink` absent).
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineState {
+    pub organization: String,
+    /// Absent for the organization's fetch.
+    pub sink: Option<String>,
+    /// `ok`, `none` (no checkpoint yet), `unreadable`, or `fetch` for a fetch error row.
+    pub checkpoint: &'static str,
+    /// RFC 3339: everything before it was delivered.
+    pub cursor: Option<String>,
+    pub lag_seconds: Option<u64>,
+    pub ids_in_overlap: Option<usize>,
+    pub last_error: Option<String>,
+}
+
+/// What `state show` reports, as data.
+pub fn states(config: &Config, now_ms: i64) -> Vec<PipelineState> {
     let state_dir = &config.agent.state_dir;
     let status: StatusFile = std::fs::read(status_path(state_dir))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
+    let mut rows = Vec::new();
+    for org in &config.organizations {
+        let org_key = org.key();
+        if let Some(e) = status.errors.get(&format!("{org_key}|")) {
+            rows.push(PipelineState {
+                organization: org_key.clone(),
+                sink: None,
+                checkpoint: "fetch",
+                cursor: None,
+                lag_seconds: None,
+                ids_in_overlap: None,
+                last_error: Some(e.clone()),
+            });
+        }
+        for sink in &config.sinks {
+            let path = checkpoint::path_for(state_dir, org, &sink.name);
+            let err = status
+                .errors
+                .get(&format!("{org_key}|{}", sink.name))
+                .cloned();
+            let mut row = PipelineState {
+                organization: org_key.clone(),
+                sink: Some(sink.name.clone()),
+                checkpoint: "none",
+                cursor: None,
+                lag_seconds: None,
+                ids_in_overlap: None,
+                last_error: err,
+            };
+            match checkpoint::load(&path, org, &sink.name, now_ms) {
+                Ok(Some(c)) => {
+                    row.checkpoint = "ok";
+                    row.cursor = Some(fmt_time(c.cursor_ms));
+                    row.lag_seconds = Some(((now_ms - c.cursor_ms).max(0) / 1000) as u64);
+                    row.ids_in_overlap = Some(c.recent.len());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    row.checkpoint = "unreadable";
+                    row.last_error = Some(e.to_string());
+                }
+            }
+            rows.push(row);
+        }
+    }
+    rows
+}
+
+/// `state show --json`: `{"shard": ..., "pipelines": [...]}` (README, "Scripts").
+pub fn show_json(config: &Config, now_ms: i64) -> String {
+    let out = serde_json::json!({
+        "state_dir": config.agent.state_dir.display().to_string(),
+        "shard": config.agent.shard.map(|s| s.to_string()),
+        "pipelines": states(config, now_ms),
+    });
+    serde_json::to_string_pretty(&out).unwrap_or_default() + "\n"
+}
+
+/// The `state show` table.
+pub fn show(config: &Config, now_ms: i64) -> String {
     let mut rows = vec![[
         "ORGANIZATION".to_string(),
         "SINK".to_string(),
@@ -79,53 +155,23 @@ pub fn show(config: &Config, now_ms: i64) -> String {
         "IDS IN OVERLAP".to_string(),
         "LAST ERROR".to_string(),
     ]];
-    for org in &config.organizations {
-        let org_key = org.key();
-        if let Some(e) = status.errors.get(&format!("{org_key}|")) {
-            rows.push([
-                org_key.clone(),
-                "(fetch)".into(),
-                "".into(),
-                "".into(),
-                "".into(),
-                e.clone(),
-            ]);
-        }
-        for sink in &config.sinks {
-            let path = checkpoint::path_for(state_dir, org, &sink.name);
-            let err = status
-                .errors
-                .get(&format!("{org_key}|{}", sink.name))
-                .cloned()
-                .unwrap_or_default();
-            let row = match checkpoint::load(&path, org, &sink.name, now_ms) {
-                Ok(Some(c)) => [
-                    org_key.clone(),
-                    sink.name.clone(),
-                    fmt_time(c.cursor_ms),
-                    fmt_lag(now_ms - c.cursor_ms),
-                    c.recent.len().to_string(),
-                    err,
-                ],
-                Ok(None) => [
-                    org_key.clone(),
-                    sink.name.clone(),
-                    "(no checkpoint yet)".into(),
-                    "".into(),
-                    "".into(),
-                    err,
-                ],
-                Err(e) => [
-                    org_key.clone(),
-                    sink.name.clone(),
-                    "(unreadable)".into(),
-                    "".into(),
-                    "".into(),
-                    e.to_string(),
-                ],
-            };
-            rows.push(row);
-        }
+    for r in states(config, now_ms) {
+        let cursor = match r.checkpoint {
+            "ok" => r.cursor.unwrap_or_default(),
+            "none" => "(no checkpoint yet)".into(),
+            "unreadable" => "(unreadable)".into(),
+            _ => String::new(),
+        };
+        rows.push([
+            r.organization,
+            r.sink.unwrap_or_else(|| "(fetch)".into()),
+            cursor,
+            r.lag_seconds
+                .map(|s| fmt_lag(s as i64 * 1000))
+                .unwrap_or_default(),
+            r.ids_in_overlap.map(|n| n.to_string()).unwrap_or_default(),
+            r.last_error.unwrap_or_default(),
+        ]);
     }
     let widths: Vec<usize> = (0..6)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))

@@ -39,8 +39,13 @@ fn run(dir: &Path, config: &str, subcommand: &str, token: Option<&str>) -> Outco
     std::fs::write(&path, config.replace("STATE", &state.display().to_string())).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_codacy-audit-forwarder"));
     cmd.arg(subcommand).arg("--config").arg(&path);
+    // The packaged credential source in /etc must not exist for these tests either.
     cmd.env_remove("CODACY_API_TOKEN")
-        .env_remove("CREDENTIALS_DIRECTORY");
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env(
+            "CODACY_FORWARDER_CREDENTIAL_SOURCE",
+            dir.join("no-credential-here"),
+        );
     if let Some(t) = token {
         cmd.env("CODACY_API_TOKEN", t);
     }
@@ -259,5 +264,62 @@ fn no_events_in_memory() {
         &GOOD.replace("[agent]", "[agent]\nmax_events_in_memory = 0"),
         "agent.max_events_in_memory",
         "at least 1",
+    );
+}
+
+#[test]
+fn an_environment_override_with_a_bad_value_names_the_variable_not_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("good.toml");
+    let state = dir.path().join("state");
+    std::fs::write(&path, GOOD.replace("STATE", &state.display().to_string())).unwrap();
+    for (var, value, words) in [
+        (
+            "CODACY_FORWARDER__AGENT__POLL_INTERVAL",
+            "abc",
+            "\"abc\" is not a duration",
+        ),
+        (
+            "CODACY_FORWARDER__CODACY__PAGE_LIMIT",
+            "100.5",
+            "not a whole number",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_codacy-audit-forwarder"))
+            .args(["check", "--offline", "--config"])
+            .arg(&path)
+            .env("CODACY_API_TOKEN", "t")
+            .env(var, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("environment variable {var}")) && stderr.contains(words),
+            "{var}={value}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn numbers_written_as_text_or_fractions_are_refused() {
+    assert_config_error(
+        &GOOD.replace("page_limit = 1000", "page_limit = \"100\""),
+        "codacy.page_limit",
+        "without quotes",
+    );
+    assert_config_error(
+        &GOOD.replace("page_limit = 1000", "page_limit = 100.5"),
+        "codacy.page_limit",
+        "not a whole number",
+    );
+}
+
+#[test]
+fn a_lookback_beyond_retention_is_echoed_as_written() {
+    assert_config_error(
+        &GOOD.replace("initial_lookback = \"24h\"", "initial_lookback = \"400d\""),
+        "agent.initial_lookback",
+        "\"400d\" is longer",
     );
 }

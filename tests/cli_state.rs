@@ -221,8 +221,9 @@ async fn check_reports_what_works_and_what_does_not() {
         "{text}"
     );
     assert!(!text.contains(TOKEN));
-    // No checkpoint was written by check.
-    assert!(!dir.path().join("state/checkpoints").exists());
+    // check creates nothing: no state directory, no sink file.
+    assert!(!dir.path().join("state").exists());
+    assert!(!dir.path().join("a.ndjson").exists());
 
     std::fs::write(
         &cfg,
@@ -295,5 +296,54 @@ async fn reset_while_the_daemon_runs_replays() {
         "every event replayed once: {ids:?}"
     );
     stop(daemon);
+    server.shutdown().await;
+}
+
+/// `once --json` and `state show --json` for scripts; `state show` needs no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_for_scripts() {
+    let sim = Simulator::new(TOKEN);
+    let org = OrgRef::new(Provider::Gh, "acme");
+    sim.add_org(&org);
+    let now = clock::system().now_ms();
+    sim.push_events(
+        &org,
+        generate_events(9, 12, now - 3_600_000, now - 1_000, &GenOptions::default()),
+    );
+    let server = sim.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        config_text(&server.base_url, dir.path(), &[&org], &[("a", "json")], ""),
+    )
+    .unwrap();
+    let o = cli(&["once", "--json"], &cfg);
+    assert!(o.status.success(), "{}", out(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["organizations"][0]["organization"], "gh/acme");
+    assert_eq!(v["organizations"][0]["delivered"]["a"], 12);
+
+    let o = Command::new(BIN)
+        .args(["state", "show", "--json", "-c"])
+        .arg(&cfg)
+        .env_remove("CODACY_API_TOKEN")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env(
+            "CODACY_FORWARDER_CREDENTIAL_SOURCE",
+            dir.path().join("none"),
+        )
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = &v["pipelines"][0];
+    assert_eq!(
+        (&p["organization"], &p["sink"], &p["checkpoint"]),
+        (&"gh/acme".into(), &"a".into(), &"ok".into())
+    );
+    assert!(p["cursor"].as_str().unwrap().ends_with('Z'), "{p}");
+    assert!(p["lag_seconds"].as_u64().is_some(), "{p}");
     server.shutdown().await;
 }

@@ -245,3 +245,26 @@ async fn a_server_that_is_down_is_transient_and_check_reports_reachability() {
     assert!(msg.contains("reachable"), "{msg}");
     assert_eq!(server.requests()[0].method, "OPTIONS");
 }
+
+#[tokio::test]
+async fn check_fails_on_an_endpoint_delivery_would_fail_on() {
+    let dir = tempfile::tempdir().unwrap();
+    for (status, words) in [
+        (404, "no such endpoint"),
+        (401, "check `auth`"),
+        (503, "unavailable"),
+    ] {
+        let server = TestServer::start(move |_, _| Reply::text(status, "nope")).await;
+        let sink = HttpSink::new(
+            config(&format!("{}/hook", server.url), json!({})),
+            context(dir.path(), "hook"),
+        )
+        .unwrap();
+        let err = sink.check().await.unwrap_err();
+        assert!(
+            err.message.contains(&status.to_string()) && err.message.contains(words),
+            "{status}: {}",
+            err.message
+        );
+    }
+}

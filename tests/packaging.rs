@@ -18,6 +18,7 @@ fn read(rel: &str) -> String {
 const SCRIPTS: &[&str] = &[
     "packaging/build.sh",
     "packaging/check-deb.sh",
+    "packaging/completions.sh",
     "packaging/debian/postinst",
     "packaging/debian/prerm",
     "packaging/debian/postrm",
@@ -156,6 +157,128 @@ fn siem_content_is_packaged_in_both_the_deb_and_the_rpm() {
                 "the {name} does not install {source} under {dest}"
             );
         }
+    }
+}
+
+#[test]
+fn completions_and_the_man_page_are_installed_by_both_packages() {
+    let manifest = read("Cargo.toml");
+    let (deb, rpm) = manifest
+        .split_once("[package.metadata.generate-rpm]")
+        .unwrap();
+    for (source, deb_dest, rpm_dest) in [
+        (
+            "packaging/completions/codacy-audit-forwarder.bash",
+            "usr/share/bash-completion/completions/codacy-audit-forwarder",
+            "/usr/share/bash-completion/completions/codacy-audit-forwarder",
+        ),
+        (
+            "packaging/completions/_codacy-audit-forwarder",
+            "usr/share/zsh/vendor-completions/_codacy-audit-forwarder",
+            "/usr/share/zsh/site-functions/_codacy-audit-forwarder",
+        ),
+        (
+            "packaging/completions/codacy-audit-forwarder.fish",
+            "usr/share/fish/vendor_completions.d/codacy-audit-forwarder.fish",
+            "/usr/share/fish/vendor_completions.d/codacy-audit-forwarder.fish",
+        ),
+        (
+            "packaging/man/*.1",
+            "usr/share/man/man1/",
+            "/usr/share/man/man1/",
+        ),
+    ] {
+        for (name, section, dest) in [("deb", deb, deb_dest), ("rpm", rpm, rpm_dest)] {
+            assert!(
+                section
+                    .lines()
+                    .any(|l| l.contains(&format!("\"{source}\""))
+                        && l.contains(&format!("\"{dest}\""))),
+                "the {name} does not install {source} as {dest}"
+            );
+        }
+    }
+}
+
+#[test]
+fn packaged_completions_and_man_page_match_the_cli() {
+    let bin = env!("CARGO_BIN_EXE_codacy-audit-forwarder");
+    for (args, file) in [
+        (
+            &["completions", "bash"][..],
+            "packaging/completions/codacy-audit-forwarder.bash",
+        ),
+        (
+            &["completions", "zsh"][..],
+            "packaging/completions/_codacy-audit-forwarder",
+        ),
+        (
+            &["completions", "fish"][..],
+            "packaging/completions/codacy-audit-forwarder.fish",
+        ),
+        (&["man"][..], "packaging/man/codacy-audit-forwarder.1"),
+    ] {
+        let out = Command::new(bin).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout) == read(file),
+            "{file} is stale: run packaging/completions.sh"
+        );
+    }
+    // One page per command: the same set, the same text.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin)
+        .args(["man", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let pages = |d: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".1"))
+            .collect();
+        names.sort();
+        names
+    };
+    let shipped = root().join("packaging/man");
+    assert_eq!(
+        pages(dir.path()),
+        pages(&shipped),
+        "run packaging/completions.sh"
+    );
+    for page in pages(&shipped) {
+        assert!(
+            std::fs::read(dir.path().join(&page)).unwrap()
+                == std::fs::read(shipped.join(&page)).unwrap(),
+            "packaging/man/{page} is stale: run packaging/completions.sh"
+        );
+    }
+    assert!(pages(&shipped).contains(&"codacy-audit-forwarder-check.1".to_string()));
+}
+
+#[test]
+fn the_readme_links_only_inside_the_repository() {
+    // The packages ship the README alone in /usr/share/doc: a link out of the checkout dangles.
+    let readme = read("README.md");
+    assert!(
+        !readme.contains("`../") && !readme.contains("](../"),
+        "README.md points outside the repository"
+    );
+    for target in readme
+        .split("](")
+        .skip(1)
+        .filter_map(|r| r.split(')').next())
+    {
+        if target.starts_with('#') || target.starts_with("http") {
+            continue;
+        }
+        let path = target.split('#').next().unwrap();
+        assert!(
+            root().join(path).exists(),
+            "README.md links {target}, which is missing"
+        );
     }
 }
 

@@ -45,6 +45,10 @@ pub enum ApiError {
     /// 404: unknown provider/organization.
     #[error("404 Not Found from {url}: organization {org} is unknown to this Codacy instance; check the provider code and the organization name (as shown in Codacy's URL), and codacy.base_url")]
     NotFound { url: String, org: String },
+    /// 404 without a JSON error body: whatever answered is not Codacy's API, so "organization
+    /// unknown" would send the user hunting for a typo that is not there.
+    #[error("404 Not Found from {url}, without the JSON error body Codacy's API answers with: this server does not look like a Codacy API (is codacy.base_url right? https://app.codacy.com, or your self-hosted Codacy's address, without a path); it answered: {body}")]
+    NotCodacy { url: String, body: String },
     /// Other 4xx: a request we cannot fix by retrying.
     #[error("{status} from {url}: {body}")]
     Rejected {
@@ -80,6 +84,7 @@ impl ApiError {
             self,
             ApiError::Denied { .. }
                 | ApiError::NotFound { .. }
+                | ApiError::NotCodacy { .. }
                 | ApiError::Rejected { .. }
                 | ApiError::TooLarge { .. }
         )
@@ -275,9 +280,26 @@ impl Client {
             });
         }
         if status.as_u16() == 404 {
-            return Attempt::Fatal(ApiError::NotFound {
-                url: url.to_string(),
-                org: org_key,
+            let (body, _) = read_body(response, MAX_ERROR_BODY)
+                .await
+                .unwrap_or_default();
+            // Codacy (and the simulator) explain a 404 in a JSON object; a web server, proxy
+            // or wrong base path answers with HTML, text or nothing.
+            let codacy_like = serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.is_object());
+            return Attempt::Fatal(if codacy_like {
+                ApiError::NotFound {
+                    url: url.to_string(),
+                    org: org_key,
+                }
+            } else {
+                ApiError::NotCodacy {
+                    url: url.to_string(),
+                    body: if body.is_empty() {
+                        "(an empty body)".to_string()
+                    } else {
+                        body_excerpt(&body, &self.redactor)
+                    },
+                }
             });
         }
         if status.is_redirection() {
@@ -482,6 +504,8 @@ mod tests {
             base_url: "https://codacy.example.com/".into(),
             api_token: Secret::new("t"),
             token_source: String::new(),
+            token_missing: None,
+            token_warning: None,
             page_limit: 10,
             request_timeout: Duration::from_secs(1),
             max_attempts: 1,

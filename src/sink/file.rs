@@ -230,6 +230,53 @@ impl State {
     }
 }
 
+/// What `check` finds at a file sink's path, without creating or changing anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// The file exists and opens for appending.
+    Appends { bytes: u64 },
+    /// The file does not exist yet; its directory takes new files.
+    WillCreate,
+    /// The directory does not exist (systemd may create it: the caller decides).
+    NoDirectory(PathBuf),
+}
+
+/// Probes `config.path` the way delivery will use it: an existing file is opened for appending
+/// (which changes neither its content nor its times); a missing one needs a writable directory.
+pub fn probe(config: &FileSinkConfig) -> Result<Probe, String> {
+    let path = &config.path;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(format!("{} is a directory, not a file; fix `path`", path.display())),
+        Ok(m) => OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(|_| Probe::Appends { bytes: m.len() })
+            .map_err(|e| {
+                format!(
+                    "cannot open {} for appending: {e}; the user running the agent must be able to write it (fix ownership or permissions)",
+                    path.display()
+                )
+            }),
+        Err(_) => match std::fs::metadata(dir) {
+            Err(_) => Ok(Probe::NoDirectory(dir.to_path_buf())),
+            Ok(m) if !m.is_dir() => Err(format!("{} is not a directory", dir.display())),
+            Ok(_) => rustix::fs::access(dir, rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK)
+                .map(|_| Probe::WillCreate)
+                .map_err(|e| {
+                    format!(
+                        "cannot create {} in {}: {e}; let the user running the agent write to the directory, or change `path`",
+                        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                        dir.display()
+                    )
+                }),
+        },
+    }
+}
+
 impl FileSink {
     /// Opens (creating if needed) the file. A missing directory is a start-up error.
     pub async fn open(config: FileSinkConfig, ctx: SinkContext) -> Result<FileSink, SinkError> {
@@ -413,6 +460,25 @@ mod tests {
             "line-2\n"
         );
         assert!(!dir.path().join("out.ndjson.3").exists());
+    }
+
+    #[test]
+    fn probe_creates_nothing_and_says_what_delivery_will_find() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        assert_eq!(probe(&config(path.clone())), Ok(Probe::WillCreate));
+        assert!(!path.exists(), "probe created the file");
+        std::fs::write(&path, "x\n").unwrap();
+        assert_eq!(
+            probe(&config(path.clone())),
+            Ok(Probe::Appends { bytes: 2 })
+        );
+        let missing = dir.path().join("nope");
+        assert_eq!(
+            probe(&config(missing.join("out.ndjson"))),
+            Ok(Probe::NoDirectory(missing.clone()))
+        );
+        assert!(!missing.exists());
     }
 
     #[test]

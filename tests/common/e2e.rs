@@ -157,10 +157,8 @@ pub fn with_telemetry(text: &str) -> (String, std::net::SocketAddr) {
 
 /// The real binary's `run` on `config`, its stderr to `log` (or nowhere).
 pub fn spawn_run(config: &Path, log: Option<&Path>) -> std::process::Child {
-    use std::process::{Command, Stdio};
-    Command::new(env!("CARGO_BIN_EXE_codacy-audit-forwarder"))
-        .args(["run", "--config"])
-        .arg(config)
+    use std::process::Stdio;
+    agent_command(&["run"], config)
         .env("CODACY_API_TOKEN", TOKEN)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -177,4 +175,29 @@ pub fn stop(mut child: std::process::Child) {
         .arg(child.id().to_string())
         .status();
     let _ = child.wait();
+}
+
+/// The real binary with `args --config cfg`, as a user outside the service runs it: no token in
+/// the environment, no systemd credentials, and the packaged credential source pointed at a
+/// file that does not exist (tests never read /etc). Add `.env(...)` for what a test provides.
+pub fn agent_command(args: &[&str], cfg: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_codacy-audit-forwarder"));
+    cmd.args(args)
+        .arg("--config")
+        .arg(cfg)
+        .env_remove("CODACY_API_TOKEN")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("RUST_LOG")
+        .env(
+            "CODACY_FORWARDER_CREDENTIAL_SOURCE",
+            cfg.with_file_name("no-credential-source"),
+        );
+    cmd
+}
+
+/// Runs `cmd` off the async runtime (the simulator serving the test shares it).
+pub async fn output_of(mut cmd: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
 }

@@ -7,8 +7,10 @@
 //! records of that request for good: they go to the dead-letter file with the status and the
 //! start of the response body, and the batch is acknowledged.
 //!
-//! `check` sends `OPTIONS` to the URL: it proves DNS, TCP, TLS and HTTP work without sending an
-//! event, but not that the credentials are accepted (a webhook has no standard way to ask).
+//! `check` sends `OPTIONS` to the URL with the delivery's headers: it proves DNS, TCP, TLS and
+//! HTTP work without sending an event; 404, a redirect, 401/403 or 5xx fail it, as they would fail
+//! a delivery. It cannot prove that the credentials are accepted (a webhook has no standard way to
+//! ask).
 
 use super::{
     build_client, classify_status, de_duration, display_url, gzip, send, split_by_bytes,
@@ -307,11 +309,31 @@ impl Sink for HttpSink {
             .request(reqwest::Method::OPTIONS, &self.url)
             .headers(self.headers.clone());
         let reply = send(req, &self.url, &self.redactor).await?;
-        Ok(format!(
-            "{} reachable (OPTIONS answered HTTP {}); no event sent, credentials are only proven by a delivery",
-            display_url(&self.url),
-            reply.status
-        ))
+        let shown = display_url(&self.url);
+        let status = reply.status;
+        // Judged as delivery would judge the same answer to its POST: a URL that is not there
+        // (404, a redirect) or credentials refused fail the check; a server that merely does
+        // not implement OPTIONS (405, 501) proves the endpoint is reachable.
+        match status.as_u16() {
+            404 | 410 => Err(SinkError::fatal(format!(
+                "{shown} answered HTTP {status}: no such endpoint, so every delivery would fail; fix `url`: {}",
+                reply.excerpt()
+            ))),
+            300..=399 => Err(SinkError::fatal(format!(
+                "{shown} answered HTTP {status} (a redirect, which delivery does not follow); set `url` to the final address"
+            ))),
+            401 | 403 | 407 => Err(SinkError::fatal(format!(
+                "{shown} refused the request with HTTP {status}: check `auth` (token or password file): {}",
+                reply.excerpt()
+            ))),
+            408 | 429 | 500 | 502..=599 => Err(SinkError::transient(format!(
+                "{shown} answered HTTP {status}: the receiver is unavailable now: {}",
+                reply.excerpt()
+            ))),
+            _ => Ok(format!(
+                "{shown} reachable (OPTIONS answered HTTP {status}); no event sent, credentials are only proven by a delivery"
+            )),
+        }
     }
 }
 
