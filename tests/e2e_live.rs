@@ -40,6 +40,7 @@ fn arrivals() -> impl Strategy<Value = Vec<Arrival>> {
 }
 
 async fn run_schedule(shape: Shape, schedule: Vec<Arrival>, seed: u64) {
+    let schedule_shown = format!("{schedule:?}");
     let sim = Simulator::new(TOKEN);
     let org = OrgRef::new(Provider::Gh, "acme");
     sim.add_org(&org);
@@ -93,11 +94,20 @@ async fn run_schedule(shape: Shape, schedule: Vec<Arrival>, seed: u64) {
         &[("a", "json")],
         "",
     ));
-    for _ in 0..2 {
+    // Arrivals land only when requests are made: keep polling until every one has landed, then
+    // once more (an arrival after a pass's last request is the next pass's, inside the overlap).
+    let mut passes = 0;
+    loop {
+        let landed = sim.pending_arrivals() == 0;
         let reports = agent::once(cfg.clone(), Arc::new(Metrics::new()), clock::system())
             .await
             .unwrap();
         assert!(reports[0].1.ok(), "{:?}", reports[0].1);
+        passes += 1;
+        if landed && passes >= 2 {
+            break;
+        }
+        assert!(passes < 10, "arrivals never landed");
     }
     let lines = read_ndjson(&dir.path().join("a.ndjson"));
     let delivered = delivered_ids(&lines, &org);
@@ -112,7 +122,25 @@ async fn run_schedule(shape: Shape, schedule: Vec<Arrival>, seed: u64) {
         lines.len(),
         expected.values().sum::<usize>()
     );
-    assert_eq!(delivered, expected);
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|(id, n)| delivered.get(*id) != Some(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} ids missing or short of their count: {missing:?}\nschedule: {schedule_shown}\nheld (ms before the test's start, id): {:?}\nrequests (number, from, to relative to the test's start, cursor, status, events): {:?}",
+        missing.len(),
+        sim.events(&org)
+            .into_iter()
+            .filter_map(|v| codacy_audit_forwarder::event::AuditEvent::from_value(v).ok())
+            .filter(|e| e.timestamp_ms > now - 6 * 60_000)
+            .map(|e| now - e.timestamp_ms)
+            .collect::<Vec<_>>(),
+        sim.requests()
+            .iter()
+            .map(|r| (r.number, r.from.map(|f| f - now), r.to.map(|t| t - now), r.cursor.clone(), r.status, r.events))
+            .collect::<Vec<_>>()
+    );
     server.shutdown().await;
 }
 

@@ -426,6 +426,11 @@ impl Simulator {
         self.state().requests
     }
 
+    /// Scheduled arrivals ([`Simulator::arrive_after_request`]) that have not landed yet.
+    pub fn pending_arrivals(&self) -> usize {
+        self.state().arrivals.len()
+    }
+
     /// The most audit requests this server ever answered at the same time.
     pub fn max_in_flight(&self) -> usize {
         self.state().max_in_flight
