@@ -70,6 +70,27 @@ enum Command {
         /// Input file; stdin when absent.
         file: Option<PathBuf>,
     },
+    /// Write one organization's audit log over [--from, --to) to a file or stdout, oldest first,
+    /// in a format (csv for a spreadsheet); moves no checkpoint, so it runs beside the daemon.
+    Export {
+        /// Configuration whose [codacy] settings (URL, token, limits) are used.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// provider/name, e.g. gh/acme
+        #[arg(long)]
+        org: String,
+        /// Start, inclusive: a date (2026-07-01, midnight UTC) or an RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// End, exclusive: a date or an RFC 3339 time; default now.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_parser = ["csv", "json", "ecs", "cef"], default_value = "csv")]
+        format: String,
+        /// Write to FILE (as FILE.partial, renamed when complete) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Print the action catalog (names, ECS/CEF/CIM classification) the encoders use.
     Catalog {
         #[arg(long, value_parser = ["csv"], default_value = "csv")]
@@ -221,6 +242,39 @@ async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
                 ExitCode::from(if e.starts_with("usage:") { 2 } else { 1 })
             }
         },
+        Command::Export {
+            config,
+            org,
+            from,
+            to,
+            format,
+            output,
+        } => {
+            let (cfg, redactor) = match load(&config, &log) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let args = codacy_audit_forwarder::export::ExportArgs {
+                org,
+                from,
+                to,
+                format,
+                output,
+            };
+            match codacy_audit_forwarder::export::run(&args, &cfg, &clock).await {
+                Ok(_) => ExitCode::SUCCESS,
+                // `export ... | head`: the reader has what it wanted.
+                Err(codacy_audit_forwarder::export::ExportError::Write { source, .. })
+                    if source.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {}", redactor.redact(&e.to_string()));
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
         // Only CSV today (the Splunk add-on's lookup); `--format` leaves room for more.
         Command::Catalog { format: _ } => {
             print!("{}", codacy_audit_forwarder::format::catalog::csv());

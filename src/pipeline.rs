@@ -29,8 +29,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// The first slice of a window walk; it doubles while slices stay small.
-const INITIAL_SLICE_MS: i64 = 24 * 3600 * 1000;
-const MAX_SLICE_MS: i64 = 30 * 24 * 3600 * 1000;
+pub(crate) const INITIAL_SLICE_MS: i64 = 24 * 3600 * 1000;
+pub(crate) const MAX_SLICE_MS: i64 = 30 * 24 * 3600 * 1000;
 /// How often a cursor that only moved because time passed (nothing delivered) is written. Writing
 /// it every poll would fsync every checkpoint every minute at idle; losing such a move in a crash
 /// only means refetching a few minutes that held nothing, and every delivered batch is still
