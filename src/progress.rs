@@ -44,9 +44,24 @@ pub fn estimate(
     }
 }
 
-/// Seconds precision is enough for a human reading a log line.
+/// The two largest units, in days at most (`75d`, `3d 4h`, `12m 5s`): humantime's months and
+/// years are not calendar ones and read oddly.
 pub fn human(d: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    let s = d.as_secs();
+    let units = [
+        (s / 86_400, "d"),
+        (s / 3600 % 24, "h"),
+        (s / 60 % 60, "m"),
+        (s % 60, "s"),
+    ];
+    let first = units.iter().position(|(n, _)| *n > 0).unwrap_or(3);
+    units[first..]
+        .iter()
+        .take(2)
+        .filter(|(n, _)| *n > 0 || first == 3)
+        .map(|(n, u)| format!("{n}{u}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub fn rfc3339(ms: i64) -> String {
@@ -170,7 +185,13 @@ mod tests {
         assert_eq!(e.events_per_s, 4000.0);
         assert_eq!(e.remaining, Duration::from_millis(75 * day as u64));
         assert_eq!(e.eta, Some(Duration::from_secs(30)));
-        assert_eq!(human(e.remaining), "75days");
+        assert_eq!(human(e.remaining), "75d");
+        assert_eq!(
+            human(Duration::from_secs(3 * 86_400 + 4 * 3600 + 59)),
+            "3d 4h"
+        );
+        assert_eq!(human(Duration::from_secs(725)), "12m 5s");
+        assert_eq!(human(Duration::ZERO), "0s");
         // Nothing walked yet: no ETA rather than a made-up one.
         assert_eq!(estimate(0, day, 0, Duration::from_secs(3), 0).eta, None);
     }
