@@ -182,27 +182,16 @@ async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
                 Err(code) => return code,
             };
             let metrics = Arc::new(Metrics::new());
-            match agent::once(Arc::new(cfg), metrics, clock).await {
+            let cfg = Arc::new(cfg);
+            match agent::once(cfg.clone(), metrics, clock).await {
                 Ok(reports) => {
                     let mut ok = true;
+                    let sinks: Vec<String> = cfg.sinks.iter().map(|s| s.name.clone()).collect();
                     for (org, r) in &reports {
                         ok &= r.ok();
-                        let delivered: usize = r.delivered.values().sum();
-                        println!(
-                            "{org}: fetched {} event(s), delivered {delivered} record(s){}",
-                            r.fetched,
-                            if r.invalid > 0 {
-                                format!(", {} invalid (dead-lettered)", r.invalid)
-                            } else {
-                                String::new()
-                            }
-                        );
-                        if let Some(e) = &r.fetch_error {
-                            println!("  FAILED fetch: {}", redactor.redact(e));
-                        }
-                        for (sink, e) in &r.sink_errors {
-                            println!("  FAILED sink {sink}: {}", redactor.redact(e));
-                        }
+                        let summary =
+                            codacy_audit_forwarder::pipeline::once_summary(org, r, &sinks);
+                        print!("{}", redactor.redact(&summary));
                     }
                     if ok {
                         ExitCode::SUCCESS

@@ -110,8 +110,13 @@ struct SinkState {
 /// The outcome of one pass over an organization.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct PassReport {
+    /// Events read for the first time: no lane of the organization had them (see [`Seen`]).
     pub fetched: usize,
+    /// Events read again: the overlap re-read at every poll, a lane catching up over what the
+    /// others had, a replay after `state reset`.
+    pub reread: usize,
     pub invalid: usize,
+    /// Records each sink acknowledged (one entry per sink that took part).
     pub delivered: BTreeMap<String, usize>,
     /// (sink, error) for sinks that failed or are stopped.
     pub sink_errors: Vec<(String, String)>,
@@ -163,6 +168,9 @@ pub struct OrgPipeline {
     lanes: Vec<Lane>,
     retry: RetryPolicy,
     invalid_seen: InvalidSeen,
+    seen: Seen,
+    /// A progress bar (`once` on a terminal).
+    bar: Option<indicatif::ProgressBar>,
     fetch_failures: u32,
     fetch_retry_at_ms: i64,
     /// Daemon mode: a slow lane is detached from the shared walk, and a lane far behind the
@@ -192,6 +200,12 @@ impl Drop for OrgPipeline {
     }
 }
 
+/// How far the organization's events have been read, whichever lane's walk read them: the
+/// furthest lane's cursor with the ids of its overlap, moved by every walk. An event it `wants`
+/// is new; any other was read before (the overlap, a catch-up behind the others, a replay), so
+/// `events_fetched_total` counts each event once and `events_reread_total` the rest.
+type Seen = Arc<std::sync::Mutex<Cursor>>;
+
 /// Invalid events already dead-lettered by this process (by digest), shared by the walks.
 type InvalidSeen = Arc<std::sync::Mutex<HashSet<[u8; 32]>>>;
 
@@ -207,6 +221,7 @@ impl OrgPipeline {
         let cfg = &shared.config.agent;
         let start = now - (cfg.initial_lookback.as_millis() as i64);
         let org = Arc::new(org);
+        let mut furthest: Option<Cursor> = None;
         let lanes = sinks
             .iter()
             .map(|h| {
@@ -225,6 +240,12 @@ impl OrgPipeline {
                         (Cursor::starting_at(start), Some(e.to_string()))
                     }
                 };
+                if furthest
+                    .as_ref()
+                    .is_none_or(|f| f.cursor_ms < cursor.cursor_ms)
+                {
+                    furthest = Some(cursor.clone());
+                }
                 shared
                     .metrics
                     .checkpoint(&org.key(), &h.spec.name, cursor.cursor_ms, now);
@@ -250,6 +271,10 @@ impl OrgPipeline {
             lanes,
             retry,
             invalid_seen: Arc::default(),
+            seen: Arc::new(std::sync::Mutex::new(
+                furthest.unwrap_or_else(|| Cursor::starting_at(start)),
+            )),
+            bar: None,
             fetch_failures: 0,
             fetch_retry_at_ms: i64::MIN,
             independent_lanes: true,
@@ -262,6 +287,12 @@ impl OrgPipeline {
     /// so the report is complete when the pass returns.
     pub fn waiting_for_every_lane(mut self) -> Self {
         self.independent_lanes = false;
+        self
+    }
+
+    /// Shows the walks' progress on `bar`.
+    pub fn with_progress_bar(mut self, bar: indicatif::ProgressBar) -> Self {
+        self.bar = Some(bar);
         self
     }
 
@@ -285,6 +316,8 @@ impl OrgPipeline {
             shared: self.shared.clone(),
             retry: self.retry,
             invalid_seen: self.invalid_seen.clone(),
+            seen: self.seen.clone(),
+            bar: self.bar.clone(),
             detach_slow_lanes: self.independent_lanes,
             tasks: self.tasks.clone(),
         }
@@ -539,6 +572,7 @@ const LANE_STOP_WAIT: Duration = Duration::from_secs(5);
 impl PassReport {
     fn merge(&mut self, other: PassReport) {
         self.fetched += other.fetched;
+        self.reread += other.reread;
         self.invalid += other.invalid;
         for (k, v) in other.delivered {
             *self.delivered.entry(k).or_default() += v;
@@ -564,6 +598,8 @@ struct Walker {
     shared: Shared,
     retry: RetryPolicy,
     invalid_seen: InvalidSeen,
+    seen: Seen,
+    bar: Option<indicatif::ProgressBar>,
     detach_slow_lanes: bool,
     tasks: LaneTasks,
 }
@@ -629,6 +665,8 @@ impl Walker {
         let mut slice = INITIAL_SLICE_MS.min((to - from).max(1));
         // The next slice, fetched and identified on another worker while this one is delivered.
         let mut next: Option<Prefetch> = None;
+        let mut progress =
+            crate::progress::WalkProgress::new(org_key.clone(), from, to, self.bar.clone());
         while cur < to && !group.is_empty() {
             if shutdown.is_triggered() {
                 report.interrupted = true;
@@ -660,10 +698,12 @@ impl Walker {
             if events.len().saturating_mul(4) <= max_events {
                 slice = (slice * 2).min(MAX_SLICE_MS);
             }
-            report.fetched += events.len();
-            self.shared
-                .metrics
-                .events_fetched(&org_key, events.len() as u64);
+            let new = self.count_new(&events, end);
+            let reread = events.len() - new;
+            report.fetched += new;
+            report.reread += reread;
+            self.shared.metrics.events_fetched(&org_key, new as u64);
+            self.shared.metrics.events_reread(&org_key, reread as u64);
             report.invalid += self
                 .dead_letter_invalid(window.invalid)
                 .await
@@ -672,10 +712,29 @@ impl Walker {
                 next = Some(self.prefetch(end, (end + slice).min(to), max_events));
             }
             let slice = Arc::new(self.encode(events, end, &group));
+            let n = slice.events.len() as u64;
             group = self.deliver_slice(group, slice, shutdown, report).await;
             cur = end;
+            progress.advance(end, n);
         }
         Ok(())
+    }
+
+    /// How many of a slice's events no walk of the organization had read before; the slice,
+    /// `[.., end)`, is read now.
+    fn count_new(&self, events: &[IdentifiedEvent], end: i64) -> usize {
+        let overlap = self.overlap_ms();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let new = events
+            .iter()
+            .filter(|e| seen.wants(&e.id, e.event.timestamp_ms, overlap))
+            .count();
+        seen.advance(
+            events.iter().map(|e| (&e.id, e.event.timestamp_ms)),
+            end,
+            overlap,
+        );
+        new
     }
 
     /// Starts fetching and identifying `[from, to)` on its own task.
@@ -1223,18 +1282,67 @@ pub async fn run_org(
     tracing::debug!(organization = %org_key, "pipeline stopped");
 }
 
-/// One info line per poll per organization, with counts.
+/// One info line per poll per organization: new events, events re-read, and the records each
+/// sink acknowledged (`delivered="archive:12 siem:12"`; never a sum over sinks).
 pub fn log_pass(org_key: &str, report: &PassReport) {
-    let delivered: usize = report.delivered.values().sum();
+    let delivered = report
+        .delivered
+        .iter()
+        .map(|(sink, n)| format!("{sink}:{n}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     if report.waiting_to_retry {
         tracing::debug!(organization = %org_key, "waiting to retry the Codacy API after an error");
     } else if report.ok() {
-        tracing::info!(organization = %org_key, fetched = report.fetched, delivered, invalid = report.invalid,
-            interrupted = report.interrupted, "poll complete");
+        tracing::info!(organization = %org_key, new = report.fetched, reread = report.reread,
+            delivered = %delivered, invalid = report.invalid, interrupted = report.interrupted, "poll complete");
     } else {
         let failed: Vec<&str> = report.sink_errors.iter().map(|(s, _)| s.as_str()).collect();
         // `fetch_error` only when there is one.
-        tracing::warn!(organization = %org_key, fetched = report.fetched, delivered, invalid = report.invalid,
+        tracing::warn!(organization = %org_key, new = report.fetched, reread = report.reread,
+            delivered = %delivered, invalid = report.invalid,
             fetch_error = report.fetch_error.as_deref(), failed_sinks = ?failed, "poll incomplete");
     }
+}
+
+/// `once`'s summary: per organization its new and re-read events, then per sink the records
+/// delivered or why it failed. `sinks` lists every configured sink, so one that had nothing to
+/// do still shows with 0.
+pub fn once_summary(org: &OrgRef, report: &PassReport, sinks: &[String]) -> String {
+    let mut out = format!(
+        "{org}: {} new event(s), {} re-read (overlap or catch-up){}\n",
+        report.fetched,
+        report.reread,
+        if report.invalid > 0 {
+            format!(", {} invalid (dead-lettered)", report.invalid)
+        } else {
+            String::new()
+        }
+    );
+    if let Some(e) = &report.fetch_error {
+        out.push_str(&format!("  FAILED fetch: {e}\n"));
+    }
+    for sink in sinks {
+        let delivered = report.delivered.get(sink).copied().unwrap_or(0);
+        let errors: Vec<&str> = report
+            .sink_errors
+            .iter()
+            .filter(|(s, _)| s == sink)
+            .map(|(_, e)| e.as_str())
+            .collect();
+        if errors.is_empty() {
+            out.push_str(&format!("  sink {sink}: {delivered} record(s) delivered\n"));
+        } else {
+            out.push_str(&format!(
+                "  sink {sink}: FAILED after {delivered} record(s) delivered: {}\n",
+                errors.join("; ")
+            ));
+        }
+    }
+    for (sink, e) in &report.sink_errors {
+        if !sinks.contains(sink) {
+            out.push_str(&format!("  FAILED {sink}: {e}\n"));
+        }
+    }
+    out
 }
