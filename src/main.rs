@@ -59,7 +59,7 @@ enum Command {
     },
     /// Print Codacy events (JSON array, v3 envelope or NDJSON; stdin by default) in a format.
     Preview {
-        #[arg(long, value_parser = ["json", "ecs", "cef"])]
+        #[arg(long, value_parser = ["json", "ecs", "cef", "csv"])]
         format: String,
         /// Organization the events belong to (it is part of every event id).
         #[arg(long, default_value = "gh/example")]
