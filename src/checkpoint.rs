@@ -226,15 +226,7 @@ pub fn load(
             sink: sink.to_string(),
         });
     }
-    if cursor.cursor_ms > now_ms.saturating_add(AHEAD_TOLERANCE_MS) {
-        return Err(CheckpointError::AheadOfClock {
-            path: p,
-            cursor: rfc3339(cursor.cursor_ms),
-            now: rfc3339(now_ms),
-            org: org.key(),
-            sink: sink.to_string(),
-        });
-    }
+    check_not_ahead(path, org, sink, &cursor, now_ms)?;
     Ok(Some(cursor))
 }
 

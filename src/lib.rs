@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod preview;
 pub(crate) mod private;
 pub mod progress;
+pub(crate) mod repeat;
 pub mod sdnotify;
 pub mod secret;
 pub mod simulator;

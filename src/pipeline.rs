@@ -931,10 +931,14 @@ impl Walker {
                     *report.delivered.entry(name.clone()).or_default() += n;
                     report.sink_errors.push((name, e));
                 }
-                Err(e) => report.sink_errors.push((
-                    name,
-                    format!("delivery task failed: {e}; this is a bug, please report it"),
-                )),
+                // The sink panicked: only its lane fails (its lock was released by the unwind,
+                // its cursor not moved); it is retried at the next poll.
+                Err(e) => {
+                    let msg = format!("delivery task failed: {e}; this is a bug, please report it");
+                    tracing::error!(organization = %self.org, sink = %name, error = %msg, "sink failed unexpectedly; the other sinks go on");
+                    self.shared.metrics.failure(&self.org.key(), &name, &msg);
+                    report.sink_errors.push((name, msg));
+                }
             }
         }
         still
@@ -1257,7 +1261,9 @@ pub async fn run_org(
     let mut poll = min_poll;
     loop {
         let started = pipeline.shared.clock.now_ms();
-        let report = pipeline.run_pass(&shutdown).await;
+        // Boxed: between polls an organization's task then holds only this loop's few words, not
+        // the pass's whole state machine (10,000 idle organizations, one task each).
+        let report = Box::pin(pipeline.run_pass(&shutdown)).await;
         log_pass(&org_key, &report);
         if shutdown.is_triggered() {
             break;

@@ -32,6 +32,9 @@ struct Inner {
     /// Pipelines that are running, with when they started (epoch ms): the staleness baseline
     /// until their first success.
     registered: BTreeMap<(String, String), i64>,
+    /// What a destination says is wrong with it (sink -> (condition, since ms)), e.g. Kafka's
+    /// "all brokers are down": named next to its lanes on /health.
+    conditions: BTreeMap<String, (String, i64)>,
 }
 
 /// Health of one pipeline: an organization's fetch (`sink` = "") or one (organization, sink).
@@ -299,6 +302,26 @@ impl Metrics {
         );
     }
 
+    /// What the destination of `sink` says is wrong (Kafka: "all brokers are down"), or that it
+    /// is fine again (`None`). The first report's time is kept while the condition lasts.
+    pub fn destination_condition(&self, sink: &str, condition: Option<&str>, now_ms: i64) {
+        let mut inner = self.lock();
+        match condition {
+            None => {
+                inner.conditions.remove(sink);
+            }
+            Some(c) => {
+                let entry = inner
+                    .conditions
+                    .entry(sink.to_string())
+                    .or_insert_with(|| (c.to_string(), now_ms));
+                if entry.0 != c {
+                    *entry = (c.to_string(), now_ms);
+                }
+            }
+        }
+    }
+
     /// A lane's batch is now waiting for its destination (`Some(since)`), or got its answer.
     pub fn delivering(&self, org: &str, sink: &str, since_ms: Option<i64>) {
         self.status_mut(org, sink, |s| s.delivering_since_ms = since_ms);
@@ -390,7 +413,20 @@ impl Metrics {
     /// `/health` as of `now_ms`; see the module docs for the policy.
     pub fn health(&self, now_ms: i64, policy: &HealthPolicy) -> Health {
         let inner = self.lock();
-        health(&inner.status, &inner.registered, now_ms, policy)
+        let mut h = health(&inner.status, &inner.registered, now_ms, policy);
+        // A lane in trouble whose destination said why: name the cause with it.
+        for reason in h.reasons.iter_mut() {
+            for (sink, (condition, since)) in &inner.conditions {
+                if reason.contains(&format!("-> sink {sink}:")) {
+                    *reason = reason.replacen(
+                        &format!("-> sink {sink}:"),
+                        &format!("-> sink {sink} ({condition} since {}):", rfc3339_s(*since)),
+                        1,
+                    );
+                }
+            }
+        }
+        h
     }
 
     /// Status of every pipeline seen so far, keyed by (organization, sink).
@@ -417,33 +453,9 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4, with the gauges that follow live state (lag,
     /// lane state) computed as of `now_ms`.
     pub fn render(&self, now_ms: i64) -> String {
-        let mut inner = self.lock();
-        let lags: Vec<((&'static str, Labels), f64)> = inner
-            .gauges
-            .iter()
-            .filter(|((n, _), _)| *n == CHECKPOINT_TIMESTAMP)
-            .map(|((_, l), ts)| {
-                let lag = (now_ms as f64 / 1000.0 - ts).max(0.0);
-                ((CHECKPOINT_LAG, l.clone()), lag)
-            })
-            .collect();
-        inner.gauges.extend(lags);
-        let states: Vec<((&'static str, Labels), f64)> = inner
-            .status
-            .iter()
-            .filter(|((_, sink), _)| !sink.is_empty())
-            .flat_map(|((org, sink), st)| {
-                let current = lane_state(st);
-                ["caught_up", "catching_up", "failing"].map(|state| {
-                    let labels = labels(&[("organization", org), ("sink", sink), ("state", state)]);
-                    (
-                        (LANE_STATE, labels),
-                        if state == current { 1.0 } else { 0.0 },
-                    )
-                })
-            })
-            .collect();
-        inner.gauges.extend(states);
+        let inner = self.lock();
+        // Series that follow live state are computed here, never stored: a lane's lag grows
+        // while it is stuck, and 10,000 organizations do not keep four more series each.
         let mut out = String::new();
         for (name, kind, help) in METRICS {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -463,12 +475,38 @@ impl Metrics {
                 out.push_str(&v);
                 out.push('\n');
             };
-            for ((n, l), v) in inner.counters.iter().filter(|((n, _), _)| n == name) {
-                let _ = n;
+            let series = |map_name: &'static str| (map_name, Labels::new())..;
+            if *name == CHECKPOINT_LAG {
+                let stamps = inner.gauges.range(series(CHECKPOINT_TIMESTAMP));
+                for ((_, l), ts) in stamps.take_while(|((n, _), _)| *n == CHECKPOINT_TIMESTAMP) {
+                    write(
+                        &mut out,
+                        l,
+                        format_float((now_ms as f64 / 1000.0 - ts).max(0.0)),
+                    );
+                }
+                continue;
+            }
+            if *name == LANE_STATE {
+                for ((org, sink), st) in inner.status.iter().filter(|((_, s), _)| !s.is_empty()) {
+                    let current = lane_state(st);
+                    for state in ["caught_up", "catching_up", "failing"] {
+                        let l = labels(&[("organization", org), ("sink", sink), ("state", state)]);
+                        write(
+                            &mut out,
+                            &l,
+                            if state == current { "1" } else { "0" }.into(),
+                        );
+                    }
+                }
+                continue;
+            }
+            let counters = inner.counters.range(series(name));
+            for ((_, l), v) in counters.take_while(|((n, _), _)| n == name) {
                 write(&mut out, l, v.to_string());
             }
-            for ((n, l), v) in inner.gauges.iter().filter(|((n, _), _)| n == name) {
-                let _ = n;
+            let gauges = inner.gauges.range(series(name));
+            for ((_, l), v) in gauges.take_while(|((n, _), _)| n == name) {
                 write(&mut out, l, format_float(*v));
             }
         }
@@ -535,6 +573,12 @@ impl Health {
             HealthState::Unhealthy => 503,
         }
     }
+}
+
+fn rfc3339_s(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
 }
 
 /// Pure health evaluation over every pipeline that is registered or has a status.

@@ -256,14 +256,8 @@ async fn check_reports_what_works_and_what_does_not() {
 /// poll, so the replay really happens (before, the daemon overwrote the reset checkpoint).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_while_the_daemon_runs_replays() {
-    let sim = Simulator::new(TOKEN);
-    let org = OrgRef::new(Provider::Gh, "acme");
-    sim.add_org(&org);
+    let (sim, org) = acme_with_backlog(30, 5);
     let now = clock::system().now_ms();
-    sim.push_events(
-        &org,
-        generate_events(5, 30, now - 3_600_000, now - 60_000, &GenOptions::default()),
-    );
     let server = sim.serve().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
@@ -272,15 +266,7 @@ async fn reset_while_the_daemon_runs_replays() {
         config_text(&server.base_url, dir.path(), &[&org], &[("a", "json")], ""),
     )
     .unwrap();
-    let mut daemon = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("CODACY_API_TOKEN", TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon = spawn_run(&cfg, None);
     let file = dir.path().join("a.ndjson");
     wait_until("the backlog", std::time::Duration::from_secs(20), || {
         read_ndjson(&file).len() == 30
@@ -314,7 +300,6 @@ async fn reset_while_the_daemon_runs_replays() {
         ids.values().all(|&n| n == 2),
         "every event replayed once: {ids:?}"
     );
-    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
-    daemon.wait().unwrap();
+    stop(daemon);
     server.shutdown().await;
 }

@@ -1,7 +1,8 @@
 //! The real daemon as systemd runs it: sd-notify messages in order, /metrics counts, /health that
 //! flips to 503 while a sink is down and back to 200 after recovery, SIGHUP adding and removing a
 //! sink without losing or duplicating events for the untouched one, the state-directory lock, and
-//! SIGTERM exiting 0.
+//! SIGTERM exiting 0; SIGHUP applying new [codacy] and [agent] sections, and rejecting a new sink
+//! that cannot start while the running configuration keeps delivering.
 
 #[path = "common/e2e.rs"]
 mod e2e;
@@ -329,4 +330,146 @@ async fn runs_like_a_systemd_service() {
         "sink a lost or duplicated events across reloads"
     );
     server.shutdown().await;
+}
+
+/// A daemon for `cfg_path` whose log (RUST_LOG=info) goes to `log`, read while it runs.
+fn spawn_logging(cfg_path: &Path, log: &Path) -> Daemon {
+    Daemon(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(cfg_path)
+            .env("CODACY_API_TOKEN", TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn log_count(log: &Path, what: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches(what)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_apply_new_codacy_and_agent_sections_and_a_sink_that_cannot_start_changes_nothing()
+{
+    let sim = Simulator::new(TOKEN);
+    let org = OrgRef::new(Provider::Gh, "acme");
+    sim.add_org(&org);
+    let now = clock::system().now_ms();
+    const HOUR: i64 = 3_600_000;
+    // Events a day to 3 hours old, and in the last hour: a 2h lookback takes only the latter.
+    let opts = GenOptions::tricky();
+    sim.push_events(
+        &org,
+        generate_events(21, 120, now - 24 * HOUR, now - 3 * HOUR, &opts),
+    );
+    sim.push_events(
+        &org,
+        generate_events(22, 40, now - HOUR, now - 1_000, &opts),
+    );
+    // Two API endpoints over the same data: the reload moves the daemon from one to the other.
+    let first = sim.serve().await.unwrap();
+    let second = sim.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg_path = dir.path().join("config.toml");
+    let log = dir.path().join("daemon.log");
+    std::fs::write(
+        &cfg_path,
+        config_with(&first.base_url, dir.path(), &org, &[("a", "json")], port),
+    )
+    .unwrap();
+    let daemon = spawn_logging(&cfg_path, &log);
+    let a = dir.path().join("a.ndjson");
+    let want = || expected_ids(&org, &sim.events(&org), i64::MIN);
+    let w = want();
+    wait_until("a has the backlog", Duration::from_secs(60), || {
+        ids(&a, &org) == w
+    })
+    .await;
+
+    // [codacy] moves to the second endpoint, [agent] shortens initial_lookback, sink c is added.
+    let reloaded = config_with(
+        &second.base_url,
+        dir.path(),
+        &org,
+        &[("a", "json"), ("c", "json")],
+        port,
+    )
+    .replace("initial_lookback = \"7d\"", "initial_lookback = \"2h\"")
+    .replace("page_limit = 50", "page_limit = 7");
+    assert!(reloaded.contains("\"2h\"") && reloaded.contains("page_limit = 7"));
+    std::fs::write(&cfg_path, &reloaded).unwrap();
+    signal(&daemon.0, "-HUP");
+    wait_until("the reload is applied", Duration::from_secs(30), || {
+        log_count(&log, "configuration reloaded") == 1
+    })
+    .await;
+    // c starts from the new lookback: only the events of the last two hours.
+    let c = dir.path().join("c.ndjson");
+    let recent = expected_ids(&org, &sim.events(&org), now - 2 * HOUR);
+    assert!(!recent.is_empty() && recent.len() < w.len());
+    wait_until(
+        "c backfilled the last two hours",
+        Duration::from_secs(60),
+        || ids(&c, &org) == recent,
+    )
+    .await;
+    // The first endpoint goes away: new events arrive only if the daemon uses the second.
+    first.shutdown().await;
+    let t = clock::system().now_ms();
+    sim.push_events(&org, generate_events(23, 20, t - 10_000, t, &opts));
+    let w = want();
+    wait_until(
+        "a gets new events from the new endpoint",
+        Duration::from_secs(60),
+        || ids(&a, &org) == w,
+    )
+    .await;
+
+    // A sink that cannot start (its CA file is no certificate): the reload is rejected, logged
+    // with the sink's name and the reason, and the running configuration keeps delivering.
+    let ca = dir.path().join("not-a-ca.pem");
+    std::fs::write(&ca, "not a certificate").unwrap();
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "{reloaded}\n[[sinks]]\nname = \"bus\"\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9\"\n\
+             topic = \"audit\"\nformat = \"json\"\nsecurity_protocol = \"ssl\"\ntls_ca_file = \"{}\"\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    signal(&daemon.0, "-HUP");
+    wait_until("the reload is rejected", Duration::from_secs(30), || {
+        log_count(&log, "configuration reload rejected") == 1
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let rejected = text
+        .lines()
+        .find(|l| l.contains("configuration reload rejected"))
+        .unwrap();
+    assert!(
+        rejected.contains("bus") && rejected.contains("cannot create the producer"),
+        "{rejected}"
+    );
+    let t = clock::system().now_ms();
+    sim.push_events(&org, generate_events(24, 20, t - 10_000, t, &opts));
+    let w = want();
+    let recent = expected_ids(&org, &sim.events(&org), now - 2 * HOUR);
+    wait_until("a and c keep receiving", Duration::from_secs(60), || {
+        ids(&a, &org) == w && ids(&c, &org) == recent
+    })
+    .await;
+    let (_, metrics) = get(&format!("http://127.0.0.1:{port}/metrics")).await;
+    assert!(!metrics.contains("sink=\"bus\""), "{metrics}");
+    assert_eq!(log_count(&log, "configuration reloaded"), 1);
+    drop(daemon);
+    second.shutdown().await;
 }

@@ -172,9 +172,20 @@ async fn an_unwritable_file_sink_does_not_hold_back_the_other_and_catches_up() {
     ));
     let (a, b) = (dir.path().join("a.ndjson"), dir.path().join("b.ndjson"));
     let clock: SharedClock = clock::system();
-    let agent = Agent::start(cfg, Arc::new(Metrics::new()), clock)
-        .await
-        .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let agent = Agent::start(cfg, metrics.clone(), clock).await.unwrap();
+    let b_error = || {
+        metrics
+            .statuses()
+            .get(&("gh/acme".to_string(), "b".to_string()))
+            .and_then(|s| s.last_error.clone())
+    };
+    let b_delivered = || {
+        metrics.counter(
+            "codacy_forwarder_events_delivered_total",
+            &[("organization", "gh/acme"), ("sink", "b")],
+        )
+    };
     let want = || expected_ids(&org, &sim.events(&org), i64::MIN);
     let w = want();
     wait_until(
@@ -188,6 +199,8 @@ async fn an_unwritable_file_sink_does_not_hold_back_the_other_and_catches_up() {
     let kept = dir.path().join("b.ndjson.before");
     std::fs::rename(&b, &kept).unwrap();
     std::fs::create_dir(&b).unwrap();
+    let delivered_before = b_delivered();
+    assert_eq!(delivered_before as usize, w.values().sum::<usize>());
     let t = clock::system().now_ms();
     sim.push_events(
         &org,
@@ -200,7 +213,14 @@ async fn an_unwritable_file_sink_does_not_hold_back_the_other_and_catches_up() {
         || ids_in(&a, &org) == w,
     )
     .await;
-    assert!(std::fs::read_dir(&b).unwrap().next().is_none());
+    // b's lane says why it is stuck, naming its file, and counts nothing as delivered meanwhile.
+    wait_until(
+        "b's lane reports its failure",
+        Duration::from_secs(60),
+        || b_error().is_some_and(|e| e.contains("b.ndjson")),
+    )
+    .await;
+    assert_eq!(b_delivered(), delivered_before, "{:?}", b_error());
 
     // b recovers: it catches up from its own cursor, nothing missing, nothing twice.
     std::fs::remove_dir(&b).unwrap();
@@ -213,6 +233,12 @@ async fn an_unwritable_file_sink_does_not_hold_back_the_other_and_catches_up() {
     })
     .await;
     assert_eq!(ids_in(&a, &org), w);
+    // The new events count as delivered once, and the failure is cleared.
+    wait_until("b's failure clears", Duration::from_secs(30), || {
+        b_error().is_none()
+    })
+    .await;
+    assert_eq!(b_delivered() as usize, w.values().sum::<usize>());
     agent.shutdown().await;
     server.shutdown().await;
 }

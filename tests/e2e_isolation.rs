@@ -8,16 +8,13 @@ mod e2e;
 
 use axum::extract::State;
 use codacy_audit_forwarder::clock;
-use codacy_audit_forwarder::event::{OrgRef, Provider};
+use codacy_audit_forwarder::event::OrgRef;
 use codacy_audit_forwarder::simulator::{generate_events, GenOptions, Simulator};
 use e2e::*;
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-const BIN: &str = env!("CARGO_BIN_EXE_codacy-audit-forwarder");
 
 #[derive(Clone)]
 struct Hook {
@@ -46,14 +43,7 @@ fn hook_ids(bodies: &[String]) -> BTreeMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_destination_does_not_delay_its_sibling() {
-    let sim = Simulator::new(TOKEN);
-    let org = OrgRef::new(Provider::Gh, "acme");
-    sim.add_org(&org);
-    let now = clock::system().now_ms();
-    sim.push_events(
-        &org,
-        generate_events(1, 50, now - 3_600_000, now - 60_000, &GenOptions::default()),
-    );
+    let (sim, org) = acme_with_backlog(50, 1);
     let server = sim.serve().await.unwrap();
 
     let (release, hang) = watch::channel(true);
@@ -73,25 +63,10 @@ async fn a_hanging_destination_does_not_delay_its_sibling() {
     text.push_str(&format!(
         "\n[[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"http://{hook_addr}/hook\"\nformat = \"json\"\ntimeout = \"60s\"\n"
     ));
-    let telemetry = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    text = text.replace(
-        "[agent]",
-        &format!("[telemetry]\nlisten = \"{telemetry}\"\n\n[agent]"),
-    );
+    let (text, telemetry) = with_telemetry(&text);
     let cfg_path = dir.path().join("config.toml");
     std::fs::write(&cfg_path, text).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&cfg_path)
-        .env("CODACY_API_TOKEN", TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&cfg_path, None);
     let file = dir.path().join("a.ndjson");
     wait_until("the backlog in the file", Duration::from_secs(20), || {
         read_ndjson(&file).len() == 50
@@ -135,8 +110,7 @@ async fn a_hanging_destination_does_not_delay_its_sibling() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    child.wait().unwrap();
+    stop(child);
     assert_eq!(hook_ids(&bodies.lock().unwrap()), want);
     assert_eq!(delivered_ids(&read_ndjson(&file), &org), want);
     server.shutdown().await;
@@ -172,14 +146,7 @@ async fn each_new_event_reaches_the_file_promptly(
 /// 5 minutes by default) beside a file sink.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kafka_broker_that_is_down_does_not_delay_its_sibling() {
-    let sim = Simulator::new(TOKEN);
-    let org = OrgRef::new(Provider::Gh, "acme");
-    sim.add_org(&org);
-    let now = clock::system().now_ms();
-    sim.push_events(
-        &org,
-        generate_events(2, 20, now - 3_600_000, now - 60_000, &GenOptions::default()),
-    );
+    let (sim, org) = acme_with_backlog(20, 2);
     let server = sim.serve().await.unwrap();
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -190,28 +157,36 @@ async fn a_kafka_broker_that_is_down_does_not_delay_its_sibling() {
     text.push_str(&format!(
         "\n[[sinks]]\nname = \"bus\"\ntype = \"kafka\"\nbrokers = \"{closed}\"\ntopic = \"codacy-audit\"\n"
     ));
+    let (text, telemetry) = with_telemetry(&text);
     let cfg_path = dir.path().join("config.toml");
     std::fs::write(&cfg_path, text).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&cfg_path)
-        .env("CODACY_API_TOKEN", TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&cfg_path, Some(&dir.path().join("agent.log")));
     let file = dir.path().join("a.ndjson");
     wait_until("the backlog in the file", Duration::from_secs(20), || {
         read_ndjson(&file).len() == 20
     })
     .await;
     each_new_event_reaches_the_file_promptly(&sim, &org, &file, 20).await;
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    child.wait().unwrap();
+    // /health names the stuck lane and the destination's own account of why.
+    let health = reqwest::get(format!("http://{telemetry}/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    let body = health.text().await.unwrap();
+    assert!(body.contains("-> sink bus (Kafka: "), "{body}");
+    stop(child);
     assert_eq!(
         delivered_ids(&read_ndjson(&file), &org),
         expected_ids(&org, &sim.events(&org), i64::MIN)
+    );
+    // librdkafka reports the outage several times a second (through two callbacks): it is
+    // logged when it starts, then at most once a minute per kind, not hundreds of times.
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+    let outage_lines = log.lines().filter(|l| l.contains("librdkafka")).count();
+    assert!(outage_lines >= 1, "the outage is not logged at all:\n{log}");
+    assert!(
+        outage_lines <= 8,
+        "{outage_lines} librdkafka lines in ~12 s:\n{log}"
     );
     server.shutdown().await;
 }

@@ -70,3 +70,45 @@ async fn many_organizations_never_exceed_the_concurrency_limit() {
     let per_org = sim.request_count() as f64 / orgs.len() as f64;
     assert!(per_org <= 4.0, "{per_org} requests per organization");
 }
+
+/// A (re)start with many organizations is no stampede: first polls are spread over the first
+/// poll interval, so after a quarter of it only about a quarter of the organizations were asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_polls_after_a_start_are_spread_over_the_poll_interval() {
+    let sim = Simulator::new(TOKEN);
+    let orgs: Vec<OrgRef> = (0..40)
+        .map(|i| OrgRef::new(Provider::Gh, format!("org-{i}")))
+        .collect();
+    for org in &orgs {
+        sim.add_org(org);
+    }
+    let server = sim.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let refs: Vec<&OrgRef> = orgs.iter().collect();
+    let text = config_text(&server.base_url, dir.path(), &refs, &[("a", "json")], "")
+        .replace("poll_interval = \"1s\"", "poll_interval = \"8s\"");
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let daemon = spawn_run(&cfg, None);
+    let asked = || {
+        let mut o: Vec<String> = sim.requests().into_iter().map(|r| r.org).collect();
+        o.sort();
+        o.dedup();
+        o.len()
+    };
+    wait_until("the first polls", Duration::from_secs(10), || asked() > 0).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let early = asked();
+    assert!(
+        early <= 20,
+        "{early} of 40 organizations polled within ~2 s of an 8 s interval: a stampede"
+    );
+    wait_until(
+        "every organization's first poll",
+        Duration::from_secs(15),
+        || asked() == 40,
+    )
+    .await;
+    stop(daemon);
+    server.shutdown().await;
+}

@@ -508,15 +508,16 @@ proptest! {
 #[test]
 fn ecs_field_subset_is_verbatim_from_upstream() {
     // How `src/format/ecs_fields.csv` is derived: the header plus the rows of ECS 8.17's
-    // generated/csv/fields.csv whose Field is in `ecs::ECS_FIELDS_USED`, in upstream order.
-    // Point ECS_FIELDS_CSV at a copy of the upstream file (defaults to the project's reference
-    // copy); with UPDATE_GOLDEN=1 the subset is rewritten from it.
-    let upstream = std::env::var("ECS_FIELDS_CSV")
-        .unwrap_or_else(|_| "/work/shared/reference/ecs-8.17-fields.csv".into());
-    let Ok(full) = std::fs::read_to_string(&upstream) else {
-        eprintln!("skipped: upstream ECS fields.csv not found at {upstream}");
-        return;
-    };
+    // generated/csv/fields.csv whose Field is in `ecs::ECS_FIELDS_USED`, in upstream order. The
+    // upstream file is kept verbatim in tests/fixtures/ecs/ (ECS is Apache-2.0); ECS_FIELDS_CSV
+    // points at another copy, and with UPDATE_GOLDEN=1 the subset is rewritten from it.
+    let upstream = std::env::var_os("ECS_FIELDS_CSV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ecs/fields-8.17.csv")
+        });
+    let full = std::fs::read_to_string(&upstream)
+        .unwrap_or_else(|e| panic!("upstream ECS fields.csv {}: {e}", upstream.display()));
     let mut lines = full.lines();
     let mut subset = format!("{}\n", lines.next().unwrap());
     for line in lines {

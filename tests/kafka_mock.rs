@@ -93,6 +93,21 @@ async fn stored(brokers: &str, topic: &str, partitions: i32) -> i64 {
     .unwrap()
 }
 
+/// A sink on a one-broker cluster that has delivered record 0 of gh/acme, so that its producer id
+/// is assigned before any injected fault: the cluster, its address, the sink, its state dir.
+async fn warmed_up() -> (Mock, String, KafkaSink, tempfile::TempDir) {
+    let mock = cluster(1, "codacy-audit", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let brokers = mock.bootstrap_servers();
+    let sink = KafkaSink::start(config(&brokers, json!({})), ctx(dir.path()))
+        .await
+        .unwrap();
+    sink.deliver(&batch(&OrgRef::new(Provider::Gh, "acme"), 0, 1))
+        .await
+        .unwrap();
+    (mock, brokers, sink, dir)
+}
+
 fn header(m: &OwnedMessage, key: &str) -> Option<String> {
     let h = m.headers()?;
     h.iter()
@@ -202,15 +217,8 @@ async fn event_id_keys_and_per_organization_topics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_produce_errors_are_retried_inside_without_duplicates() {
-    let mock = cluster(1, "codacy-audit", 1);
-    let dir = tempfile::tempdir().unwrap();
-    let brokers = mock.bootstrap_servers();
-    let sink = KafkaSink::start(config(&brokers, json!({})), ctx(dir.path()))
-        .await
-        .unwrap();
+    let (mock, brokers, sink, _dir) = warmed_up().await;
     let org = OrgRef::new(Provider::Gh, "acme");
-    // Warm up so the producer id is assigned before the faults.
-    sink.deliver(&batch(&org, 0, 1)).await.unwrap();
     use RDKafkaRespErr::*;
     mock.request_errors(
         RDKafkaApiKey::Produce,
@@ -230,6 +238,36 @@ async fn transient_produce_errors_are_retried_inside_without_duplicates() {
     assert_eq!(payloads(&msgs), expected_payloads(&all));
     // Exactly once: idempotence dropped whatever librdkafka's internal retries re-sent.
     assert_eq!(stored(&brokers, "codacy-audit", 1).await, 51);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_that_hit_a_fatal_error_is_replaced_and_the_retried_batch_delivered() {
+    let (mock, brokers, sink, _dir) = warmed_up().await;
+    let org = OrgRef::new(Provider::Gh, "acme");
+    // The broker rejecting the head-of-line request's sequence number: librdkafka can no longer
+    // vouch for ordering or once-ness and fails the idempotent producer for good.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+    );
+    let records = batch(&org, 1, 10);
+    let err = sink.deliver(&records).await.unwrap_err();
+    assert_eq!(err.kind, SinkErrorKind::Transient, "{}", err.message);
+    assert!(
+        err.message
+            .contains("the Kafka producer hit a fatal error and is being recreated"),
+        "{}",
+        err.message
+    );
+    // The pipeline offers the batch again: a new producer delivers it, and keeps delivering.
+    sink.deliver(&records).await.unwrap();
+    sink.deliver(&batch(&org, 11, 5)).await.unwrap();
+    let mut all = batch(&org, 0, 1);
+    all.extend(records);
+    all.extend(batch(&org, 11, 5));
+    let msgs = consume(&brokers, "codacy-audit", 1, all.len()).await;
+    assert_eq!(payloads(&msgs), expected_payloads(&all));
+    assert_eq!(stored(&brokers, "codacy-audit", 1).await, 16);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,14 +358,8 @@ async fn a_record_larger_than_the_producer_allows_is_dead_lettered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_the_broker_refuses_as_too_large_is_tried_alone_then_dead_lettered() {
-    let mock = cluster(1, "codacy-audit", 1);
-    let dir = tempfile::tempdir().unwrap();
-    let brokers = mock.bootstrap_servers();
-    let sink = KafkaSink::start(config(&brokers, json!({})), ctx(dir.path()))
-        .await
-        .unwrap();
+    let (mock, brokers, sink, dir) = warmed_up().await;
     let org = OrgRef::new(Provider::Gh, "acme");
-    sink.deliver(&batch(&org, 0, 1)).await.unwrap();
     use RDKafkaRespErr::*;
     // Refused as part of the batch, then refused again alone: it goes to the dead letters.
     mock.request_errors(
@@ -361,14 +393,8 @@ async fn a_record_the_broker_refuses_as_too_large_is_tried_alone_then_dead_lette
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_authorization_failure_is_fatal_and_says_what_to_grant() {
-    let mock = cluster(1, "codacy-audit", 1);
-    let dir = tempfile::tempdir().unwrap();
-    let brokers = mock.bootstrap_servers();
-    let sink = KafkaSink::start(config(&brokers, json!({})), ctx(dir.path()))
-        .await
-        .unwrap();
+    let (mock, _brokers, sink, _dir) = warmed_up().await;
     let org = OrgRef::new(Provider::Gh, "acme");
-    sink.deliver(&batch(&org, 0, 1)).await.unwrap();
     mock.request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
@@ -435,7 +461,12 @@ async fn tls_to_a_plaintext_listener_is_fatal_with_a_remedy() {
         "{}",
         err.message
     );
-    assert!(err.message.contains("tls_ca_file"), "{}", err.message);
+    assert!(
+        err.message
+            .contains("point `brokers` at the brokers' TLS listener, or set security_protocol"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

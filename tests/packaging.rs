@@ -1,6 +1,9 @@
 //! Packaging inputs that can be checked without building a package, plus the full build-and-inspect
 //! (`packaging/check-deb.sh`) as an ignored test: `cargo test --test packaging -- --ignored`.
 
+#[path = "common/peers.rs"]
+mod peers;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -192,8 +195,7 @@ mod toml_lite {
 #[test]
 #[ignore = "slow: builds release packages; CI runs packaging/check-deb.sh"]
 fn built_packages_pass_check_deb() {
-    if Command::new("dpkg-deb").arg("--version").output().is_err() {
-        eprintln!("skipped: dpkg-deb is not installed");
+    if peers::require(peers::Peer::DpkgDeb).is_none() {
         return;
     }
     let status = Command::new(root().join("packaging/check-deb.sh"))

@@ -3,20 +3,25 @@
 //! TCP (octet-counting and LF) and TLS, in RFC 5424 and RFC 3164, for json/ecs/cef records with
 //! nasty content; and nothing acknowledged may be lost when rsyslog restarts.
 
+#[path = "common/peers.rs"]
+mod peers;
 #[path = "common/rsyslog.rs"]
 mod rsyslog;
+#[path = "common/tls.rs"]
+mod tls;
 
 use codacy_audit_forwarder::clock::Backoff;
 use codacy_audit_forwarder::event::{identify, AuditEvent, OrgRef, Provider};
 use codacy_audit_forwarder::format::{Encoder, Format, FormatOptions};
 use codacy_audit_forwarder::sink::syslog::{SyslogSink, SyslogSinkConfig};
 use codacy_audit_forwarder::sink::{Record, Sink, SinkContext, SinkErrorKind, SinkKind};
-use rsyslog::{Rsyslog, TlsFiles};
+use rsyslog::Rsyslog;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tls::TlsFiles;
 
 const HOST: &str = "fwd01";
 const APP: &str = "codacy-audit";

@@ -1,6 +1,9 @@
 //! The shipped systemd unit: what the agent relies on is declared, it verifies, and
-//! `systemd-analyze security` rates its exposure 2.0 or lower. The systemd-analyze parts are
-//! skipped with a message when the tool is not installed.
+//! `systemd-analyze security` rates its exposure 2.0 or lower. The systemd-analyze parts need
+//! the tool (see `common/peers.rs`: a skip locally, a failure under `REQUIRE_PEERS=1`).
+
+#[path = "common/peers.rs"]
+mod peers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,13 +36,7 @@ fn one(d: &BTreeMap<String, Vec<String>>, key: &str) -> String {
 }
 
 fn systemd_analyze() -> bool {
-    match Command::new("systemd-analyze").arg("--version").output() {
-        Ok(o) if o.status.success() => true,
-        _ => {
-            eprintln!("skipped: systemd-analyze is not installed");
-            false
-        }
-    }
+    peers::require(peers::Peer::SystemdAnalyze).is_some()
 }
 
 #[test]
@@ -156,4 +153,85 @@ fn unit_exposure_score_is_at_most_2_0() {
     );
     let score = score.expect("no 'Overall exposure level' line");
     assert!(score <= 2.0, "{score}");
+}
+
+/// Non-comment lines of a unit file.
+fn unit_lines(file: &str) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("systemd")
+            .join(file),
+    )
+    .unwrap();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The shard template is the single-agent unit (same hardening, same credential) plus the lines
+/// that make an instance one shard with its own state directory.
+#[test]
+fn the_shard_template_is_the_unit_plus_its_shard() {
+    let single = unit_lines(&format!("{NAME}.service"));
+    let template = unit_lines(&format!("{NAME}@.service"));
+    let only_template: Vec<&String> = template.difference(&single).collect();
+    let only_single: Vec<&String> = single.difference(&template).collect();
+    assert_eq!(
+        only_template,
+        [
+            "Description=Codacy audit log forwarder, shard %I",
+            "Environment=CODACY_FORWARDER__AGENT__SHARD=%I",
+            "Environment=CODACY_FORWARDER__AGENT__STATE_DIR=/var/lib/codacy-audit-forwarder/shard-%i",
+            "StateDirectory=codacy-audit-forwarder/shard-%i",
+        ]
+    );
+    assert_eq!(
+        only_single,
+        [
+            "Description=Codacy audit log forwarder",
+            "StateDirectory=codacy-audit-forwarder",
+        ]
+    );
+}
+
+/// What the template sets through the environment is what the agent reads: `state show` under the
+/// instance `@1-3`'s environment (systemd turns `1-3` into `1/3` for `%I`) serves shard 1/3 from its
+/// own state directory.
+#[test]
+fn the_template_environment_makes_the_agent_one_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    let mut text = format!(
+        "[codacy]\nbase_url = \"http://127.0.0.1:9\"\n[agent]\nstate_dir = \"{}\"\n",
+        dir.path().join("unused").display()
+    );
+    for i in 0..12 {
+        text.push_str(&format!(
+            "[[organizations]]\nprovider = \"gh\"\nname = \"org-{i}\"\n"
+        ));
+    }
+    text.push_str("[[sinks]]\nname = \"a\"\ntype = \"file\"\npath = \"/dev/null\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let shard_dir = dir.path().join("shard-1-3");
+    let out = Command::new(env!("CARGO_BIN_EXE_codacy-audit-forwarder"))
+        .args(["state", "show", "--config"])
+        .arg(&cfg)
+        .env("CODACY_API_TOKEN", "t")
+        .env("CODACY_FORWARDER__AGENT__SHARD", "1/3")
+        .env("CODACY_FORWARDER__AGENT__STATE_DIR", &shard_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("shard 1/3: this agent serves ")
+            && stdout.contains("of the 12 organizations listed"),
+        "{stdout}"
+    );
 }

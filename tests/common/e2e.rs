@@ -117,3 +117,64 @@ pub async fn wait_until(what: &str, deadline: std::time::Duration, mut cond: imp
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A simulator holding `n` generated events of `gh/acme` from the last hour (ending a minute
+/// ago), and the organization.
+pub fn acme_with_backlog(
+    n: usize,
+    seed: u64,
+) -> (codacy_audit_forwarder::simulator::Simulator, OrgRef) {
+    use codacy_audit_forwarder::simulator::{generate_events, GenOptions, Simulator};
+    let sim = Simulator::new(TOKEN);
+    let org = OrgRef::new(codacy_audit_forwarder::event::Provider::Gh, "acme");
+    sim.add_org(&org);
+    let now = codacy_audit_forwarder::clock::system().now_ms();
+    sim.push_events(
+        &org,
+        generate_events(
+            seed,
+            n,
+            now - 3_600_000,
+            now - 60_000,
+            &GenOptions::default(),
+        ),
+    );
+    (sim, org)
+}
+
+/// `text` with a `[telemetry] listen` on a free loopback port, and that address.
+pub fn with_telemetry(text: &str) -> (String, std::net::SocketAddr) {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let text = text.replacen(
+        "[agent]",
+        &format!("[telemetry]\nlisten = \"{addr}\"\n\n[agent]"),
+        1,
+    );
+    (text, addr)
+}
+
+/// The real binary's `run` on `config`, its stderr to `log` (or nowhere).
+pub fn spawn_run(config: &Path, log: Option<&Path>) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    Command::new(env!("CARGO_BIN_EXE_codacy-audit-forwarder"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("CODACY_API_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log.map_or_else(Stdio::null, |p| {
+            Stdio::from(std::fs::File::create(p).unwrap())
+        }))
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM, then wait for the agent to exit.
+pub fn stop(mut child: std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}

@@ -1,8 +1,10 @@
 //! A real rsyslogd for tests: started in the foreground on free 127.0.0.1 ports with a config
 //! written at test time, writing every parsed property (`jsonmesg`) as one JSON line per message,
-//! stopped by PID when dropped. Self-contained: include it with `#[path = "common/rsyslog.rs"]`.
+//! stopped by PID when dropped. Include it with `#[path = "common/rsyslog.rs"]`, beside
+//! `common/peers.rs` (as `peers`) and `common/tls.rs` (as `tls`).
 #![allow(dead_code)]
 
+use crate::tls::TlsFiles;
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,18 +16,9 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// APP-NAME of readiness probes (filtered out of [`Rsyslog::records`]).
 const PROBE_APP: &str = "rsyslog-probe";
 
-/// Whether `rsyslogd` can be run here; prints why not.
+/// Whether `rsyslogd` can be run here: a skip, or a failure under `REQUIRE_PEERS=1`.
 pub fn installed() -> bool {
-    match Command::new("rsyslogd").arg("-v").output() {
-        Ok(o) if o.status.success() => true,
-        _ => {
-            eprintln!(
-                "SKIPPED: rsyslogd is not installed (apt-get install rsyslog rsyslog-gnutls); \
-                 the syslog tests against a real receiver did not run"
-            );
-            false
-        }
-    }
+    crate::peers::require(crate::peers::Peer::Rsyslog).is_some()
 }
 
 pub fn free_tcp_port() -> u16 {
@@ -40,93 +33,6 @@ pub fn free_udp_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free UDP port")
-}
-
-/// A self-signed CA and a server certificate for `localhost` / 127.0.0.1 (openssl CLI).
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-impl TlsFiles {
-    pub fn generate(dir: &Path) -> TlsFiles {
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("openssl CLI");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        let mut ca = vec!["req", "-x509"];
-        ca.extend(ec);
-        ca.extend([
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test-ca",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        run(&ca);
-        let mut csr = vec!["req"];
-        csr.extend(ec);
-        csr.extend([
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ]);
-        run(&csr);
-        std::fs::write(
-            dir.join("ext.cnf"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("write ext.cnf");
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ]);
-        TlsFiles {
-            ca: dir.join("ca.pem"),
-            cert: dir.join("server.pem"),
-            key: dir.join("server.key"),
-        }
-    }
 }
 
 pub struct Rsyslog {

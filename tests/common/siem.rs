@@ -29,13 +29,15 @@ pub fn agent(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
-/// A peer the test needs is missing. Under `REQUIRE_PEERS=1` (CI) that is a failure; otherwise
-/// the test prints one skip line naming the install command and the caller returns.
+#[path = "peers.rs"]
+mod peers;
+#[allow(unused_imports)] // not every siem test needs a program peer
+pub use peers::{require, Peer};
+
+/// A peer the test needs is missing: a failure under `REQUIRE_PEERS=1` (CI), else one skip line
+/// naming the install command, and the caller returns.
 pub fn peer_missing(what: &str, install: &str) {
-    if std::env::var("REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("REQUIRE_PEERS=1 but {what} is missing; install it with: {install}");
-    }
-    eprintln!("SKIPPED: {what} is missing; install it with: {install}");
+    peers::missing(&format!("{what} is missing"), install);
 }
 
 /// The pySigma virtual environment scripts/test.sh creates (override with SIGMA_VENV).

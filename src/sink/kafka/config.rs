@@ -828,6 +828,8 @@ sasl_password_file = "{pw}"
 
     #[test]
     fn validation_messages_name_the_key_and_the_remedy() {
+        // A file that exists, inside the repository.
+        let a_file = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
         let cases = [
             (json!({"topic": "audit-{org}"}), "unknown placeholder {org}"),
             (json!({"topic": "audit-{organization"}), "without a closing"),
@@ -846,9 +848,9 @@ sasl_password_file = "{pw}"
             (json!({"security_protocol": "sasl_ssl", "sasl_mechanism": "PLAIN", "sasl_username": "u",
                 "sasl_password_file": "/nonexistent/kafka-pw"}), "key `sasl_password_file`: cannot read secret file /nonexistent/kafka-pw"),
             (json!({"sasl_username": "u"}), "key `sasl_username`: only used with security_protocol = \"sasl_plaintext\" or \"sasl_ssl\""),
-            (json!({"tls_ca_file": "/etc/hosts"}), "key `tls_ca_file`: only used with security_protocol = \"ssl\""),
+            (json!({"tls_ca_file": a_file}), "key `tls_ca_file`: only used with security_protocol = \"ssl\""),
             (json!({"security_protocol": "ssl", "tls_ca_file": "/nonexistent/ca.pem"}), "key `tls_ca_file`: cannot read /nonexistent/ca.pem"),
-            (json!({"security_protocol": "ssl", "tls_cert_file": "/etc/hosts"}), "tls_cert_file and tls_key_file go together"),
+            (json!({"security_protocol": "ssl", "tls_cert_file": a_file}), "tls_cert_file and tls_key_file go together"),
             (json!({"librdkafka_options": {"enable.idempotence": "false"}}), "key `librdkafka_options.enable.idempotence`: cannot be set here: idempotence is always on"),
             (json!({"librdkafka_options": {"acks": "1"}}), "acks=all"),
             (json!({"librdkafka_options": {"sasl.password": "x"}}), "secrets come from files"),

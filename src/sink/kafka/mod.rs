@@ -13,10 +13,12 @@
 //! agent's CPU.
 
 pub mod config;
+mod diagnose;
 
 pub use config::{KafkaSettings, KafkaSinkConfig, KeyBy, TopicTemplate};
 
 use super::{Record, Sink, SinkContext, SinkError};
+use crate::repeat::{Repeat, RepeatLimiter};
 use async_trait::async_trait;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -25,6 +27,7 @@ use rdkafka::producer::{
     BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
 };
 use rdkafka::ClientContext;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
@@ -33,6 +36,8 @@ use tokio::sync::oneshot;
 
 /// How long `check` waits for cluster metadata.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// One metadata request of `check`; between them it looks for a failure that needs a human.
+const CHECK_TRY: Duration = Duration::from_secs(1);
 /// How long a batch waits before an authentication or TLS failure seen meanwhile ends it (rather
 /// than waiting for `message_timeout`): long enough for librdkafka to reconnect after a fix.
 const HUMAN_ERROR_GRACE: Duration = Duration::from_secs(30);
@@ -54,6 +59,8 @@ const STOP_ALLOWANCE: Duration = Duration::from_millis(300);
 struct ClientIssue {
     code: Option<RDKafkaErrorCode>,
     reason: String,
+    /// What is wrong with a broker's certificate, when librdkafka's reason does not say.
+    diagnosis: Option<String>,
 }
 
 /// What the client context saw lately, for error messages that name the cause.
@@ -83,14 +90,50 @@ fn needs_human(code: RDKafkaErrorCode) -> bool {
 pub struct KafkaContext {
     sink: Arc<str>,
     diag: Arc<Mutex<Diagnostics>>,
+    /// TLS in use, and the CA file trusted: what a certificate diagnosis needs.
+    tls: Option<Option<PathBuf>>,
+    /// librdkafka repeats a broker outage several times a second, through both callbacks.
+    repeats: Arc<RepeatLimiter>,
+    /// Where an outage is reported, so /health names it next to the lanes of this sink.
+    metrics: Arc<crate::telemetry::Metrics>,
+    clock: crate::clock::SharedClock,
 }
 
+/// How often a repeating librdkafka message is logged again, with its count.
+const REPEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl KafkaContext {
-    fn new(sink: &str) -> Self {
+    fn new(ctx: &SinkContext, settings: &KafkaSettings) -> Self {
         KafkaContext {
-            sink: sink.into(),
+            sink: ctx.name.as_str().into(),
+            metrics: ctx.metrics.clone(),
+            clock: ctx.clock.clone(),
             diag: Arc::default(),
+            tls: settings
+                .security_protocol
+                .uses_tls()
+                .then(|| settings.tls_ca_file.clone()),
+            repeats: Arc::new(RepeatLimiter::new(REPEAT_EVERY, crate::clock::system())),
         }
+    }
+
+    /// Why the broker named in `reason` fails certificate verification; once per reason, as
+    /// librdkafka repeats the error at every reconnection.
+    fn diagnose_certificate(&self, reason: &str) -> Option<String> {
+        let ca_file = self.tls.as_ref()?;
+        if !reason.contains("certificate verify failed") {
+            return None;
+        }
+        if let Some(known) = self
+            .diag()
+            .needs_human
+            .as_ref()
+            .filter(|i| i.reason == reason)
+        {
+            return known.diagnosis.clone();
+        }
+        let (host, port) = diagnose::broker_of(reason)?;
+        diagnose::certificate_problem(&host, port, ca_file.as_ref())
     }
 
     fn diag(&self) -> std::sync::MutexGuard<'_, Diagnostics> {
@@ -114,6 +157,12 @@ impl KafkaContext {
         let mut d = self.diag();
         d.needs_human = None;
         d.recent.clear();
+        drop(d);
+        self.metrics
+            .destination_condition(&self.sink, None, self.clock.now_ms());
+        for (kind, times) in self.repeats.cleared() {
+            tracing::info!(target: "librdkafka", sink = &*self.sink, kind, times, "cleared: the brokers take records again");
+        }
     }
 }
 
@@ -125,9 +174,19 @@ impl ClientContext for KafkaContext {
                 tracing::error!(target: "librdkafka", sink, facility = fac, "{message}")
             }
             // Connection failures are logged at error level and also reported to `error` below;
-            // they are routine during an outage, so they are warnings here.
+            // they are routine during an outage, so they are warnings here, once a minute.
             RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", sink, facility = fac, "{message}")
+                match self.repeats.occurred(&format!("log {fac}")) {
+                    Repeat::First => {
+                        tracing::warn!(target: "librdkafka", sink, facility = fac, "{message}")
+                    }
+                    Repeat::Again(times) => {
+                        tracing::warn!(target: "librdkafka", sink, facility = fac, repeated = times, "{message} (and {times} more like it in the last minute)")
+                    }
+                    Repeat::Quiet => {
+                        tracing::debug!(target: "librdkafka", sink, facility = fac, "{message}")
+                    }
+                }
             }
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
                 tracing::info!(target: "librdkafka", sink, facility = fac, "{message}")
@@ -142,26 +201,68 @@ impl ClientContext for KafkaContext {
         let mut code = error.rdkafka_error_code();
         // A listener that does not speak TLS cuts the handshake off: librdkafka reports a
         // transport failure, but it is a TLS configuration problem.
+        // A broker that refuses the client's certificate (or its absence) sends a TLS alert,
+        // which librdkafka sees on its first read after the handshake: a transport failure too.
+        const REFUSALS: [&str; 4] = [
+            "alert certificate required",
+            "alert bad certificate",
+            "alert unknown ca",
+            "alert handshake failure",
+        ];
         if code == Some(RDKafkaErrorCode::BrokerTransportFailure)
-            && reason.contains("state SSL_HANDSHAKE")
+            && (reason.contains("state SSL_HANDSHAKE")
+                || REFUSALS.iter().any(|r| reason.contains(r)))
         {
             code = Some(RDKafkaErrorCode::SSL);
         }
         let sink = &*self.sink;
+        let diagnosis = if code == Some(RDKafkaErrorCode::SSL) {
+            self.diagnose_certificate(reason)
+        } else {
+            None
+        };
         let issue = ClientIssue {
             code,
             reason: reason.to_string(),
+            diagnosis,
         };
-        match code {
-            Some(c) if needs_human(c) => {
-                tracing::error!(target: "librdkafka", sink, code = ?c, "{reason}")
-            }
+        let outage = matches!(
+            code,
             Some(
                 RDKafkaErrorCode::BrokerTransportFailure
-                | RDKafkaErrorCode::AllBrokersDown
-                | RDKafkaErrorCode::Resolve,
-            ) => tracing::warn!(target: "librdkafka", sink, code = ?code, "{reason}"),
-            _ => tracing::error!(target: "librdkafka", sink, code = ?code, "{reason}"),
+                    | RDKafkaErrorCode::AllBrokersDown
+                    | RDKafkaErrorCode::Resolve
+            )
+        );
+        if outage || code.is_some_and(needs_human) {
+            let condition = match code {
+                Some(RDKafkaErrorCode::AllBrokersDown) => "Kafka: all brokers are down".to_string(),
+                // "host:9092/bootstrap: Connect to ... failed: Connection refused (after 0ms in
+                // state CONNECT)": the cause, without the parts that change every time.
+                _ => {
+                    let cause = reason.rsplit(": ").next().unwrap_or(reason);
+                    format!("Kafka: {}", cause.split(" (").next().unwrap_or(cause))
+                }
+            };
+            self.metrics
+                .destination_condition(&self.sink, Some(&condition), self.clock.now_ms());
+        }
+        let repeat = self.repeats.occurred(&format!("error {code:?}"));
+        let more = match repeat {
+            Repeat::Again(times) => format!(" (and {times} more like it in the last minute)"),
+            _ => String::new(),
+        };
+        match (repeat, code) {
+            (Repeat::Quiet, _) => {
+                tracing::debug!(target: "librdkafka", sink, code = ?code, "{reason}")
+            }
+            (_, Some(c)) if needs_human(c) => {
+                tracing::error!(target: "librdkafka", sink, code = ?c, "{reason}{more}")
+            }
+            _ if outage => {
+                tracing::warn!(target: "librdkafka", sink, code = ?code, "{reason}{more}")
+            }
+            _ => tracing::error!(target: "librdkafka", sink, code = ?code, "{reason}{more}"),
         }
         let mut d = self.diag();
         if code.is_some_and(needs_human) {
@@ -240,11 +341,15 @@ impl Poller {
                     if state.waiters > 0 || producer.in_flight_count() > 0 {
                         break;
                     }
-                    state = self
+                    let (next, wait) = self
                         .wake
                         .wait_timeout(state, IDLE_CHECK)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                        .unwrap_or_else(|p| p.into_inner());
+                    state = next;
+                    // Tells a test that a batch woke the thread, rather than the idle check.
+                    if !wait.timed_out() && state.waiters > 0 {
+                        tracing::trace!(target: "kafka_poll", "woken by a batch or check");
+                    }
                 }
             }
             producer.poll(BUSY_SLICE);
@@ -341,7 +446,7 @@ impl KafkaSink {
         let settings = config
             .resolve()
             .map_err(|m| SinkError::fatal(format!("kafka sink {:?}: {m}", ctx.name)))?;
-        let producer = Self::create_producer(&settings, &ctx.name)?;
+        let producer = Self::create_producer(&settings, &ctx)?;
         if settings.security_protocol == config::SecurityProtocol::SaslPlaintext {
             tracing::warn!(sink = %ctx.name, "security_protocol = \"sasl_plaintext\" sends the SASL exchange unencrypted; prefer \"sasl_ssl\"");
         }
@@ -357,7 +462,8 @@ impl KafkaSink {
         })
     }
 
-    fn create_producer(settings: &KafkaSettings, name: &str) -> Result<Active, SinkError> {
+    fn create_producer(settings: &KafkaSettings, ctx: &SinkContext) -> Result<Active, SinkError> {
+        let name = &ctx.name;
         let client_id = format!("{}.{name}", crate::format::AGENT_NAME);
         let mut cc = settings.client_config(&client_id);
         cc.set_log_level(
@@ -367,7 +473,7 @@ impl KafkaSink {
                 RDKafkaLogLevel::Info
             },
         );
-        let context = KafkaContext::new(name);
+        let context = KafkaContext::new(ctx, settings);
         let producer: KafkaProducer = cc.create_with_context(context.clone()).map_err(|e| {
             let what = match &e {
                 KafkaError::ClientConfig(..) => {
@@ -414,7 +520,7 @@ impl KafkaSink {
             return Ok(());
         };
         tracing::error!(sink = %self.ctx.name, ?code, reason, "kafka producer hit a fatal error; creating a new one");
-        let fresh = Self::create_producer(&self.settings(), &self.ctx.name)?;
+        let fresh = Self::create_producer(&self.settings(), &self.ctx)?;
         let old = std::mem::replace(
             &mut *self.active.write().unwrap_or_else(|p| p.into_inner()),
             fresh,
@@ -528,7 +634,11 @@ impl KafkaSink {
             | C::SaslAuthenticationFailed
             | C::UnsupportedSASLMechanism
             | C::IllegalSASLState => Verdict::Fatal(sasl_message(settings, &recent)),
-            C::SSL => Verdict::Fatal(tls_message(settings, &recent)),
+            C::SSL => {
+                let issue = ctx.human_issue();
+                let diagnosis = issue.as_ref().and_then(|i| i.diagnosis.as_deref());
+                Verdict::Fatal(tls_message(settings, &recent, diagnosis))
+            }
             C::InvalidTimestamp => Verdict::Fatal(format!(
                 "Kafka topic {topic:?} rejects the records' timestamps (the events' own times, which may be months old during a backfill): raise the topic's message.timestamp.before.max.ms (message.timestamp.difference.max.ms before Kafka 3.6)"
             )),
@@ -626,8 +736,16 @@ impl KafkaSink {
 
         let mut too_large = Vec::new();
         let mut worst: Option<SinkError> = None;
+        // A fatal error fails the records with the broker's code (e.g. OutOfOrderSequenceNumber),
+        // not with Fatal: ask the producer itself, as only a new one can deliver again.
+        let broken = producer.client().fatal_error();
         for (r, topic, e) in failures {
-            let verdict = Self::classify(context, &settings, &e, &topic);
+            let verdict = match &broken {
+                Some((_, reason)) => Verdict::Broken(format!(
+                    "the Kafka producer hit a fatal error and is being recreated (librdkafka: {reason}); the batch will be retried"
+                )),
+                None => Self::classify(context, &settings, &e, &topic),
+            };
             tracing::debug!(sink = %self.ctx.name, event_id = %r.event_id, topic, error = %e, ?verdict, "kafka delivery failed");
             let err = match verdict {
                 Verdict::TooLarge(reason) => {
@@ -680,18 +798,34 @@ fn sasl_message(settings: &KafkaSettings, recent: &str) -> String {
     }
 }
 
-fn tls_message(settings: &KafkaSettings, recent: &str) -> String {
-    if settings.security_protocol.uses_tls() {
-        format!(
-            "TLS with the Kafka brokers {} failed{recent}: check that tls_ca_file holds the CA that signed the brokers' certificates, that those certificates name the hosts in `brokers`, and that the listener speaks TLS",
-            settings.brokers
-        )
-    } else {
-        format!(
-            "TLS error with the Kafka brokers {}{recent}: check `security_protocol` against the brokers' listener",
-            settings.brokers
-        )
+fn tls_message(settings: &KafkaSettings, recent: &str, diagnosis: Option<&str>) -> String {
+    let brokers = &settings.brokers;
+    if !settings.security_protocol.uses_tls() {
+        return format!(
+            "TLS error with the Kafka brokers {brokers}{recent}: check `security_protocol` against the brokers' listener"
+        );
     }
+    // OpenSSL's reason, as librdkafka quotes it, tells which of the usual mistakes this is.
+    let reason = recent.to_ascii_lowercase();
+    let remedy = if let Some(d) = diagnosis {
+        d.to_string()
+    } else if reason.contains("plaintext broker listener")
+        || (reason.contains("state ssl_handshake") && reason.contains("disconnected"))
+    {
+        // librdkafka words it either way, depending on when the listener hangs up.
+        "the listener cut the TLS handshake off, as one that does not speak TLS does: point `brokers` at the brokers' TLS listener, or set security_protocol to what that listener speaks".to_string()
+    } else if reason.contains("certificate verify failed") {
+        "the brokers' certificate could not be verified: check that tls_ca_file holds the CA that signed it (without tls_ca_file, the system trust store is used) and that it names the hosts in `brokers`".to_string()
+    } else if reason.contains("certificate required")
+        || (reason.contains("handshake failure") && settings.tls_cert_file.is_none())
+    {
+        "the brokers require a client certificate: set tls_cert_file and tls_key_file to a certificate their CA signed".to_string()
+    } else if reason.contains("unknown ca") || reason.contains("bad certificate") {
+        "the brokers refuse the client certificate: use one (tls_cert_file, tls_key_file) signed by a CA the brokers trust".to_string()
+    } else {
+        "check that tls_ca_file holds the CA that signed the brokers' certificates, that those certificates name the hosts in `brokers`, that the listener speaks TLS, and whether it requires a client certificate (tls_cert_file, tls_key_file)".to_string()
+    };
+    format!("TLS with the Kafka brokers {brokers} failed{recent}: {remedy}")
 }
 
 /// What a client-level error that needs a human means for delivery.
@@ -699,7 +833,11 @@ fn classify_issue(settings: &KafkaSettings, issue: &ClientIssue, topic: &str) ->
     let recent = format!(" (librdkafka: {})", issue.reason);
     use RDKafkaErrorCode as C;
     match issue.code {
-        Some(C::SSL) => Verdict::Fatal(tls_message(settings, &recent)),
+        Some(C::SSL) => Verdict::Fatal(tls_message(
+            settings,
+            &recent,
+            issue.diagnosis.as_deref(),
+        )),
         Some(C::TopicAuthorizationFailed) => Verdict::Fatal(format!(
             "not authorized to write to Kafka topic {topic:?} on {}{recent}: grant WRITE and DESCRIBE on the topic",
             settings.brokers
@@ -740,10 +878,27 @@ impl Sink for KafkaSink {
         let context = active.context.clone();
         let settings = self.settings();
         let s = settings.clone();
+        let diagnosed = context.clone();
         let metadata = tokio::task::spawn_blocking(move || {
             // Client errors meanwhile (authentication, TLS) are served at once for the diagnosis.
             let _busy = active.poll.poller.busy();
-            active.producer.client().fetch_metadata(None, CHECK_TIMEOUT)
+            // In short tries, so that a failure needing a human ends the check as soon as it is
+            // known rather than after the whole CHECK_TIMEOUT.
+            let started = Instant::now();
+            loop {
+                let left = CHECK_TIMEOUT.saturating_sub(started.elapsed());
+                let outcome = active
+                    .producer
+                    .client()
+                    .fetch_metadata(None, left.min(CHECK_TRY));
+                match outcome {
+                    // A pause, in case a failure comes back at once: no busy loop.
+                    Err(_) if !left.is_zero() && diagnosed.human_issue().is_none() => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    done => break done,
+                }
+            }
         })
         .await
         .map_err(|e| SinkError::transient(format!("kafka metadata task failed: {e}")))?;
@@ -811,7 +966,7 @@ impl Sink for KafkaSink {
                 return;
             }
         };
-        match Self::create_producer(&settings, &self.ctx.name) {
+        match Self::create_producer(&settings, &self.ctx) {
             Ok(fresh) => {
                 *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
                 let old = std::mem::replace(
