@@ -11,6 +11,10 @@
 //!   time) is left to finish its batch alone, sits out while it is busy, and a lane far behind the
 //!   others (back from an outage) catches up alone from its own cursor, then rejoins. `once` runs
 //!   the same walk but waits for every lane, so its report is complete.
+//! - **Counting.** An event is *new* when no walk of the organization had read it (the furthest
+//!   lane's cursor and overlap ids, moved by every walk); the overlap and catch-ups over what
+//!   others had are *re-read*. Deliveries are counted per sink. A walk still going after 10 s logs
+//!   its position and ETA (`crate::progress`), and drives `once`'s bar on a terminal.
 
 use crate::checkpoint::{self, CheckpointError, Cursor};
 use crate::clock::{Backoff, SharedClock};
