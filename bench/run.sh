@@ -7,7 +7,10 @@
 # --only takes a comma list of sections: backfill (one file sink per format), sinks (four sinks at
 # once, and syslog and Kafka alone), baselines (jq, curl|jq, reference), preview, idle, scale
 # (10,000 organizations x 4 events: one pass, then idle), isolation (latency of a file sink beside
-# a webhook that never answers). A partial run prints its rows but leaves bench/RESULTS.md alone.
+# a webhook that never answers), export (`preview` of the same events as one JSON array and as
+# NDJSON, and `export` from the simulator, each in every format, against jq's documented CSV row
+# on both files; `--only export --events 200000` is the issue's 200k-event case). A partial run
+# prints its rows but leaves bench/RESULTS.md alone.
 #
 # Needs: cargo, jq, curl, /usr/bin/time (GNU time). Optional: rsyslogd, tansu (four-sink row).
 # Writes the table to stdout and to bench/RESULTS.md. Work files go to a temp dir (~1 GB for 1M
@@ -17,7 +20,7 @@ set -euo pipefail
 EVENTS=1000000
 IDLE_SECONDS=60
 KEEP=0
-ONLY=backfill,sinks,baselines,preview,idle,scale,isolation
+ONLY=backfill,sinks,baselines,preview,idle,scale,isolation,export
 SCALE_ORGS=10000
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -26,13 +29,13 @@ while [ $# -gt 0 ]; do
         --only) ONLY="$2"; shift 2 ;;
         --scale-orgs) SCALE_ORGS="$2"; shift 2 ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,16p "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
-FULL=0; [ "$ONLY" = backfill,sinks,baselines,preview,idle,scale,isolation ] && FULL=1
+FULL=0; [ "$ONLY" = backfill,sinks,baselines,preview,idle,scale,isolation,export ] && FULL=1
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -80,7 +83,7 @@ measure() {
 }
 
 # --- the simulator with the backlog -------------------------------------------------------------
-if want backfill || want sinks || want baselines || want preview; then
+if want backfill || want sinks || want baselines || want preview || want export; then
 echo "generating $EVENTS events over ~360 days in the simulator..." >&2
 mkdir -p "$WORK/sim"
 "$HELPER" serve --events "$EVENTS" --orgs 1 --dir "$WORK/sim" 2>"$WORK/sim.log" &
@@ -234,6 +237,32 @@ echo "preview..." >&2
 want baselines && measure jq-file jq -r "$JQ_ROW" "$WORK/data/events.ndjson" >/dev/null
 for fmt in json ecs cef; do
     measure "preview-$fmt" "$BIN" preview --format "$fmt" "$WORK/data/events.ndjson" >/dev/null
+done
+fi
+
+# --- export and preview of every shape vs jq's documented CSV row --------------------------------
+if want export; then
+echo "export: preview of a JSON array and NDJSON, export from the simulator, jq on both files..." >&2
+# The same events as one JSON array (the shape the API and the documented jq filter read).
+{ printf '['; paste -sd, "$WORK/data/events.ndjson"; printf ']\n'; } >"$WORK/data/events.json"
+ARRAY_MB=$(( $(stat -c %s "$WORK/data/events.json") / 1048576 ))
+measure jq-array jq -r ".[] | $JQ_ROW" "$WORK/data/events.json" >/dev/null
+measure jq-ndjson jq -r "$JQ_ROW" "$WORK/data/events.ndjson" >/dev/null
+dir="$WORK/run-export"; mkdir -p "$dir/state"
+write_config "$dir/config.toml" "$dir/state" 1 "$(file_sink unused json "$dir/unused.ndjson")"
+FROM_DATE=$(date -u -d "@$(( FROM_MS / 1000 ))" +%Y-%m-%dT%H:%M:%SZ)
+TO_DATE=$(date -u -d "@$(( NOW_MS / 1000 + 1 ))" +%Y-%m-%dT%H:%M:%SZ)
+for fmt in csv json ecs cef; do
+    measure "preview-array-$fmt" "$BIN" preview --format "$fmt" "$WORK/data/events.json" >/dev/null
+    measure "preview-ndjson-$fmt" "$BIN" preview --format "$fmt" "$WORK/data/events.ndjson" >/dev/null
+    # The simulator is local: lift the default 10 requests/s politeness budget so the row
+    # measures the export, not the token bucket (200 pages would take 20 s at 10/s).
+    CODACY_FORWARDER__CODACY__MAX_REQUESTS_PER_SECOND=1000 \
+        measure "export-$fmt" "$BIN" export --config "$dir/config.toml" --org gh/bench-0 --from "$FROM_DATE" --to "$TO_DATE" \
+        --format "$fmt" --output "$dir/out.$fmt" 2>"$dir/export-$fmt.log"
+    got=$(if [ "$fmt" = csv ]; then python3 -c 'import csv,sys; print(sum(1 for _ in csv.reader(open(sys.argv[1], newline=""))) - 1)' "$dir/out.$fmt"; else wc -l <"$dir/out.$fmt"; fi)
+    [ "$got" = "$EVENTS" ] || { echo "export $fmt wrote $got of $EVENTS events; see $dir/export-$fmt.log" >&2; exit 1; }
+    rm -f "$dir/out.$fmt"
 done
 fi
 
@@ -393,6 +422,20 @@ row() { # row LABEL NAME NOTE: nothing when NAME was not measured
         row "jq (documented row, NDJSON)" jq-file "baseline"
         for fmt in json ecs cef; do
             row "preview $fmt" "preview-$fmt" "$(ratio jq-file "preview-$fmt")x"
+        done
+    fi
+    if want export; then
+        echo
+        echo "### Every shape: \`preview\` of one JSON array ($ARRAY_MB MB) and of NDJSON, \`export\` from the simulator, vs jq's documented CSV row"
+        echo
+        echo "| run | wall s | events/s | CPU s | peak RSS MB | vs jq (same shape; export: vs jq on the array) |"
+        echo "|---|---|---|---|---|---|"
+        row "jq, JSON array (\`.[] | row\`)" jq-array "baseline"
+        row "jq, NDJSON" jq-ndjson "baseline"
+        for fmt in csv json ecs cef; do
+            row "preview $fmt, JSON array" "preview-array-$fmt" "$(ratio jq-array "preview-array-$fmt")x"
+            row "preview $fmt, NDJSON" "preview-ndjson-$fmt" "$(ratio jq-ndjson "preview-ndjson-$fmt")x"
+            row "export $fmt (HTTP from the simulator)" "export-$fmt" "$(ratio jq-array "export-$fmt")x"
         done
     fi
     if want idle; then

@@ -145,9 +145,14 @@ pub async fn once(
         attempts_per_batch: 3,
         ..RetryPolicy::default()
     };
+    // On a terminal, one bar per organization on stderr (nothing when stderr is not a TTY).
+    let bars = crate::progress::Bars::stderr();
     let passes = config.organizations.iter().map(|org| {
         let mut p =
             OrgPipeline::new(org.clone(), &sinks, shared.clone(), retry).waiting_for_every_lane();
+        if !bars.is_hidden() {
+            p = p.with_progress_bar(bars.bar(&org.key()));
+        }
         let shutdown = shutdown.clone();
         async move {
             let report = p.run_pass(&shutdown).await;

@@ -161,31 +161,58 @@ fn status_line(agent: &Agent, metrics: &Metrics) -> String {
     )
 }
 
-/// `once`'s report: a line per organization, and one per failure.
-pub fn once_text(reports: &[(OrgRef, PassReport)]) -> String {
-    let mut out = String::new();
-    for (org, r) in reports {
-        let delivered: usize = r.delivered.values().sum();
-        out.push_str(&format!(
-            "{org}: fetched {} event(s), delivered {delivered} record(s){}\n",
-            r.fetched,
-            if r.invalid > 0 {
-                format!(", {} invalid (dead-lettered)", r.invalid)
-            } else {
-                String::new()
-            }
-        ));
-        if let Some(e) = &r.fetch_error {
-            out.push_str(&format!("  FAILED fetch: {e}\n"));
+/// `once`'s summary: per organization, new and re-read events, then per sink the records
+/// delivered or why it failed.
+pub fn once_text(reports: &[(OrgRef, PassReport)], sinks: &[String]) -> String {
+    reports
+        .iter()
+        .map(|(org, r)| once_summary(org, r, sinks))
+        .collect()
+}
+
+/// `once`'s summary: per organization its new and re-read events, then per sink the records
+/// delivered or why it failed. `sinks` lists every configured sink, so one that had nothing to
+/// do still shows with 0.
+fn once_summary(org: &OrgRef, report: &PassReport, sinks: &[String]) -> String {
+    let mut out = format!(
+        "{org}: {} new event(s), {} re-read (overlap or catch-up){}\n",
+        report.fetched,
+        report.reread,
+        if report.invalid > 0 {
+            format!(", {} invalid (dead-lettered)", report.invalid)
+        } else {
+            String::new()
         }
-        for (sink, e) in &r.sink_errors {
-            out.push_str(&format!("  FAILED sink {sink}: {e}\n"));
+    );
+    if let Some(e) = &report.fetch_error {
+        out.push_str(&format!("  FAILED fetch: {e}\n"));
+    }
+    for sink in sinks {
+        let delivered = report.delivered.get(sink).copied().unwrap_or(0);
+        let errors: Vec<&str> = report
+            .sink_errors
+            .iter()
+            .filter(|(s, _)| s == sink)
+            .map(|(_, e)| e.as_str())
+            .collect();
+        if errors.is_empty() {
+            out.push_str(&format!("  sink {sink}: {delivered} record(s) delivered\n"));
+        } else {
+            out.push_str(&format!(
+                "  sink {sink}: FAILED after {delivered} record(s) delivered: {}\n",
+                errors.join("; ")
+            ));
+        }
+    }
+    for (sink, e) in &report.sink_errors {
+        if !sinks.contains(sink) {
+            out.push_str(&format!("  FAILED {sink}: {e}\n"));
         }
     }
     out
 }
 
-/// `once --json`: `{"ok", "organizations": [{"organization", "ok", "fetched", "invalid",
+/// `once --json`: `{"ok", "organizations": [{"organization", "ok", "new", "reread", "invalid",
 /// "delivered": {sink: records}, "fetch_error", "sink_errors": {sink: message}}]}`.
 pub fn once_json(reports: &[(OrgRef, PassReport)]) -> String {
     let orgs: Vec<serde_json::Value> = reports
@@ -194,7 +221,8 @@ pub fn once_json(reports: &[(OrgRef, PassReport)]) -> String {
             serde_json::json!({
                 "organization": org.key(),
                 "ok": r.ok(),
-                "fetched": r.fetched,
+                "new": r.fetched,
+                "reread": r.reread,
                 "invalid": r.invalid,
                 "delivered": r.delivered,
                 "fetch_error": r.fetch_error,

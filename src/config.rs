@@ -991,6 +991,18 @@ fn parse_sink(i: usize, mut table: Map<String, Value>) -> Result<SinkSpec, (Stri
             format_options.ecs_namespace = ns.to_string();
         }
     }
+    // CSV is for auditors opening a file in a spreadsheet; the file starts with its header.
+    let mut kind = kind;
+    match &mut kind {
+        SinkKind::File(file) => file.header = format.header(),
+        _ if format == Format::Csv => {
+            return Err((
+                key("format"),
+                format!("\"csv\" is for `file` sinks only (a spreadsheet opens a file); a {type_name} sink takes json, ecs or cef"),
+            ))
+        }
+        _ => {}
+    }
     kind.validate(format).map_err(|m| {
         (
             format!("sinks[{i}]"),
@@ -1118,6 +1130,23 @@ format = "json"
         assert_eq!(c.organizations, vec![OrgRef::new(Provider::Gh, "acme")]);
         assert_eq!(c.sinks[0].name, "archive");
         assert_eq!(c.codacy.api_token.expose(), "tok");
+    }
+
+    #[test]
+    fn csv_is_a_file_sink_format_only() {
+        let c = parse(&GOOD.replace("format = \"json\"", "format = \"csv\"")).unwrap();
+        assert_eq!(c.sinks[0].format, Format::Csv);
+        assert!(
+            matches!(&c.sinks[0].kind, SinkKind::File(f) if f.header == Some(crate::format::csv::HEADER))
+        );
+        let syslog = GOOD.replace(
+            "type = \"file\"\npath = \"/tmp/x/audit.ndjson\"\nformat = \"json\"",
+            "type = \"syslog\"\naddress = \"tcp://127.0.0.1:514\"\nformat = \"csv\"",
+        );
+        let msg = parse(&syslog).unwrap_err().to_string();
+        assert!(msg.contains("key `sinks[0].format`"), "{msg}");
+        assert!(msg.contains("for `file` sinks only"), "{msg}");
+        assert!(msg.contains("json, ecs or cef"), "{msg}");
     }
 
     #[test]

@@ -81,6 +81,18 @@ impl OrgRef {
     }
 }
 
+/// `provider/name` as written on the command line (`--org gh/acme`).
+impl FromStr for OrgRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (provider, name) = s
+            .split_once('/')
+            .filter(|(_, n)| !n.is_empty())
+            .ok_or_else(|| format!("{s:?}: write provider/name, e.g. gh/acme"))?;
+        Ok(OrgRef::new(provider.parse()?, name))
+    }
+}
+
 impl fmt::Display for OrgRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.provider, self.name)

@@ -79,7 +79,7 @@ enum Command {
     /// Print Codacy events (JSON array, v3 envelope or NDJSON; stdin by default) in a format.
     Preview {
         /// Output format.
-        #[arg(long, value_parser = ["json", "ecs", "cef"])]
+        #[arg(long, value_parser = ["json", "ecs", "cef", "csv"])]
         format: String,
         /// Organization the events belong to (it is part of every event id).
         #[arg(long, default_value = "gh/example")]
@@ -89,6 +89,27 @@ enum Command {
         ecs_namespace: String,
         /// Input file; stdin when absent.
         file: Option<PathBuf>,
+    },
+    /// Write one organization's audit log over [--from, --to) to a file or stdout, oldest first,
+    /// in a format (csv for a spreadsheet); moves no checkpoint, so it runs beside the daemon.
+    Export {
+        /// Configuration whose [codacy] settings (URL, token, limits) are used.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// provider/name, e.g. gh/acme
+        #[arg(long)]
+        org: String,
+        /// Start, inclusive: a date (2026-07-01, midnight UTC) or an RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// End, exclusive: a date or an RFC 3339 time; default now.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_parser = ["csv", "json", "ecs", "cef"], default_value = "csv")]
+        format: String,
+        /// Write to FILE (as FILE.partial, renamed when complete) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Print the action catalog (names, ECS/CEF/CIM classification) the encoders use.
     Catalog {
@@ -219,13 +240,15 @@ async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
                 Err(code) => return code,
             };
             let metrics = Arc::new(Metrics::new());
-            match agent::once(Arc::new(cfg), metrics, clock).await {
+            let cfg = Arc::new(cfg);
+            match agent::once(cfg.clone(), metrics, clock).await {
                 Ok(reports) => {
                     let ok = reports.iter().all(|(_, r)| r.ok());
+                    let sinks: Vec<String> = cfg.sinks.iter().map(|s| s.name.clone()).collect();
                     let text = if json {
                         cli::once_json(&reports)
                     } else {
-                        cli::once_text(&reports)
+                        cli::once_text(&reports, &sinks)
                     };
                     let _ = cli::write_stdout(redactor.redact(&text).as_bytes());
                     if ok {
@@ -275,6 +298,39 @@ async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
                 ExitCode::from(if e.starts_with("usage:") { 2 } else { 1 })
             }
         },
+        Command::Export {
+            config,
+            org,
+            from,
+            to,
+            format,
+            output,
+        } => {
+            let (cfg, redactor) = match load(&config, &log) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let args = codacy_audit_forwarder::export::ExportArgs {
+                org,
+                from,
+                to,
+                format,
+                output,
+            };
+            match codacy_audit_forwarder::export::run(&args, &cfg, &clock).await {
+                Ok(_) => ExitCode::SUCCESS,
+                // `export ... | head`: the reader has what it wanted.
+                Err(codacy_audit_forwarder::export::ExportError::Write { source, .. })
+                    if source.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {}", redactor.redact(&e.to_string()));
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
         // Only CSV today (the Splunk add-on's lookup); `--format` leaves room for more.
         Command::Catalog { format: _ } => {
             let _ = cli::write_stdout(codacy_audit_forwarder::format::catalog::csv().as_bytes());

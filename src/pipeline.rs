@@ -11,6 +11,10 @@
 //!   time) is left to finish its batch alone, sits out while it is busy, and a lane far behind the
 //!   others (back from an outage) catches up alone from its own cursor, then rejoins. `once` runs
 //!   the same walk but waits for every lane, so its report is complete.
+//! - **Counting.** An event is *new* when no walk of the organization had read it (the furthest
+//!   lane's cursor and overlap ids, moved by every walk); the overlap and catch-ups over what
+//!   others had are *re-read*. Deliveries are counted per sink. A walk still going after 10 s logs
+//!   its position and ETA (`crate::progress`), and drives `once`'s bar on a terminal.
 
 use crate::checkpoint::{self, CheckpointError, Cursor};
 use crate::clock::{Backoff, SharedClock};
@@ -29,8 +33,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// The first slice of a window walk; it doubles while slices stay small.
-const INITIAL_SLICE_MS: i64 = 24 * 3600 * 1000;
-const MAX_SLICE_MS: i64 = 30 * 24 * 3600 * 1000;
+pub(crate) const INITIAL_SLICE_MS: i64 = 24 * 3600 * 1000;
+pub(crate) const MAX_SLICE_MS: i64 = 30 * 24 * 3600 * 1000;
 /// How often a cursor that only moved because time passed (nothing delivered) is written. Writing
 /// it every poll would fsync every checkpoint every minute at idle; losing such a move in a crash
 /// only means refetching a few minutes that held nothing, and every delivered batch is still
@@ -110,8 +114,13 @@ struct SinkState {
 /// The outcome of one pass over an organization.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct PassReport {
+    /// Events read for the first time: no lane of the organization had them (see [`Seen`]).
     pub fetched: usize,
+    /// Events read again: the overlap re-read at every poll, a lane catching up over what the
+    /// others had, a replay after `state reset`.
+    pub reread: usize,
     pub invalid: usize,
+    /// Records each sink acknowledged (one entry per sink that took part).
     pub delivered: BTreeMap<String, usize>,
     /// (sink, error) for sinks that failed or are stopped.
     pub sink_errors: Vec<(String, String)>,
@@ -163,6 +172,9 @@ pub struct OrgPipeline {
     lanes: Vec<Lane>,
     retry: RetryPolicy,
     invalid_seen: InvalidSeen,
+    seen: Seen,
+    /// A progress bar (`once` on a terminal).
+    bar: Option<indicatif::ProgressBar>,
     fetch_failures: u32,
     fetch_retry_at_ms: i64,
     /// Daemon mode: a slow lane is detached from the shared walk, and a lane far behind the
@@ -192,6 +204,12 @@ impl Drop for OrgPipeline {
     }
 }
 
+/// How far the organization's events have been read, whichever lane's walk read them: the
+/// furthest lane's cursor with the ids of its overlap, moved by every walk. An event it `wants`
+/// is new; any other was read before (the overlap, a catch-up behind the others, a replay), so
+/// `events_fetched_total` counts each event once and `events_reread_total` the rest.
+type Seen = Arc<std::sync::Mutex<Cursor>>;
+
 /// Invalid events already dead-lettered by this process (by digest), shared by the walks.
 type InvalidSeen = Arc<std::sync::Mutex<HashSet<[u8; 32]>>>;
 
@@ -207,6 +225,7 @@ impl OrgPipeline {
         let cfg = &shared.config.agent;
         let start = now - (cfg.initial_lookback.as_millis() as i64);
         let org = Arc::new(org);
+        let mut furthest: Option<Cursor> = None;
         let lanes = sinks
             .iter()
             .map(|h| {
@@ -225,6 +244,12 @@ impl OrgPipeline {
                         (Cursor::starting_at(start), Some(e.to_string()))
                     }
                 };
+                if furthest
+                    .as_ref()
+                    .is_none_or(|f| f.cursor_ms < cursor.cursor_ms)
+                {
+                    furthest = Some(cursor.clone());
+                }
                 shared
                     .metrics
                     .checkpoint(&org.key(), &h.spec.name, cursor.cursor_ms, now);
@@ -250,6 +275,10 @@ impl OrgPipeline {
             lanes,
             retry,
             invalid_seen: Arc::default(),
+            seen: Arc::new(std::sync::Mutex::new(
+                furthest.unwrap_or_else(|| Cursor::starting_at(start)),
+            )),
+            bar: None,
             fetch_failures: 0,
             fetch_retry_at_ms: i64::MIN,
             independent_lanes: true,
@@ -262,6 +291,12 @@ impl OrgPipeline {
     /// so the report is complete when the pass returns.
     pub fn waiting_for_every_lane(mut self) -> Self {
         self.independent_lanes = false;
+        self
+    }
+
+    /// Shows the walks' progress on `bar`.
+    pub fn with_progress_bar(mut self, bar: indicatif::ProgressBar) -> Self {
+        self.bar = Some(bar);
         self
     }
 
@@ -285,6 +320,8 @@ impl OrgPipeline {
             shared: self.shared.clone(),
             retry: self.retry,
             invalid_seen: self.invalid_seen.clone(),
+            seen: self.seen.clone(),
+            bar: self.bar.clone(),
             detach_slow_lanes: self.independent_lanes,
             tasks: self.tasks.clone(),
         }
@@ -539,6 +576,7 @@ const LANE_STOP_WAIT: Duration = Duration::from_secs(5);
 impl PassReport {
     fn merge(&mut self, other: PassReport) {
         self.fetched += other.fetched;
+        self.reread += other.reread;
         self.invalid += other.invalid;
         for (k, v) in other.delivered {
             *self.delivered.entry(k).or_default() += v;
@@ -564,6 +602,8 @@ struct Walker {
     shared: Shared,
     retry: RetryPolicy,
     invalid_seen: InvalidSeen,
+    seen: Seen,
+    bar: Option<indicatif::ProgressBar>,
     detach_slow_lanes: bool,
     tasks: LaneTasks,
 }
@@ -629,6 +669,8 @@ impl Walker {
         let mut slice = INITIAL_SLICE_MS.min((to - from).max(1));
         // The next slice, fetched and identified on another worker while this one is delivered.
         let mut next: Option<Prefetch> = None;
+        let mut progress =
+            crate::progress::WalkProgress::new(org_key.clone(), from, to, self.bar.clone());
         while cur < to && !group.is_empty() {
             if shutdown.is_triggered() {
                 report.interrupted = true;
@@ -660,10 +702,12 @@ impl Walker {
             if events.len().saturating_mul(4) <= max_events {
                 slice = (slice * 2).min(MAX_SLICE_MS);
             }
-            report.fetched += events.len();
-            self.shared
-                .metrics
-                .events_fetched(&org_key, events.len() as u64);
+            let new = self.count_new(&events, end);
+            let reread = events.len() - new;
+            report.fetched += new;
+            report.reread += reread;
+            self.shared.metrics.events_fetched(&org_key, new as u64);
+            self.shared.metrics.events_reread(&org_key, reread as u64);
             report.invalid += self
                 .dead_letter_invalid(window.invalid)
                 .await
@@ -672,10 +716,29 @@ impl Walker {
                 next = Some(self.prefetch(end, (end + slice).min(to), max_events));
             }
             let slice = Arc::new(self.encode(events, end, &group));
+            let n = slice.events.len() as u64;
             group = self.deliver_slice(group, slice, shutdown, report).await;
             cur = end;
+            progress.advance(end, n);
         }
         Ok(())
+    }
+
+    /// How many of a slice's events no walk of the organization had read before; the slice,
+    /// `[.., end)`, is read now.
+    fn count_new(&self, events: &[IdentifiedEvent], end: i64) -> usize {
+        let overlap = self.overlap_ms();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let new = events
+            .iter()
+            .filter(|e| seen.wants(&e.id, e.event.timestamp_ms, overlap))
+            .count();
+        seen.advance(
+            events.iter().map(|e| (&e.id, e.event.timestamp_ms)),
+            end,
+            overlap,
+        );
+        new
     }
 
     /// Starts fetching and identifying `[from, to)` on its own task.
@@ -1229,18 +1292,25 @@ pub async fn run_org(
     tracing::debug!(organization = %org_key, "pipeline stopped");
 }
 
-/// One info line per poll per organization, with counts.
+/// One info line per poll per organization: new events, events re-read, and the records each
+/// sink acknowledged (`delivered="archive:12 siem:12"`; never a sum over sinks).
 pub fn log_pass(org_key: &str, report: &PassReport) {
-    let delivered: usize = report.delivered.values().sum();
+    let delivered = report
+        .delivered
+        .iter()
+        .map(|(sink, n)| format!("{sink}:{n}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     if report.waiting_to_retry {
         tracing::debug!(organization = %org_key, "waiting to retry the Codacy API after an error");
     } else if report.ok() {
-        tracing::info!(organization = %org_key, fetched = report.fetched, delivered, invalid = report.invalid,
-            interrupted = report.interrupted, "poll complete");
+        tracing::info!(organization = %org_key, new = report.fetched, reread = report.reread,
+            delivered = %delivered, invalid = report.invalid, interrupted = report.interrupted, "poll complete");
     } else {
         let failed: Vec<&str> = report.sink_errors.iter().map(|(s, _)| s.as_str()).collect();
         // `fetch_error` only when there is one.
-        tracing::warn!(organization = %org_key, fetched = report.fetched, delivered, invalid = report.invalid,
+        tracing::warn!(organization = %org_key, new = report.fetched, reread = report.reread,
+            delivered = %delivered, invalid = report.invalid,
             fetch_error = report.fetch_error.as_deref(), failed_sinks = ?failed, "poll incomplete");
     }
 }

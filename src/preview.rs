@@ -10,11 +10,16 @@
 //! numbers 0, 1, ... in the order they appear ([`StreamIdentifier`]), which gives the same ids
 //! [`crate::event::identify`] gives one fetch.
 //!
-//! NDJSON is streamed with bounded memory: the input is read in batches of lines, parsed and
-//! encoded by [`WORKERS`] threads, and written in order; only the duplicate counter grows (a few
-//! dozen bytes per distinct event). Arrays, pages and pretty-printed events (API pages, small in
-//! practice) are read whole. Events are checked as they stream: at a bad event, the records of the
-//! events before it have been written and the error names the bad one.
+//! Every shape streams with bounded memory: NDJSON is read in batches of lines; a JSON array or
+//! a page's `data` array is cut into batches of whole elements as it is read (a byte scan for
+//! the commas and brackets outside strings, [`Splitter`]), so a page straight from the API, one
+//! line of any size, is never held whole. Batches are parsed and encoded by [`WORKERS`] threads
+//! and written in order; only the duplicate counter grows (a few dozen bytes per distinct
+//! event). Only a sequence of pretty-printed events (an object spread over lines, then another)
+//! is read whole. Events are checked as they stream: at a bad event, the records of the events
+//! before it have been written and the error names the bad one.
+//!
+//! CSV output starts with its header line.
 
 use crate::event::StreamIdentifier;
 use crate::event::{AuditEvent, EventKey, EventParseError, IdSeed, IdentifiedEvent, OrgRef};
@@ -190,11 +195,47 @@ pub fn preview(
         org: Arc::new(org.clone()),
         fetched_at_ms,
     };
-    let mut first = Vec::new();
-    let mut carry = Vec::new();
-    let mut eof = read_batch(&mut input, &mut first, &mut carry).map_err(PreviewError::Read)?;
+    if let Some(header) = encoder.format.header() {
+        out.write_all(header.as_bytes())
+            .and_then(|_| out.write_all(b"\n"))
+            .map_err(PreviewError::Write)?;
+    }
     // A byte-order mark is not JSON; skip it but keep offsets relative to the real input.
     const BOM: &[u8] = "\u{feff}".as_bytes();
+    // Arrays and pages are seen from their first bytes, before any whole line is read (a page
+    // straight from the API is one line of any size).
+    let mut head = Vec::new();
+    let mut at = 0;
+    let first_byte = loop {
+        let body = head.strip_prefix(BOM).unwrap_or(&head);
+        // (A byte-order mark cut by a short read is read on.)
+        let partial_bom = head.len() < BOM.len() && BOM.starts_with(&head);
+        if let Some(&b) = body.iter().find(|b| !b.is_ascii_whitespace()) {
+            if !partial_bom {
+                break Some(b);
+            }
+        }
+        if read_more(&mut input, &mut head).map_err(PreviewError::Read)? == 0 {
+            break None;
+        }
+    };
+    let body_start = if head.starts_with(BOM) { 3 } else { 0 };
+    if let Some(b) = first_byte {
+        at = body_start + head[body_start..].iter().position(|&c| c == b).unwrap_or(0);
+    }
+    let elements = match first_byte {
+        Some(b'[') => Some((InputShape::Array, at + 1)),
+        Some(b'{') => envelope_data_start(&mut input, &mut head, at)
+            .map_err(PreviewError::Read)?
+            .map(|start| (InputShape::Envelope, start)),
+        _ => None,
+    };
+    if let Some((shape, start)) = elements {
+        return stream_elements(&ctx, input, out, head, body_start, shape, start);
+    }
+    let mut first = Vec::new();
+    let mut carry = head;
+    let mut eof = read_batch(&mut input, &mut first, &mut carry).map_err(PreviewError::Read)?;
     // The shape shows at the first non-blank byte; a blank first batch is extended until it does.
     let blank = |b: &[u8]| {
         b.strip_prefix(BOM)
@@ -287,6 +328,10 @@ struct Batch {
     /// Line feeds in `text`.
     lines: usize,
     failure: Option<Failure>,
+    /// Arrays and pages: where each element is in `text` (NDJSON batches are split by lines).
+    items: Option<Vec<std::ops::Range<usize>>>,
+    /// A syntax error the splitter found after the last item.
+    syntax: Option<Failure>,
 }
 
 /// One encoded event of a batch.
@@ -311,6 +356,8 @@ struct Failure {
 
 enum Problem {
     NotUtf8,
+    /// The structure of an array or page is broken (found while splitting it).
+    Syntax(String),
     Json(serde_json::Error),
     Event(EventParseError),
 }
@@ -327,6 +374,10 @@ fn encode_batch(ctx: &Ctx, batch: &mut Batch) {
     batch.events.clear();
     batch.lines = 0;
     batch.failure = None;
+    if batch.items.is_some() {
+        encode_elements(ctx, batch);
+        return;
+    }
     // Lines before the first bad byte are encoded; the error then names the byte.
     let (valid, bad_byte) = match std::str::from_utf8(&batch.text) {
         Ok(t) => (t, None),
@@ -406,6 +457,7 @@ struct Writer<'a, 'b, W> {
     /// A skipped byte-order mark is one character on line 1.
     bom: bool,
     scratch: Vec<u8>,
+    shape: InputShape,
 }
 
 impl<W: Write> Writer<'_, '_, W> {
@@ -466,9 +518,15 @@ impl<W: Write> Writer<'_, '_, W> {
                 message: strip_position(e),
                 written,
             },
+            Problem::Syntax(message) => PreviewError::Json {
+                line,
+                column,
+                message: message.clone(),
+                written,
+            },
             Problem::Event(source) => PreviewError::Event {
                 index: self.written + 1,
-                shape: InputShape::Ndjson,
+                shape: self.shape,
                 position: Position {
                     line,
                     column,
@@ -479,6 +537,454 @@ impl<W: Write> Writer<'_, '_, W> {
             },
         }
     }
+}
+
+/// Appends one read of the input to `buf`; 0 at the end.
+fn read_more(input: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + READ_CHUNK, 0);
+    let n = loop {
+        match input.read(&mut buf[start..]) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        }
+    };
+    buf.truncate(start + n);
+    Ok(n)
+}
+
+/// The input read so far, extended on demand.
+struct Head<'a, R> {
+    input: &'a mut R,
+    buf: &'a mut Vec<u8>,
+}
+
+impl<R: Read> Head<'_, R> {
+    fn at(&mut self, i: usize) -> std::io::Result<Option<u8>> {
+        while i >= self.buf.len() {
+            if read_more(self.input, self.buf)? == 0 {
+                return Ok(None);
+            }
+        }
+        Ok(Some(self.buf[i]))
+    }
+
+    fn skip_space(&mut self, mut i: usize) -> std::io::Result<(usize, Option<u8>)> {
+        loop {
+            match self.at(i)? {
+                Some(b) if b.is_ascii_whitespace() => i += 1,
+                other => return Ok((i, other)),
+            }
+        }
+    }
+
+    /// The index after the JSON value starting at `i` (not validated: serde_json or the fallback
+    /// parser reports what is wrong), or `None` at the end of the input.
+    fn skip_value(&mut self, mut i: usize) -> std::io::Result<Option<usize>> {
+        let (mut depth, mut in_str, mut esc) = (0u32, false, false);
+        loop {
+            let Some(b) = self.at(i)? else {
+                return Ok(None);
+            };
+            if in_str {
+                match b {
+                    _ if esc => esc = false,
+                    b'\\' => esc = true,
+                    b'"' => {
+                        in_str = false;
+                        if depth == 0 {
+                            return Ok(Some(i + 1));
+                        }
+                    }
+                    _ => {}
+                }
+            } else {
+                match b {
+                    b'"' => in_str = true,
+                    b'[' | b'{' => depth += 1,
+                    b']' | b'}' if depth > 0 => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Ok(Some(i + 1));
+                        }
+                    }
+                    b',' | b']' | b'}' if depth == 0 => return Ok(Some(i)),
+                    b if b.is_ascii_whitespace() && depth == 0 => return Ok(Some(i)),
+                    _ => {}
+                }
+            }
+            i += 1;
+        }
+    }
+}
+
+/// For input starting with an object at `open`: where the elements of its `data` array start
+/// when it is a v3 page (a `data` array met before any `action` key, as [`is_envelope`] says),
+/// reading only up to there. `None` for an event (or anything else), with what was read in
+/// `head` for the other parsers.
+fn envelope_data_start(
+    input: &mut impl Read,
+    head: &mut Vec<u8>,
+    open: usize,
+) -> std::io::Result<Option<usize>> {
+    let mut h = Head { input, buf: head };
+    let mut i = open + 1;
+    loop {
+        let (k, b) = h.skip_space(i)?;
+        if b != Some(b'"') {
+            return Ok(None);
+        }
+        let Some(key_end) = h.skip_value(k)? else {
+            return Ok(None);
+        };
+        let key = h.buf[k..key_end].to_vec();
+        let (colon, b) = h.skip_space(key_end)?;
+        if b != Some(b':') {
+            return Ok(None);
+        }
+        let (value, b) = h.skip_space(colon + 1)?;
+        match (key.as_slice(), b) {
+            (b"\"data\"", Some(b'[')) => return Ok(Some(value + 1)),
+            (b"\"action\"", _) => return Ok(None),
+            _ => {}
+        }
+        let Some(end) = h.skip_value(value)? else {
+            return Ok(None);
+        };
+        match h.skip_space(end)? {
+            (next, Some(b',')) => i = next + 1,
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// Cuts a JSON array (or a page's `data` array) into batches of whole elements as it is read:
+/// a byte-level scan for the commas and brackets outside strings at the array's level; each
+/// element is then parsed on a worker. Holds one batch and a partial element.
+struct Splitter {
+    shape: InputShape,
+    /// Input not yet handed out; `buf[0]` is input byte `offset`.
+    buf: Vec<u8>,
+    /// Next byte of `buf` to scan.
+    scan: usize,
+    state: Scan,
+    depth: u32,
+    in_str: bool,
+    esc: bool,
+    /// Start of the element being scanned, and whether a comma came before it.
+    elem_start: usize,
+    after_comma: bool,
+    /// Items of the batch being built, and where it may be cut (after an element's comma).
+    items: Vec<std::ops::Range<usize>>,
+    cut: usize,
+    cut_items: usize,
+    eof: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    BeforeValue,
+    InValue,
+    /// After the array: the rest of the page object (depth counts its nesting).
+    RestOfPage,
+    /// Only white space may follow.
+    Trailing,
+}
+
+impl Splitter {
+    /// Scans what is buffered. Returns a syntax error's offset in `buf` and message, if any.
+    fn scan(&mut self) -> Option<(usize, String)> {
+        while self.scan < self.buf.len() {
+            let i = self.scan;
+            let b = self.buf[i];
+            self.scan += 1;
+            match self.state {
+                Scan::BeforeValue => match b {
+                    b' ' | b'\t' | b'\r' | b'\n' => {}
+                    b']' if !self.after_comma => self.end_array(i),
+                    b']' => return Some((i, "trailing comma before `]`".into())),
+                    b',' => return Some((i, "expected an event before `,`".into())),
+                    _ => {
+                        self.state = Scan::InValue;
+                        self.elem_start = i;
+                        self.depth = 0;
+                        self.scan = i;
+                    }
+                },
+                Scan::InValue => {
+                    if self.in_str {
+                        match b {
+                            _ if self.esc => self.esc = false,
+                            b'\\' => self.esc = true,
+                            b'"' => self.in_str = false,
+                            _ => {}
+                        }
+                        continue;
+                    }
+                    match b {
+                        b'"' => self.in_str = true,
+                        b'[' | b'{' => self.depth += 1,
+                        b']' | b'}' if self.depth > 0 => self.depth -= 1,
+                        b',' | b']' if self.depth == 0 => {
+                            let text = &self.buf[self.elem_start..i];
+                            let end = self.elem_start + text.trim_ascii_end().len();
+                            self.items.push(self.elem_start..end);
+                            if b == b',' {
+                                self.state = Scan::BeforeValue;
+                                self.after_comma = true;
+                                self.cut = i + 1;
+                                self.cut_items = self.items.len();
+                            } else {
+                                self.end_array(i);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Scan::RestOfPage => {
+                    if self.in_str {
+                        match b {
+                            _ if self.esc => self.esc = false,
+                            b'\\' => self.esc = true,
+                            b'"' => self.in_str = false,
+                            _ => {}
+                        }
+                        continue;
+                    }
+                    match b {
+                        b'"' => self.in_str = true,
+                        b'[' | b'{' => self.depth += 1,
+                        b'}' if self.depth == 0 => self.state = Scan::Trailing,
+                        b']' | b'}' => self.depth = self.depth.saturating_sub(1),
+                        _ => {}
+                    }
+                }
+                Scan::Trailing => {
+                    if !b.is_ascii_whitespace() {
+                        return Some((
+                            i,
+                            format!(
+                                "trailing characters after the {}",
+                                match self.shape {
+                                    InputShape::Envelope => "page",
+                                    _ => "array",
+                                }
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn end_array(&mut self, at: usize) {
+        self.depth = 0;
+        self.state = match self.shape {
+            InputShape::Envelope => Scan::RestOfPage,
+            _ => Scan::Trailing,
+        };
+        self.cut = at + 1;
+        self.cut_items = self.items.len();
+    }
+
+    /// Fills `batch` with at least [`BATCH_BYTES`] of whole elements, or what is left; true at
+    /// the end of the input (or at a syntax error, which the batch then carries).
+    fn next(&mut self, input: &mut impl Read, batch: &mut Batch) -> std::io::Result<bool> {
+        let mut items = batch.items.take().unwrap_or_default();
+        items.clear();
+        batch.syntax = None;
+        loop {
+            if let Some((at, message)) = self.scan() {
+                return Ok(self.hand_out(batch, items, at, Some(message)));
+            }
+            if self.cut >= BATCH_BYTES && self.state != Scan::Trailing {
+                let cut = self.cut;
+                self.take(batch, items, cut);
+                return Ok(false);
+            }
+            if self.eof {
+                let end = self.buf.len();
+                let problem = match self.state {
+                    Scan::Trailing => None,
+                    Scan::RestOfPage => {
+                        Some("the input ends inside the page (cut short?)".to_string())
+                    }
+                    _ => Some("the input ends inside the array (cut short?)".to_string()),
+                };
+                return Ok(self.hand_out(batch, items, end, problem));
+            }
+            if read_more(input, &mut self.buf)? == 0 {
+                self.eof = true;
+            }
+        }
+    }
+
+    /// The last batch: everything up to `end`, with a syntax error there if any.
+    fn hand_out(
+        &mut self,
+        batch: &mut Batch,
+        items: Vec<std::ops::Range<usize>>,
+        end: usize,
+        problem: Option<String>,
+    ) -> bool {
+        // Items after a syntax error's place cannot exist: the scan stops at the error.
+        self.cut_items = self.items.len();
+        self.take(batch, items, end);
+        batch.syntax = problem.map(|message| {
+            let text = &batch.text;
+            let line_start = text.iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1);
+            Failure {
+                line: text.iter().filter(|&&c| c == b'\n').count(),
+                offset: end,
+                column: String::from_utf8_lossy(&text[line_start..]).chars().count() + 1,
+                problem: Problem::Syntax(message),
+            }
+        });
+        true
+    }
+
+    /// Moves `buf[..cut]` and its items into `batch`.
+    fn take(&mut self, batch: &mut Batch, mut items: Vec<std::ops::Range<usize>>, cut: usize) {
+        items.extend(self.items.drain(..self.cut_items));
+        batch.items = Some(items);
+        batch.text.clear();
+        batch.text.extend_from_slice(&self.buf[..cut]);
+        self.buf.drain(..cut);
+        for r in &mut self.items {
+            *r = r.start - cut..r.end - cut;
+        }
+        self.scan -= cut;
+        self.elem_start = self.elem_start.saturating_sub(cut);
+        self.cut = 0;
+        self.cut_items = 0;
+    }
+}
+
+/// A JSON array or a v3 page, element by element, on the same workers as NDJSON: `head` holds
+/// the input read so far, whose elements start at `start`.
+fn stream_elements(
+    ctx: &Ctx,
+    mut input: impl Read,
+    out: impl Write,
+    mut head: Vec<u8>,
+    body_start: usize,
+    shape: InputShape,
+    start: usize,
+) -> Result<usize, PreviewError> {
+    head.drain(..body_start);
+    let mut splitter = Splitter {
+        shape,
+        buf: head,
+        scan: start - body_start,
+        state: Scan::BeforeValue,
+        depth: 0,
+        in_str: false,
+        esc: false,
+        elem_start: 0,
+        after_comma: false,
+        items: Vec::new(),
+        cut: 0,
+        cut_items: 0,
+        eof: false,
+    };
+    let mut first = Batch::default();
+    let eof = splitter
+        .next(&mut input, &mut first)
+        .map_err(PreviewError::Read)?;
+    let next = |b: &mut Batch| splitter.next(&mut input, b);
+    stream(ctx, out, shape, body_start, first, eof, next)
+}
+
+/// The worker's job for an array's batch: encode each element up to the first problem.
+fn encode_elements(ctx: &Ctx, batch: &mut Batch) {
+    let items = batch.items.take().unwrap_or_default();
+    let text = &batch.text;
+    let place = |offset: usize| {
+        let before = &text[..offset];
+        let line_start = before
+            .iter()
+            .rposition(|&c| c == b'\n')
+            .map_or(0, |p| p + 1);
+        (
+            before.iter().filter(|&&c| c == b'\n').count(),
+            String::from_utf8_lossy(&before[line_start..])
+                .chars()
+                .count()
+                + 1,
+        )
+    };
+    for r in &items {
+        let failure = match std::str::from_utf8(&text[r.clone()]) {
+            Err(e) => {
+                let offset = r.start + e.valid_up_to();
+                let (line, column) = place(offset);
+                Some(Failure {
+                    line,
+                    offset,
+                    column,
+                    problem: Problem::NotUtf8,
+                })
+            }
+            Ok(value) => {
+                let mut key = EventKey::default();
+                let encoded = ctx.encode(
+                    value,
+                    |k| {
+                        key = k;
+                        0
+                    },
+                    &mut batch.out,
+                );
+                match encoded {
+                    Ok(()) => {
+                        batch.events.push(Encoded {
+                            key,
+                            value: r.clone(),
+                            out_end: batch.out.len(),
+                        });
+                        None
+                    }
+                    Err(Bad::Json(e)) => {
+                        // serde_json counts from the element's start.
+                        let (line, column) = place(r.start);
+                        let (line, column) = if e.line() <= 1 {
+                            (line, column + e.column().saturating_sub(1))
+                        } else {
+                            (line + e.line() - 1, e.column())
+                        };
+                        Some(Failure {
+                            line,
+                            offset: r.start,
+                            column,
+                            problem: Problem::Json(e),
+                        })
+                    }
+                    Err(Bad::Event(e)) => {
+                        let (line, column) = place(r.start);
+                        Some(Failure {
+                            line,
+                            offset: r.start,
+                            column,
+                            problem: Problem::Event(e),
+                        })
+                    }
+                }
+            }
+        };
+        if failure.is_some() {
+            batch.failure = failure;
+            batch.items = Some(items);
+            return;
+        }
+    }
+    batch.lines = text.iter().filter(|&&c| c == b'\n').count();
+    batch.failure = batch.syntax.take();
+    batch.items = Some(items);
 }
 
 fn worker_gone() -> PreviewError {
@@ -493,10 +999,29 @@ fn stream_ndjson(
     out: impl Write,
     mut first: Vec<u8>,
     mut carry: Vec<u8>,
-    mut eof: bool,
+    eof: bool,
     body_start: usize,
 ) -> Result<usize, PreviewError> {
     first.drain(..body_start);
+    let first = Batch {
+        text: first,
+        ..Batch::default()
+    };
+    let next = |b: &mut Batch| read_batch(&mut input, &mut b.text, &mut carry);
+    stream(ctx, out, InputShape::Ndjson, body_start, first, eof, next)
+}
+
+/// Runs the workers over the batches `next` reads (it fills a spare batch's text, and its items
+/// for arrays, and says whether the input ended).
+fn stream(
+    ctx: &Ctx,
+    out: impl Write,
+    shape: InputShape,
+    body_start: usize,
+    first: Batch,
+    mut eof: bool,
+    mut next_batch: impl FnMut(&mut Batch) -> std::io::Result<bool>,
+) -> Result<usize, PreviewError> {
     let mut writer = Writer {
         ctx,
         out,
@@ -506,6 +1031,7 @@ fn stream_ndjson(
         offset: body_start,
         bom: body_start > 0,
         scratch: Vec::new(),
+        shape,
     };
     std::thread::scope(|scope| {
         let mut jobs: Vec<SyncSender<Batch>> = Vec::with_capacity(WORKERS);
@@ -526,10 +1052,7 @@ fn stream_ndjson(
         }
         let (mut sent, mut received) = (0, 0);
         let mut spare: Vec<Batch> = Vec::new();
-        let mut next = Some(Batch {
-            text: first,
-            ..Batch::default()
-        });
+        let mut next = Some(first);
         while let Some(batch) = next.take() {
             if sent - received == WORKERS * DEPTH {
                 let done = dones[received % WORKERS]
@@ -545,8 +1068,7 @@ fn stream_ndjson(
             sent += 1;
             if !eof {
                 let mut b = spare.pop().unwrap_or_default();
-                eof =
-                    read_batch(&mut input, &mut b.text, &mut carry).map_err(PreviewError::Read)?;
+                eof = next_batch(&mut b).map_err(PreviewError::Read)?;
                 next = Some(b);
             }
         }
@@ -1023,6 +1545,106 @@ mod tests {
         assert_eq!(
             out,
             run(Format::Json, &format!("{E1}\n{E2}\n{E1}\n")).unwrap().1
+        );
+    }
+
+    /// Many batches of awkward events (quotes, brackets, commas, backslashes and newlines in
+    /// strings, identical copies far apart): every shape gives the NDJSON records, in order.
+    #[test]
+    fn large_arrays_and_pages_stream_like_ndjson() {
+        use crate::simulator::{generate_events, GenOptions};
+        let mut events = generate_events(5, 12_000, 0, 86_400_000, &GenOptions::tricky());
+        for i in [10, 5000, 11_900] {
+            events.insert(i, events[3].clone());
+        }
+        events.push(serde_json::json!({"timestamp": 7, "action": "a.b",
+            "details": {"s": "],[\"\\\"}{,\n", "n": [[], {}]}}));
+        let ndjson: String = events.iter().map(|e| format!("{e}\n")).collect();
+        let array = serde_json::to_string(&events).unwrap();
+        assert!(array.len() > 4 * BATCH_BYTES, "{}", array.len());
+        let pretty = serde_json::to_string_pretty(&events).unwrap();
+        let page = format!(
+            "{{\"pagination\": {{\"cursor\": \"x]\", \"total\": [1]}},\n \"data\": {array} , \"more\": {{\"a\": \"}}\"}}}}\n"
+        );
+        for format in [Format::Json, Format::Cef] {
+            let want = run(format, &ndjson).unwrap();
+            assert_eq!(want.0, events.len());
+            for (name, input) in [("array", &array), ("pretty", &pretty), ("page", &page)] {
+                assert!(run(format, input).unwrap() == want, "{name} {format}");
+            }
+        }
+    }
+
+    /// A reader that serves a long array, then fails.
+    struct FailingAfter(Vec<u8>, usize);
+
+    impl Read for FailingAfter {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.1 >= self.0.len() {
+                return Err(std::io::Error::other("disk on fire"));
+            }
+            let n = buf.len().min(self.0.len() - self.1);
+            buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+            self.1 += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn an_array_is_encoded_as_it_is_read_not_after() {
+        let mut input = String::from("[");
+        for i in 0..60_000 {
+            input.push_str(&format!(
+                r#"{{"timestamp":{i},"action":"a.b","pad":"{:0>100}"}},"#,
+                i
+            ));
+        }
+        let mut out = Vec::new();
+        let err = preview(
+            &enc(Format::Json),
+            &OrgRef::new(Provider::Gh, "acme"),
+            std::io::BufReader::new(FailingAfter(input.into_bytes(), 0)),
+            &mut out,
+            0,
+        )
+        .unwrap_err();
+        assert!(matches!(err, PreviewError::Read(_)), "{err:?}");
+        // Records went out while the input was still being read.
+        let lines = String::from_utf8(out).unwrap();
+        assert!(lines.lines().count() > 10_000, "{}", lines.lines().count());
+        assert!(lines.starts_with(r#"{"timestamp":0,"#));
+    }
+
+    #[test]
+    fn broken_arrays_and_pages_name_the_place() {
+        let err = run(Format::Json, &format!("[{E1},\n{E2},]")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PreviewError::Json {
+                    line: 2,
+                    written: Written(2),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("trailing comma"), "{err}");
+        let err = run(Format::Json, &format!("[{E1}, {E2}")).unwrap_err();
+        assert!(err.to_string().contains("ends inside the array"), "{err}");
+        let err = run(Format::Json, &format!("{{\"data\": [{E1}]")).unwrap_err();
+        assert!(err.to_string().contains("ends inside the page"), "{err}");
+        let err = run(Format::Json, &format!("[{E1}] x")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PreviewError::Json {
+                    line: 1,
+                    written: Written(1),
+                    ..
+                }
+            ),
+            "{err:?}"
         );
     }
 

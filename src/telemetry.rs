@@ -73,7 +73,12 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "codacy_forwarder_events_fetched_total",
         "counter",
-        "Events fetched from the Codacy API (after window filtering).",
+        "New events read from the Codacy API: each event counted once, when no lane of its organization had read it before.",
+    ),
+    (
+        "codacy_forwarder_events_reread_total",
+        "counter",
+        "Events read again from the Codacy API: the overlap re-read at every poll, a lane catching up over what the others had read, a replay after state reset.",
     ),
     (
         "codacy_forwarder_events_delivered_total",
@@ -204,6 +209,14 @@ impl Metrics {
     pub fn events_fetched(&self, org: &str, n: u64) {
         self.add(
             "codacy_forwarder_events_fetched_total",
+            &[("organization", org)],
+            n,
+        );
+    }
+
+    pub fn events_reread(&self, org: &str, n: u64) {
+        self.add(
+            "codacy_forwarder_events_reread_total",
             &[("organization", org)],
             n,
         );

@@ -63,7 +63,8 @@ async fn show_reset_and_replay() {
     let o = cli(&["once"], &cfg);
     assert!(o.status.success(), "{}", out(&o));
     assert!(
-        out(&o).contains("gh/acme: fetched 100 event(s), delivered 100 record(s)"),
+        out(&o).contains("gh/acme: 100 new event(s), 0 re-read")
+            && out(&o).contains("  sink a: 100 record(s) delivered"),
         "{}",
         out(&o)
     );
@@ -95,6 +96,11 @@ async fn show_reset_and_replay() {
         .count();
     let o = cli(&["once"], &cfg);
     assert!(o.status.success(), "{}", out(&o));
+    assert!(
+        out(&o).contains(&format!("  sink a: {expected_replay} record(s) delivered")),
+        "{}",
+        out(&o)
+    );
     let lines = read_ndjson(&dir.path().join("a.ndjson"));
     assert_eq!(lines.len(), 100 + expected_replay);
 

@@ -28,6 +28,9 @@ _codacy__audit__forwarder() {
             codacy__audit__forwarder,demo)
                 cmd="codacy__audit__forwarder__subcmd__demo"
                 ;;
+            codacy__audit__forwarder,export)
+                cmd="codacy__audit__forwarder__subcmd__export"
+                ;;
             codacy__audit__forwarder,help)
                 cmd="codacy__audit__forwarder__subcmd__help"
                 ;;
@@ -57,6 +60,9 @@ _codacy__audit__forwarder() {
                 ;;
             codacy__audit__forwarder__subcmd__help,demo)
                 cmd="codacy__audit__forwarder__subcmd__help__subcmd__demo"
+                ;;
+            codacy__audit__forwarder__subcmd__help,export)
+                cmd="codacy__audit__forwarder__subcmd__help__subcmd__export"
                 ;;
             codacy__audit__forwarder__subcmd__help,help)
                 cmd="codacy__audit__forwarder__subcmd__help__subcmd__help"
@@ -107,7 +113,7 @@ _codacy__audit__forwarder() {
 
     case "${cmd}" in
         codacy__audit__forwarder)
-            opts="-h -V --log-format --help --version run once check demo preview catalog state completions man help"
+            opts="-h -V --log-format --help --version run once check demo preview export catalog state completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -216,8 +222,50 @@ _codacy__audit__forwarder() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        codacy__subcmd__audit__subcmd__forwarder__subcmd__export)
+            opts="-h --config --org --from --to --format --output --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --org)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "csv json ecs cef" -- "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "plain json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         codacy__subcmd__audit__subcmd__forwarder__subcmd__help)
-            opts="run once check demo preview catalog state completions man help"
+            opts="run once check demo preview export catalog state completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -273,6 +321,20 @@ _codacy__audit__forwarder() {
             return 0
             ;;
         codacy__subcmd__audit__subcmd__forwarder__subcmd__help__subcmd__demo)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        codacy__subcmd__audit__subcmd__forwarder__subcmd__help__subcmd__export)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -454,7 +516,7 @@ _codacy__audit__forwarder() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "json ecs cef" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "json ecs cef csv" -- "${cur}"))
                     return 0
                     ;;
                 --org)

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod cef;
+pub mod csv;
 pub mod ecs;
 pub mod json;
 
@@ -20,6 +21,9 @@ pub enum Format {
     Ecs,
     /// ArcSight Common Event Format line.
     Cef,
+    /// An RFC 4180 row with the columns of Codacy's documented CSV export (file sinks and
+    /// `export` only: a header line starts the file).
+    Csv,
 }
 
 impl Format {
@@ -28,13 +32,20 @@ impl Format {
             Format::Json => "json",
             Format::Ecs => "ecs",
             Format::Cef => "cef",
+            Format::Csv => "csv",
         }
     }
 
-    /// Whether a record of this format can contain a raw line feed (it never can today: JSON
-    /// escapes control characters and CEF encodes CR/LF). Sinks with LF framing check this.
+    /// Whether a record of this format can contain a raw line feed: JSON escapes control
+    /// characters and CEF encodes CR/LF, but RFC 4180 keeps line breaks inside quoted fields.
+    /// Sinks with LF framing check this.
     pub fn may_contain_raw_newline(self) -> bool {
-        false
+        self == Format::Csv
+    }
+
+    /// The line a file of this format starts with, if any (CSV's column names).
+    pub fn header(self) -> Option<&'static str> {
+        (self == Format::Csv).then_some(csv::HEADER)
     }
 }
 
@@ -51,8 +62,9 @@ impl std::str::FromStr for Format {
             "json" => Ok(Format::Json),
             "ecs" => Ok(Format::Ecs),
             "cef" => Ok(Format::Cef),
+            "csv" => Ok(Format::Csv),
             other => Err(format!(
-                "unknown format {other:?}; expected one of json, ecs, cef"
+                "unknown format {other:?}; expected one of json, ecs, cef, csv"
             )),
         }
     }
@@ -111,6 +123,7 @@ impl Encoder {
             Format::Json => json::encode(event, out),
             Format::Ecs => ecs::encode(event, &self.options, out),
             Format::Cef => cef::encode(event, &self.options, out),
+            Format::Csv => csv::encode(event, out),
         }
     }
 

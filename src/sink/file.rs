@@ -26,6 +26,10 @@ pub struct FileSinkConfig {
     /// Rotated files kept (`audit.ndjson.1` .. `.N`); default 5.
     #[serde(default)]
     pub max_files: Option<u32>,
+    /// A line that starts every new or empty file (CSV's column names): set from the sink's
+    /// format, not a key of its own.
+    #[serde(skip)]
+    pub header: Option<&'static str>,
 }
 
 /// Permission bits, from an octal string (`"0640"`) or a TOML octal integer (`0o640`). Parsed
@@ -209,12 +213,20 @@ impl State {
             }
         }
         let path = self.config.path.clone();
+        let header = self.config.header;
         let open = self.open()?;
         let before = open.len;
-        let result = open.file.write_all(buf).and_then(|_| open.file.sync_data());
+        // A new, emptied or just rotated file starts with the header, in the same rolled-back write.
+        let header = header.filter(|_| before == 0).map(|h| format!("{h}\n"));
+        let header = header.as_deref().unwrap_or("").as_bytes();
+        let result = open
+            .file
+            .write_all(header)
+            .and_then(|_| open.file.write_all(buf))
+            .and_then(|_| open.file.sync_data());
         match result {
             Ok(()) => {
-                open.len = before + buf.len() as u64;
+                open.len = before + (header.len() + buf.len()) as u64;
                 Ok(())
             }
             Err(e) => {
@@ -377,7 +389,33 @@ mod tests {
             mode: None,
             max_bytes: None,
             max_files: None,
+            header: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_header_starts_every_new_or_empty_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.csv");
+        let mut cfg = config(path.clone());
+        cfg.header = Some("a,b");
+        cfg.max_bytes = Some(12);
+        let sink = FileSink::open(cfg.clone(), ctx(dir.path())).await.unwrap();
+        sink.deliver(&[rec("1,2")]).await.unwrap();
+        sink.deliver(&[rec("3,4")]).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a,b\n1,2\n3,4\n");
+        // Past max_bytes: the rotated file keeps its header, the new one gets its own.
+        sink.deliver(&[rec("5,6")]).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a,b\n5,6\n");
+        let mut rotated = path.clone().into_os_string();
+        rotated.push(".1");
+        assert_eq!(std::fs::read_to_string(rotated).unwrap(), "a,b\n1,2\n3,4\n");
+        // A restart appending to a file that has rows writes no second header.
+        drop(sink);
+        cfg.max_bytes = None;
+        let sink = FileSink::open(cfg, ctx(dir.path())).await.unwrap();
+        sink.deliver(&[rec("7,8")]).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a,b\n5,6\n7,8\n");
     }
 
     #[tokio::test]

@@ -324,7 +324,8 @@ impl SplunkHecSink {
         out.extend_from_slice(b",\"event\":");
         match r.format {
             Format::Json | Format::Ecs => out.extend_from_slice(&r.payload),
-            Format::Cef => {
+            // CSV never reaches an HTTP sink (refused at start-up); sent as text like CEF.
+            Format::Cef | Format::Csv => {
                 let _ = serde_json::to_writer(&mut out, &String::from_utf8_lossy(&r.payload));
             }
         }
