@@ -112,3 +112,107 @@ async fn first_polls_after_a_start_are_spread_over_the_poll_interval() {
     stop(daemon);
     server.shutdown().await;
 }
+
+/// Fair: a big backfill of one organization does not hold back another's poll. With a single
+/// request slot, the small organization's request is served within a request or two of its
+/// arrival, not after the big one's hundred pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_backfill_does_not_hold_back_another_organizations_poll() {
+    let sim = Simulator::new(TOKEN);
+    let big = OrgRef::new(Provider::Gh, "big");
+    let small = OrgRef::new(Provider::Gh, "small");
+    let now = clock::system().now_ms();
+    sim.push_events(
+        &big,
+        generate_events(
+            1,
+            5_000,
+            now - 3 * 86_400_000,
+            now - 60_000,
+            &GenOptions::default(),
+        ),
+    );
+    sim.push_events(
+        &small,
+        generate_events(2, 3, now - 3_600_000, now - 60_000, &GenOptions::default()),
+    );
+    sim.set_quirks(Quirks {
+        slow: Some(Duration::from_millis(5)),
+        ..Quirks::default()
+    });
+    let server = sim.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &server.base_url,
+        dir.path(),
+        &[&big, &small],
+        &[("a", "json")],
+        "",
+    )
+    .replace(
+        "max_attempts = 8",
+        "max_attempts = 8\nmax_concurrent_requests = 1\nmax_requests_per_second = 1000",
+    );
+    let reports = agent::once(config(&text), Arc::new(Metrics::new()), clock::system())
+        .await
+        .unwrap();
+    assert!(reports.iter().all(|(_, r)| r.ok()));
+    let requests = sim.requests();
+    let big_pages = requests.iter().filter(|r| r.org == "gh/big").count();
+    let small_done = requests.iter().rposition(|r| r.org == "gh/small").unwrap();
+    assert!(
+        big_pages >= 100,
+        "{big_pages} pages: the backfill is not big enough to tell"
+    );
+    assert!(
+        small_done < 10,
+        "the small organization's last request was number {} of {}",
+        small_done + 1,
+        requests.len()
+    );
+}
+
+/// `agent.max_poll_interval`: a quiet organization is polled less and less often, up to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_organization_is_polled_less_often() {
+    let sim = Simulator::new(TOKEN);
+    let org = OrgRef::new(Provider::Gh, "quiet");
+    sim.add_org(&org);
+    let server = sim.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        &server.base_url,
+        dir.path(),
+        &[&org],
+        &[("a", "json")],
+        "max_poll_interval = \"4s\"",
+    );
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let daemon = spawn_run(&cfg, None);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let quiet_polls = sim.request_count();
+    // Every second (poll_interval = 1s) would be ~12; doubling 1, 2, 4, 4 s gives about 5.
+    assert!(
+        (3..=7).contains(&quiet_polls),
+        "{quiet_polls} polls in 12 s of a quiet organization"
+    );
+    // Its first new event brings it back to poll_interval.
+    let t = clock::system().now_ms();
+    sim.push_events(
+        &org,
+        generate_events(9, 1, t - 500, t - 100, &GenOptions::default()),
+    );
+    wait_until("the new event", Duration::from_secs(10), || {
+        read_ndjson(&dir.path().join("a.ndjson")).len() == 1
+    })
+    .await;
+    let after_event = sim.request_count();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(
+        sim.request_count() >= after_event + 1,
+        "not polled again within 2.5 s of a new event"
+    );
+    stop(daemon);
+    server.shutdown().await;
+}
