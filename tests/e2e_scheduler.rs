@@ -210,7 +210,7 @@ async fn a_quiet_organization_is_polled_less_often() {
     let after_event = sim.request_count();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert!(
-        sim.request_count() >= after_event + 1,
+        sim.request_count() > after_event,
         "not polled again within 2.5 s of a new event"
     );
     stop(daemon);
