@@ -78,10 +78,106 @@ pub struct PipelineState {
     pub lag_seconds: Option<u64>,
     pub ids_in_overlap: Option<usize>,
     pub last_error: Option<String>,
+    /// `live` (the running daemon's position, from its /metrics) or `checkpoint` (the file).
+    pub position: &'static str,
+}
+
+/// Where `state show` read the positions from.
+#[derive(Debug)]
+pub enum Positions {
+    /// The running daemon's /metrics: (organization, sink) -> cursor ms.
+    Live {
+        from: String,
+        cursors: BTreeMap<(String, String), i64>,
+    },
+    /// The checkpoint files; `daemon_running` when a daemon holds the state directory (its
+    /// quiet lanes' moves reach the files only every few minutes).
+    Files { daemon_running: bool },
+}
+
+impl Positions {
+    /// The daemon's live positions when it runs and serves /metrics, else the files.
+    pub fn find(config: &Config) -> Positions {
+        let daemon_running = crate::lock::StateLock::is_held(&config.agent.state_dir);
+        let Some(listen) = config.telemetry.listen.filter(|_| daemon_running) else {
+            return Positions::Files { daemon_running };
+        };
+        match scrape_cursors(listen) {
+            Some(cursors) => Positions::Live {
+                from: format!("http://{listen}/metrics"),
+                cursors,
+            },
+            None => Positions::Files { daemon_running },
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Positions::Live { from, .. } => {
+                format!("positions: live, from the running daemon ({from})")
+            }
+            Positions::Files {
+                daemon_running: true,
+            } => "positions: from the checkpoint files; the daemon is running and writes a quiet organization's move only every 5 minutes (set [telemetry] listen for live positions)".into(),
+            Positions::Files {
+                daemon_running: false,
+            } => "positions: from the checkpoint files".into(),
+        }
+    }
+}
+
+/// The lanes' live positions from a running agent's /metrics (loopback, 2 s at most).
+fn scrape_cursors(listen: std::net::SocketAddr) -> Option<BTreeMap<(String, String), i64>> {
+    use std::io::{Read, Write};
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = std::time::Duration::from_secs(2);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    if !body.starts_with("HTTP/1.") || !body.contains(" 200 ") {
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix("codacy_forwarder_checkpoint_timestamp_seconds{") else {
+            continue;
+        };
+        let (labels, value) = rest.rsplit_once("} ")?;
+        let org = label(labels, "organization")?;
+        let sink = label(labels, "sink")?;
+        let secs: f64 = value.trim().parse().ok()?;
+        out.insert((org, sink), (secs * 1000.0).round() as i64);
+    }
+    Some(out)
+}
+
+/// A label's value in Prometheus text format (`\\`, `\"` and `\n` escaped).
+fn label(labels: &str, name: &str) -> Option<String> {
+    let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
+    let mut out = String::new();
+    let mut chars = labels[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
 }
 
 /// What `state show` reports, as data.
-pub fn states(config: &Config, now_ms: i64) -> Vec<PipelineState> {
+pub fn states(config: &Config, now_ms: i64, positions: &Positions) -> Vec<PipelineState> {
     let state_dir = &config.agent.state_dir;
     let status: StatusFile = std::fs::read(status_path(state_dir))
         .ok()
@@ -99,6 +195,7 @@ pub fn states(config: &Config, now_ms: i64) -> Vec<PipelineState> {
                 lag_seconds: None,
                 ids_in_overlap: None,
                 last_error: Some(e.clone()),
+                position: "checkpoint",
             });
         }
         for sink in &config.sinks {
@@ -115,6 +212,7 @@ pub fn states(config: &Config, now_ms: i64) -> Vec<PipelineState> {
                 lag_seconds: None,
                 ids_in_overlap: None,
                 last_error: err,
+                position: "checkpoint",
             };
             match checkpoint::load(&path, org, &sink.name, now_ms) {
                 Ok(Some(c)) => {
@@ -129,6 +227,13 @@ pub fn states(config: &Config, now_ms: i64) -> Vec<PipelineState> {
                     row.last_error = Some(e.to_string());
                 }
             }
+            if let Positions::Live { cursors, .. } = positions {
+                if let Some(&live) = cursors.get(&(org_key.clone(), sink.name.clone())) {
+                    row.cursor = Some(fmt_time(live));
+                    row.lag_seconds = Some(((now_ms - live).max(0) / 1000) as u64);
+                    row.position = "live";
+                }
+            }
             rows.push(row);
         }
     }
@@ -137,10 +242,12 @@ pub fn states(config: &Config, now_ms: i64) -> Vec<PipelineState> {
 
 /// `state show --json`: `{"shard": ..., "pipelines": [...]}` (README, "Scripts").
 pub fn show_json(config: &Config, now_ms: i64) -> String {
+    let positions = Positions::find(config);
     let out = serde_json::json!({
         "state_dir": config.agent.state_dir.display().to_string(),
         "shard": config.agent.shard.map(|s| s.to_string()),
-        "pipelines": states(config, now_ms),
+        "positions": positions.describe(),
+        "pipelines": states(config, now_ms, &positions),
     });
     serde_json::to_string_pretty(&out).unwrap_or_default() + "\n"
 }
@@ -155,7 +262,8 @@ pub fn show(config: &Config, now_ms: i64) -> String {
         "IDS IN OVERLAP".to_string(),
         "LAST ERROR".to_string(),
     ]];
-    for r in states(config, now_ms) {
+    let positions = Positions::find(config);
+    for r in states(config, now_ms, &positions) {
         let cursor = match r.checkpoint {
             "ok" => r.cursor.unwrap_or_default(),
             "none" => "(no checkpoint yet)".into(),
@@ -180,6 +288,8 @@ pub fn show(config: &Config, now_ms: i64) -> String {
         .shard_summary()
         .map(|s| format!("{s}\n"))
         .unwrap_or_default();
+    out.push_str(&positions.describe());
+    out.push('\n');
     for r in rows {
         let line: Vec<String> = r
             .iter()
@@ -318,6 +428,18 @@ pub fn reset(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn label_values_are_read_with_their_escapes() {
+        let labels = r#"organization="gh/a \"b\" \\ c",sink="x""#;
+        assert_eq!(
+            label(labels, "organization").as_deref(),
+            Some(r#"gh/a "b" \ c"#)
+        );
+        assert_eq!(label(labels, "sink").as_deref(), Some("x"));
+        assert_eq!(label(labels, "state"), None);
+    }
+
     use super::*;
     use std::os::unix::fs::MetadataExt;
 

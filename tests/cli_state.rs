@@ -264,7 +264,14 @@ async fn reset_while_the_daemon_runs_replays() {
     let cfg = dir.path().join("config.toml");
     std::fs::write(
         &cfg,
-        config_text(&server.base_url, dir.path(), &[&org], &[("a", "json")], ""),
+        with_telemetry(&config_text(
+            &server.base_url,
+            dir.path(),
+            &[&org],
+            &[("a", "json")],
+            "",
+        ))
+        .0,
     )
     .unwrap();
     let daemon = spawn_run(&cfg, None);
@@ -296,6 +303,16 @@ async fn reset_while_the_daemon_runs_replays() {
         read_ndjson(&file).len() == 60
     })
     .await;
+    // state show reads the running daemon's live positions, and says so.
+    let cfg2 = dir.path().join("config.toml");
+    let o = tokio::task::spawn_blocking(move || cli(&["state", "show"], &cfg2))
+        .await
+        .unwrap();
+    assert!(
+        out(&o).contains("positions: live, from the running daemon"),
+        "{}",
+        out(&o)
+    );
     let ids = delivered_ids(&read_ndjson(&file), &org);
     assert!(
         ids.values().all(|&n| n == 2),
