@@ -44,8 +44,9 @@ has_file usr/share/doc/$NAME/ARCHITECTURE.md -rw-r--r--
 has_file usr/share/bash-completion/completions/$NAME -rw-r--r--
 has_file usr/share/zsh/vendor-completions/_$NAME -rw-r--r--
 has_file usr/share/fish/vendor_completions.d/$NAME.fish -rw-r--r--
-has_file usr/share/man/man1/$NAME.1 -rw-r--r--
-has_file usr/share/man/man1/$NAME-check.1 -rw-r--r--
+# cargo-deb gzips man pages, as Debian policy wants.
+has_file usr/share/man/man1/$NAME.1.gz -rw-r--r--
+has_file usr/share/man/man1/$NAME-check.1.gz -rw-r--r--
 # SIEM content (one file per folder is enough to catch a lost glob or a flattened tree).
 has_file usr/share/$NAME/splunk/TA-codacy-audit/default/props.conf -rw-r--r--
 has_file usr/share/$NAME/splunk/TA-codacy-audit/lookups/codacy_actions.csv -rw-r--r--
