@@ -1,4 +1,4 @@
-//! Many organizations on one agent: every request to the API goes through one scheduler, so the
+//! 10,000 organizations on one agent: every request to the API goes through one scheduler, so the
 //! server never sees more than `codacy.max_concurrent_requests` at once, and every organization's
 //! events still arrive exactly.
 
@@ -18,7 +18,7 @@ use std::time::Duration;
 async fn many_organizations_never_exceed_the_concurrency_limit() {
     let sim = Simulator::new(TOKEN);
     let now = clock::system().now_ms();
-    let orgs: Vec<OrgRef> = (0..300)
+    let orgs: Vec<OrgRef> = (0..10_000)
         .map(|i| OrgRef::new(Provider::Gh, format!("org-{i}")))
         .collect();
     for (i, org) in orgs.iter().enumerate() {
@@ -35,16 +35,18 @@ async fn many_organizations_never_exceed_the_concurrency_limit() {
     }
     // Slow answers, so that requests would pile up without a limit.
     sim.set_quirks(Quirks {
-        slow: Some(Duration::from_millis(5)),
+        slow: Some(Duration::from_millis(2)),
         ..Quirks::default()
     });
     let server = sim.serve().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let refs: Vec<&OrgRef> = orgs.iter().collect();
-    let text = config_text(&server.base_url, dir.path(), &refs, &[("a", "json")], "").replace(
-        "max_attempts = 8",
-        "max_attempts = 8\nmax_concurrent_requests = 3\nmax_requests_per_second = 1000",
-    );
+    let text = config_text(&server.base_url, dir.path(), &refs, &[("a", "json")], "")
+        .replace(
+            "max_attempts = 8",
+            "max_attempts = 8\nmax_concurrent_requests = 3\nmax_requests_per_second = 100000",
+        )
+        .replace("initial_lookback = \"7d\"", "initial_lookback = \"2h\"");
     let reports = agent::once(config(&text), Arc::new(Metrics::new()), clock::system())
         .await
         .unwrap();
@@ -58,10 +60,28 @@ async fn many_organizations_never_exceed_the_concurrency_limit() {
         sim.max_in_flight() >= 2,
         "the limit was never reached: the test proves nothing"
     );
-    let lines = read_ndjson(&dir.path().join("a.ndjson"));
+    // Every organization's events exactly: delivered ids per organization, in one pass over the
+    // file (10,000 organizations).
+    let mut delivered: std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, usize>,
+    > = std::collections::BTreeMap::new();
+    for l in read_ndjson(&dir.path().join("a.ndjson")) {
+        let org = format!(
+            "{}/{}",
+            l["provider"].as_str().unwrap(),
+            l["organization"].as_str().unwrap()
+        );
+        *delivered
+            .entry(org)
+            .or_default()
+            .entry(l["event_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(delivered.len(), orgs.len());
     for org in &orgs {
         assert_eq!(
-            delivered_ids(&lines, org),
+            delivered.remove(&org.key()).unwrap_or_default(),
             expected_ids(org, &sim.events(org), i64::MIN),
             "{org}"
         );
