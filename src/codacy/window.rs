@@ -152,7 +152,13 @@ pub async fn fetch_window(
                         Moved::TotalChanged => false,
                     };
                     if settled {
-                        out.events.extend(events);
+                        // Moved, not copied, when it is the first sub-window (the usual case): a
+                        // copy would hold the slice twice at its peak.
+                        if out.events.is_empty() {
+                            out.events = events;
+                        } else {
+                            out.events.extend(events);
+                        }
                         out.invalid.extend(invalid);
                         break;
                     }
