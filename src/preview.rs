@@ -292,18 +292,7 @@ fn read_batch(
     batch.append(carry);
     loop {
         let start = batch.len();
-        batch.resize(start + READ_CHUNK, 0);
-        let n = loop {
-            match input.read(&mut batch[start..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    batch.truncate(start);
-                    return Err(e);
-                }
-            }
-        };
-        batch.truncate(start + n);
+        let n = read_more(input, batch)?;
         if n == 0 {
             return Ok(true);
         }
