@@ -685,6 +685,21 @@ enum Scan {
 }
 
 impl Splitter {
+    /// Inside a JSON string, `b` only moves the string state (escapes, the closing quote): true
+    /// when it was consumed that way.
+    fn inside_string(&mut self, b: u8) -> bool {
+        if !self.in_str {
+            return false;
+        }
+        match b {
+            _ if self.esc => self.esc = false,
+            b'\\' => self.esc = true,
+            b'"' => self.in_str = false,
+            _ => {}
+        }
+        true
+    }
+
     /// Scans what is buffered. Returns a syntax error's offset in `buf` and message, if any.
     fn scan(&mut self) -> Option<(usize, String)> {
         while self.scan < self.buf.len() {
@@ -705,13 +720,7 @@ impl Splitter {
                     }
                 },
                 Scan::InValue => {
-                    if self.in_str {
-                        match b {
-                            _ if self.esc => self.esc = false,
-                            b'\\' => self.esc = true,
-                            b'"' => self.in_str = false,
-                            _ => {}
-                        }
+                    if self.inside_string(b) {
                         continue;
                     }
                     match b {
@@ -735,13 +744,7 @@ impl Splitter {
                     }
                 }
                 Scan::RestOfPage => {
-                    if self.in_str {
-                        match b {
-                            _ if self.esc => self.esc = false,
-                            b'\\' => self.esc = true,
-                            b'"' => self.in_str = false,
-                            _ => {}
-                        }
+                    if self.inside_string(b) {
                         continue;
                     }
                     match b {
