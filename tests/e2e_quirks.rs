@@ -73,6 +73,34 @@ async fn once(
         .unwrap()
 }
 
+/// `once` into sink `a` with its own metrics, to read the counters after.
+async fn once_with_metrics(
+    c: &Case,
+) -> (
+    Vec<(OrgRef, codacy_audit_forwarder::pipeline::PassReport)>,
+    Arc<Metrics>,
+) {
+    let cfg = config(&config_text(
+        &c.base_url,
+        c.dir.path(),
+        &[&c.org],
+        &[("a", "json")],
+        "",
+    ));
+    let metrics = Arc::new(Metrics::new());
+    let reports = agent::once(cfg, metrics.clone(), clock::system())
+        .await
+        .unwrap();
+    (reports, metrics)
+}
+
+fn invalid_counted(metrics: &Metrics) -> u64 {
+    metrics.counter(
+        "codacy_forwarder_events_invalid_total",
+        &[("organization", "gh/acme")],
+    )
+}
+
 fn assert_delivered_exactly(c: &Case) {
     let lines = read_ndjson(&c.dir.path().join("a.ndjson"));
     let held = c.sim.events(&c.org);
@@ -215,25 +243,9 @@ async fn invalid_events_are_dead_lettered_and_counted_never_dropped() {
         },
     )
     .await;
-    let cfg = config(&config_text(
-        &c.base_url,
-        c.dir.path(),
-        &[&c.org],
-        &[("a", "json")],
-        "",
-    ));
-    let metrics = Arc::new(Metrics::new());
-    let reports = agent::once(cfg, metrics.clone(), clock::system())
-        .await
-        .unwrap();
+    let (reports, metrics) = once_with_metrics(&c).await;
     assert_eq!(reports[0].1.invalid, 4, "{:?}", reports[0].1);
-    assert_eq!(
-        metrics.counter(
-            "codacy_forwarder_events_invalid_total",
-            &[("organization", "gh/acme")]
-        ),
-        4
-    );
+    assert_eq!(invalid_counted(&metrics), 4);
     let dead = read_ndjson(&c.dir.path().join("state/dead-letter/invalid-events.ndjson"));
     assert_eq!(dead.len(), 4);
     assert!(dead
@@ -332,25 +344,9 @@ async fn events_filed_under_another_time_are_dead_lettered_with_the_reason_never
     ];
     c.sim
         .push_events_at(&c.org, odd.iter().map(|v| (now - 3_600_000, v.clone())));
-    let cfg = config(&config_text(
-        &c.base_url,
-        c.dir.path(),
-        &[&c.org],
-        &[("a", "json")],
-        "",
-    ));
-    let metrics = Arc::new(Metrics::new());
-    let reports = agent::once(cfg, metrics.clone(), clock::system())
-        .await
-        .unwrap();
+    let (reports, metrics) = once_with_metrics(&c).await;
     assert_eq!(reports[0].1.invalid, 3, "{:?}", reports[0].1);
-    assert_eq!(
-        metrics.counter(
-            "codacy_forwarder_events_invalid_total",
-            &[("organization", "gh/acme")]
-        ),
-        3
-    );
+    assert_eq!(invalid_counted(&metrics), 3);
     let dead = read_ndjson(&c.dir.path().join("state/dead-letter/invalid-events.ndjson"));
     let mut got: Vec<Value> = dead.iter().map(|d| d["event"].clone()).collect();
     let mut want = odd.to_vec();
