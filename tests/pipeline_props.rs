@@ -289,6 +289,15 @@ batch_max_events = {}
     }
 }
 
+/// kill -9: in-memory state is gone (the caller starts a new pipeline from the checkpoints on
+/// disk, and dropping the old one ends its tasks); the sinks are reachable again.
+fn restart_after_kill(w: &World) {
+    for s in &w.sinks {
+        *s.crashed.lock().unwrap() = false;
+        s.plan.lock().unwrap().clear();
+    }
+}
+
 fn run_ops(
     ops: Vec<Op>,
     batch: [usize; 2],
@@ -317,6 +326,11 @@ fn run_ops_in(
         let (_t, shutdown) = Shutdown::new();
         let mut p = w.pipeline_for(daemon);
         for op in ops {
+            // A crash inside a catch-up surfaces after the pass that started it: a kill -9 too.
+            if w.sinks.iter().any(|s| *s.crashed.lock().unwrap()) {
+                restart_after_kill(&w);
+                p = w.pipeline_for(daemon);
+            }
             match op {
                 Op::Add {
                     back_ms,
@@ -376,11 +390,7 @@ fn run_ops_in(
                         );
                     }
                     if w.sinks.iter().any(|s| *s.crashed.lock().unwrap()) {
-                        // kill -9: in-memory state is gone; restart from the checkpoints on disk.
-                        for s in &w.sinks {
-                            *s.crashed.lock().unwrap() = false;
-                            s.plan.lock().unwrap().clear();
-                        }
+                        restart_after_kill(&w);
                         p = w.pipeline_for(daemon);
                     }
                 }
@@ -396,6 +406,10 @@ fn run_ops_in(
         }
         // Recovery: every sink healthy, hangs end, time passes beyond any backoff, poll until
         // clean (a catch-up's report joins the next pass's).
+        if w.sinks.iter().any(|s| *s.crashed.lock().unwrap()) {
+            restart_after_kill(&w);
+            p = w.pipeline_for(daemon);
+        }
         for s in &w.sinks {
             s.plan.lock().unwrap().clear();
         }
@@ -404,8 +418,14 @@ fn run_ops_in(
         for _ in 0..8 {
             w.clock.advance(3_600_000);
             let r = p.run_pass(&shutdown).await;
+            // A catch-up started by this pass reports to the next one: settled only when no lane
+            // is still at work and a whole pass delivered nothing.
+            let busy = p.lanes_busy();
+            while p.lanes_busy() {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
             p.write_pending_checkpoints().await;
-            if r.ok() && r.delivered.values().sum::<usize>() == 0 {
+            if !busy && r.ok() && r.delivered.values().sum::<usize>() == 0 {
                 clean = true;
                 break;
             }
