@@ -76,6 +76,7 @@ fn encoders(c: &mut Criterion) {
                 ecs_namespace: "default".into(),
                 include_original: original,
                 hostname: "fwd01".into(),
+                timestamp_field: false,
             },
         );
         let mut out = Vec::with_capacity(4 << 20);

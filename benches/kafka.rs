@@ -7,12 +7,9 @@
 //! `KAFKA_TEST_BROKERS`) and against librdkafka's in-process mock cluster.
 //! `cargo bench --bench kafka` (set `KAFKA_BENCH_RECORDS` to change the record count).
 
-use codacy_audit_forwarder::deadletter::DeadLetter;
 use codacy_audit_forwarder::event::{EventId, OrgRef, Provider};
-use codacy_audit_forwarder::format::Format;
 use codacy_audit_forwarder::sink::kafka::{KafkaSink, KafkaSinkConfig};
 use codacy_audit_forwarder::sink::{Record, Sink, SinkContext};
-use codacy_audit_forwarder::telemetry::Metrics;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -122,7 +119,6 @@ fn records(n: usize, orgs: usize) -> Vec<Record> {
                 timestamp_ms: 1_735_689_600_000 + i as i64,
                 action: "repository.settings.updated".into(),
                 severity: 3,
-                format: Format::Json,
                 payload: payload.into_bytes().into(),
             }
         })
@@ -134,13 +130,7 @@ async fn sink(brokers: &str, topic: &str, dir: &Path) -> Arc<KafkaSink> {
         "brokers": brokers, "topic": topic, "message_timeout": "60s",
     }))
     .expect("config");
-    let ctx = SinkContext {
-        name: "bench".into(),
-        state_dir: dir.to_path_buf(),
-        dead_letter: DeadLetter::in_state_dir(dir, "bench"),
-        metrics: Arc::new(Metrics::new()),
-        clock: codacy_audit_forwarder::clock::system(),
-    };
+    let ctx = SinkContext::for_test(dir, "bench");
     Arc::new(KafkaSink::start(config, ctx).await.expect("start sink"))
 }
 

@@ -11,7 +11,7 @@ use crate::pipeline::{
     log_pass, run_org, OrgPipeline, PassReport, RetryPolicy, Shared, Shutdown, ShutdownTrigger,
     SinkHandle,
 };
-use crate::sink::{SinkContext, SinkSpec};
+use crate::sink::{Payload, SinkContext, SinkSpec};
 use crate::telemetry::Metrics;
 use futures::StreamExt;
 use std::collections::BTreeMap;
@@ -77,10 +77,11 @@ pub fn sink_context(
 ) -> SinkContext {
     SinkContext {
         name: spec.name.clone(),
-        state_dir: config.agent.state_dir.clone(),
         dead_letter: DeadLetter::in_state_dir(&config.agent.state_dir, &spec.name),
         metrics: metrics.clone(),
         clock: clock.clone(),
+        payload: Payload::of(spec.format),
+        format_label: spec.format.as_str(),
     }
 }
 
@@ -92,7 +93,7 @@ pub async fn build_sink(
     clock: &SharedClock,
 ) -> Result<Arc<SinkHandle>, StartError> {
     let ctx = sink_context(config, spec, metrics, clock);
-    let sink = spec.kind.build(ctx).await.map_err(|e| StartError::Sink {
+    let sink = spec.build(ctx).await.map_err(|e| StartError::Sink {
         name: spec.name.clone(),
         message: e.message,
     })?;

@@ -18,7 +18,8 @@ use crate::codacy::{ApiError, Client, WindowError};
 use crate::config::Config;
 use crate::event::OrgRef;
 use crate::secret::Redactor;
-use crate::sink::{file, SinkKind, SinkSpec};
+use crate::sink::registry::Preflight;
+use crate::sink::SinkSpec;
 use crate::telemetry::Metrics;
 use serde::Serialize;
 use std::path::Path;
@@ -382,45 +383,23 @@ async fn check_sink(
     clock: &SharedClock,
     offline: bool,
 ) -> SinkItem {
-    let (status, message) = match &spec.kind {
-        // Never opened: opening creates the file.
-        SinkKind::File(f) => match file::probe(f) {
-            Ok(file::Probe::Appends { bytes }) => (
-                Status::Ok,
-                format!("{} open for appending ({bytes} bytes)", f.path.display()),
-            ),
-            Ok(file::Probe::WillCreate) => (
-                Status::Ok,
+    let (status, message) = match spec.config.preflight(offline) {
+        Some(Preflight::Ready(m)) => (Status::Ok, m),
+        Some(Preflight::Failed(m)) => (Status::Failed, m),
+        Some(Preflight::MissingDirectory(dir)) => match systemd_creates(&dir) {
+            Some(setting) => {
+                let item = systemd_item(&dir, setting);
+                (item.status, item.message)
+            }
+            None => (
+                Status::Failed,
                 format!(
-                    "{} does not exist yet; created (mode {:04o}) at the first delivery",
-                    f.path.display(),
-                    f.mode_bits()
+                    "directory {} does not exist; create it (and let the service user write to it) or change `path`",
+                    dir.display()
                 ),
             ),
-            Ok(file::Probe::NoDirectory(dir)) => match systemd_creates(&dir) {
-                Some(setting) => {
-                    let item = systemd_item(&dir, setting);
-                    (item.status, item.message)
-                }
-                None => (
-                    Status::Failed,
-                    format!(
-                        "directory {} does not exist; create it (and let the service user write to it) or change `path`",
-                        dir.display()
-                    ),
-                ),
-            },
-            Err(e) => (Status::Failed, e),
         },
-        // Starting a producer would contact the brokers: offline, the secrets are read only.
-        SinkKind::Kafka(k) if offline => match k.resolve() {
-            Ok(_) => (
-                Status::Ok,
-                "configuration and secrets valid; not contacted (--offline)".to_string(),
-            ),
-            Err(e) => (Status::Failed, e),
-        },
-        _ => {
+        None => {
             let metrics = Arc::new(Metrics::new());
             match agent::build_sink(config, spec, &metrics, clock).await {
                 Err(e) => (Status::Failed, e.to_string()),
@@ -441,7 +420,7 @@ async fn check_sink(
     };
     SinkItem {
         name: spec.name.clone(),
-        kind: spec.kind.type_name().to_string(),
+        kind: spec.type_name.to_string(),
         format: spec.format.to_string(),
         status,
         message,

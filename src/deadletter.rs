@@ -55,7 +55,8 @@ impl DeadLetter {
         if let (Value::Object(e), Value::Object(f)) = (&mut entry, fields) {
             e.extend(f);
         }
-        let text = serde_json::to_string(&entry).unwrap_or_default();
+        // A `Value` with string keys always serialises; an empty line would lose the entry.
+        let text = serde_json::to_string(&entry).map_err(std::io::Error::other)?;
         // The whole line: JSON string escaping is one of the forms a redactor knows.
         let mut line = self.redactor.redact(&text).into_owned().into_bytes();
         line.push(b'\n');
@@ -71,29 +72,6 @@ impl DeadLetter {
         })
         .await
         .map_err(std::io::Error::other)?
-    }
-
-    /// Writes a rejected record of a sink: its id, organization, and the record as text.
-    pub async fn write_record(
-        &self,
-        time_ms: i64,
-        sink: &str,
-        record: &crate::sink::Record,
-        reason: &str,
-    ) -> std::io::Result<()> {
-        self.write(
-            time_ms,
-            reason,
-            json!({
-                "sink": sink,
-                "organization": record.org.key(),
-                "event_id": record.event_id.as_str(),
-                "event_timestamp_ms": record.timestamp_ms,
-                "format": record.format.as_str(),
-                "record": String::from_utf8_lossy(&record.payload),
-            }),
-        )
-        .await
     }
 }
 

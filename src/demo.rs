@@ -9,7 +9,6 @@ use crate::config::{Config, TokenSources};
 use crate::event::{OrgRef, Provider};
 use crate::lock::StateLock;
 use crate::simulator::{generate_events, GenOptions, ProducerOptions, Simulator};
-use crate::sink::SinkKind;
 use crate::telemetry::Metrics;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,14 +24,13 @@ pub fn demo_config(base_url: &str, out: &Path) -> Result<Config, StartError> {
         env: Some(DEMO_TOKEN.to_string()),
         credentials_directory: None,
     };
-    let mut config = Config::from_toml(DEMO_CONFIG, "config/demo.toml (built in)", &tokens, false)?;
+    // The file sink's path is set in the text, so it is validated like any configured path.
+    let path = serde_json::to_string(&out.join("audit.ndjson"))
+        .map_err(|e| StartError::Other(format!("demo output path: {e}")))?;
+    let text = DEMO_CONFIG.replace("\"./demo-out/audit.ndjson\"", &path);
+    let mut config = Config::from_toml(&text, "config/demo.toml (built in)", &tokens, false)?;
     config.codacy.base_url = base_url.to_string();
     config.agent.state_dir = out.join("state");
-    for sink in &mut config.sinks {
-        if let SinkKind::File(f) = &mut sink.kind {
-            f.path = out.join("audit.ndjson");
-        }
-    }
     Ok(config)
 }
 

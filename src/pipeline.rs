@@ -1050,7 +1050,6 @@ async fn deliver_to_sink(
                     timestamp_ms: events[i].event.timestamp_ms,
                     action: meta[i].0.clone(),
                     severity: meta[i].1,
-                    format: state.handle.encoder.format,
                     payload: payloads.get(i).cloned().flatten()?,
                 })
             })

@@ -1206,6 +1206,7 @@ mod tests {
                 ecs_namespace: "default".into(),
                 include_original: false,
                 hostname: "fwd01".into(),
+                timestamp_field: false,
             },
         )
     }

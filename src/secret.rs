@@ -5,9 +5,10 @@
 //! body puts our token into the text we quote. [`Redactor`] knows every secret value the agent
 //! loaded (and the forms in which it travels) and blanks them out of whatever the agent writes.
 
+use crate::config::FieldError;
 use std::borrow::Cow;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 #[derive(Clone, PartialEq, Eq)]
@@ -33,6 +34,68 @@ impl Secret {
             return Err(format!("secret file {} is empty", path.display()));
         }
         Ok(Secret(value.to_string()))
+    }
+}
+
+/// Where one secret is read from. Every secret the agent loads (the API token, HTTP credentials,
+/// the HEC token, the SASL password) is read through this type, so each is trimmed, checked for
+/// emptiness and reported the same way, and errors name the key that chose the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `<x>_file = "/path"`: the file's content, trimmed.
+    File { key: String, path: PathBuf },
+    /// `<x>_env = "VAR"`: an environment variable of the agent's process.
+    Env { key: String, var: String },
+    /// A systemd credential (`LoadCredential=`): `$CREDENTIALS_DIRECTORY/<name>`.
+    Credential { directory: PathBuf, name: String },
+}
+
+impl SecretSource {
+    /// The source chosen by a `<x>_file` / `<x>_env` pair of keys; at most one may be set.
+    pub fn from_keys(
+        file: Option<&Path>,
+        env: Option<&str>,
+        file_key: &str,
+        env_key: &str,
+    ) -> Result<Option<SecretSource>, FieldError> {
+        match (file, env) {
+            (Some(_), Some(_)) => Err(FieldError::new(
+                env_key,
+                format!("set `{file_key}` or `{env_key}`, not both"),
+            )),
+            (Some(path), None) => Ok(Some(SecretSource::File {
+                key: file_key.to_string(),
+                path: path.to_path_buf(),
+            })),
+            (None, Some(var)) => Ok(Some(SecretSource::Env {
+                key: env_key.to_string(),
+                var: var.to_string(),
+            })),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Reads the secret now. Errors name the key (or the credential) and never the content.
+    pub fn read(&self) -> Result<Secret, FieldError> {
+        match self {
+            SecretSource::File { key, path } => {
+                Secret::from_file(path).map_err(|m| FieldError::new(key.as_str(), m))
+            }
+            SecretSource::Env { key, var } => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
+                Ok(_) => Err(FieldError::new(
+                    key.as_str(),
+                    format!("environment variable {var} is empty"),
+                )),
+                Err(_) => Err(FieldError::new(
+                    key.as_str(),
+                    format!("environment variable {var} is not set"),
+                )),
+            },
+            SecretSource::Credential { directory, name } => {
+                Secret::from_file(&directory.join(name)).map_err(FieldError::whole)
+            }
+        }
     }
 }
 

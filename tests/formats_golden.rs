@@ -26,6 +26,7 @@ fn options(include_original: bool) -> FormatOptions {
         ecs_namespace: "default".into(),
         include_original,
         hostname: "fwd01".into(),
+        timestamp_field: false,
     }
 }
 
@@ -386,7 +387,7 @@ proptest! {
         hostname in text(25),
     ) {
         let ev = identified(raw, &org_name);
-        let opts = FormatOptions { ecs_namespace: "default".into(), include_original: false, hostname: hostname.clone() };
+        let opts = FormatOptions { ecs_namespace: "default".into(), include_original: false, hostname: hostname.clone(), timestamp_field: false };
         let mut out = Vec::new();
         cef::encode(&ev, &opts, &mut out);
         let line = String::from_utf8(out).unwrap();

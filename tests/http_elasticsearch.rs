@@ -4,8 +4,8 @@
 mod http_server;
 
 use codacy_audit_forwarder::clock::Backoff;
-use codacy_audit_forwarder::format::Format;
-use codacy_audit_forwarder::sink::http::elasticsearch::{ElasticsearchConfig, ElasticsearchSink};
+use codacy_audit_forwarder::format::{Encoder, Format};
+use codacy_audit_forwarder::sink::elasticsearch::{ElasticsearchConfig, ElasticsearchSink};
 use codacy_audit_forwarder::sink::{Sink, SinkContext, SinkErrorKind};
 use http_server::*;
 use serde_json::{json, Value};
@@ -21,7 +21,7 @@ fn sink(url: &str, dir: &std::path::Path, extra: Value) -> (ElasticsearchSink, S
     if let (Value::Object(t), Value::Object(e)) = (&mut table, extra) {
         t.extend(e);
     }
-    let c: ElasticsearchConfig = codacy_audit_forwarder::sink::from_table(table).unwrap();
+    let c = ElasticsearchConfig::from_json(table).unwrap();
     let ctx = context(dir, "elastic");
     let s = ElasticsearchSink::new(c, ctx.clone())
         .unwrap()
@@ -298,7 +298,22 @@ async fn json_records_get_timestamp_and_check_reports_the_cluster() {
         server.requests()[0].header("authorization").unwrap(),
         format!("ApiKey {API_KEY}")
     );
-    let batch = records(Format::Json, 2, &[]);
+    // The options a `format = "json"` Elasticsearch sink gets from its configuration.
+    let text = format!(
+        "[[organizations]]\nprovider = \"gh\"\nname = \"acme\"\n\n[[sinks]]\nname = \"es\"\n\
+         type = \"elasticsearch\"\nurl = \"{}\"\nformat = \"json\"\napi_key_file = \"/x\"\n",
+        server.url
+    );
+    let tokens = codacy_audit_forwarder::config::TokenSources {
+        env: Some("tok".into()),
+        credentials_directory: None,
+    };
+    let spec = codacy_audit_forwarder::config::Config::from_toml(&text, "t.toml", &tokens, false)
+        .unwrap()
+        .sinks
+        .remove(0);
+    let encoder = Encoder::new(spec.format, spec.format_options);
+    let batch = records_encoded(&encoder, 2, &[]);
     sink.deliver(&batch).await.unwrap();
     let pairs = bulk_pairs(&server.requests_to("/_bulk")[0]);
     for ((_, doc), rec) in pairs.iter().zip(&batch) {

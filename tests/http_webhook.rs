@@ -4,7 +4,7 @@
 mod http_server;
 
 use codacy_audit_forwarder::format::Format;
-use codacy_audit_forwarder::sink::http::generic::{HttpSink, HttpSinkConfig};
+use codacy_audit_forwarder::sink::webhook::{HttpSink, HttpSinkConfig};
 use codacy_audit_forwarder::sink::{Sink, SinkErrorKind};
 use http_server::*;
 use serde_json::{json, Value};
@@ -15,7 +15,7 @@ fn config(url: &str, extra: Value) -> HttpSinkConfig {
     if let (Value::Object(t), Value::Object(e)) = (&mut table, extra) {
         t.extend(e);
     }
-    codacy_audit_forwarder::sink::from_table(table).unwrap()
+    HttpSinkConfig::from_json(table).unwrap()
 }
 
 fn ndjson_lines(r: &Received) -> Vec<Value> {

@@ -14,7 +14,7 @@ use codacy_audit_forwarder::clock::Backoff;
 use codacy_audit_forwarder::event::{identify, AuditEvent, OrgRef, Provider};
 use codacy_audit_forwarder::format::{Encoder, Format, FormatOptions};
 use codacy_audit_forwarder::sink::syslog::{SyslogSink, SyslogSinkConfig};
-use codacy_audit_forwarder::sink::{Record, Sink, SinkContext, SinkErrorKind, SinkKind};
+use codacy_audit_forwarder::sink::{Record, Sink, SinkContext, SinkErrorKind};
 use rsyslog::Rsyslog;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -29,13 +29,7 @@ const APP: &str = "codacy-audit";
 const ORG: &str = "acme \"q\" ]\\ ü";
 
 fn ctx(dir: &Path) -> SinkContext {
-    SinkContext {
-        name: "siem".into(),
-        state_dir: dir.to_path_buf(),
-        dead_letter: codacy_audit_forwarder::deadletter::DeadLetter::in_state_dir(dir, "siem"),
-        metrics: Arc::new(codacy_audit_forwarder::telemetry::Metrics::new()),
-        clock: codacy_audit_forwarder::clock::system(),
-    }
+    SinkContext::for_test(dir, "siem")
 }
 
 /// Builds the sink through the same path as the config file (parse + validate), with a short
@@ -46,13 +40,9 @@ fn sink(dir: &Path, format: Format, keys: Value) -> SyslogSink {
         .as_object_mut()
         .unwrap()
         .extend(keys.as_object().unwrap().clone());
-    let config: SyslogSinkConfig = match SinkKind::parse("syslog", table).unwrap() {
-        SinkKind::Syslog(c) => c,
-        #[allow(unreachable_patterns)]
-        other => panic!("{other:?}"),
-    };
-    SinkKind::Syslog(config.clone()).validate(format).unwrap();
-    SyslogSink::new(config, ctx(dir))
+    let config = SyslogSinkConfig::from_json(table).unwrap();
+    config.validate_keys(format).unwrap();
+    SyslogSink::new(config, ctx(dir).with_format(format))
         .unwrap()
         .with_reconnect_backoff(Backoff::new(
             Duration::from_millis(10),
@@ -114,7 +104,6 @@ fn records(format: Format, first_ms: i64, n: usize) -> Vec<Record> {
             action: e.event.action().into(),
             // Cover every band of the severity mapping.
             severity: [0u8, 4, 5, 7, 9, 10][i % 6],
-            format,
         })
         .collect()
 }

@@ -434,6 +434,7 @@ mod tests {
             ecs_namespace: "prod".into(),
             include_original,
             hostname: "h".into(),
+            timestamp_field: false,
         };
         let mut out = Vec::new();
         encode(&ev, &opts, &mut out);

@@ -8,12 +8,26 @@
 use crate::event::{write_json_map, write_json_str, IdentifiedEvent};
 
 /// Appends the JSON record for `event` to `out` (one line, no trailing newline).
-pub fn encode(event: &IdentifiedEvent, out: &mut Vec<u8>) {
+/// `timestamp_field`: start with `"@timestamp"` (the event time, RFC 3339 in ms) unless the event
+/// has one, as Elasticsearch data streams require.
+pub fn encode(event: &IdentifiedEvent, timestamp_field: bool, out: &mut Vec<u8>) {
     let raw = &event.event.raw;
     let start = out.len();
     write_json_map(raw, out);
     debug_assert_eq!(out.last(), Some(&b'}'));
     out.pop();
+    if timestamp_field && !raw.contains_key("@timestamp") {
+        if let Some(time) = chrono::DateTime::from_timestamp_millis(event.event.timestamp_ms) {
+            let stamp = time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let mut head = Vec::with_capacity(40);
+            head.extend_from_slice(b"{\"@timestamp\":");
+            write_json_str(&mut head, &stamp);
+            if out.len() > start + 1 {
+                head.push(b',');
+            }
+            out.splice(start..start + 1, head);
+        }
+    }
     let mut first = out.len() == start + 1;
     let mut field = |key: &str, value: &str, out: &mut Vec<u8>| {
         if !first {
@@ -54,7 +68,7 @@ mod tests {
                             "zeta": {"k": [1, null]}, "actor": "a@b.c"}),
         );
         let mut out = Vec::new();
-        encode(&ev, &mut out);
+        encode(&ev, false, &mut out);
         let line = String::from_utf8(out).unwrap();
         assert!(line.starts_with(
             r#"{"timestamp":"2024-07-01T09:45:30.656Z","action":"user.login","zeta""#
@@ -70,7 +84,7 @@ mod tests {
         let ev = one(json!({"timestamp": 1, "action": "a", "organization": "theirs"}));
         let parsed: Value = serde_json::from_slice(&{
             let mut o = Vec::new();
-            encode(&ev, &mut o);
+            encode(&ev, false, &mut o);
             o
         })
         .unwrap();
@@ -107,13 +121,29 @@ mod tests {
             for (k, v) in extra { obj.entry(k).or_insert(v); }
             let ev = one(Value::Object(obj.clone()));
             let mut out = Vec::new();
-            encode(&ev, &mut out);
+            encode(&ev, false, &mut out);
             prop_assert!(!out.contains(&b'\n') && !out.contains(&b'\r'));
             let parsed: serde_json::Map<String, Value> = serde_json::from_slice(&out).unwrap();
             for (k, v) in &obj {
                 prop_assert_eq!(parsed.get(k), Some(v));
             }
             prop_assert_eq!(parsed.len(), obj.len() + 3);
+
+            // For a data stream: the same record with `@timestamp` first, at the event's time.
+            let mut stamped = Vec::new();
+            encode(&ev, true, &mut stamped);
+            let with: serde_json::Map<String, Value> = serde_json::from_slice(&stamped).unwrap();
+            let want = chrono::DateTime::from_timestamp_millis(ev.event.timestamp_ms)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            if obj.contains_key("@timestamp") {
+                prop_assert_eq!(&stamped, &out);
+            } else {
+                let head: &[u8] = br#"{"@timestamp":"#;
+                prop_assert!(stamped.starts_with(head));
+                prop_assert_eq!(with.get("@timestamp"), Some(&json!(want)));
+                prop_assert_eq!(with.len(), parsed.len() + 1);
+            }
         }
     }
 }

@@ -79,6 +79,9 @@ pub struct FormatOptions {
     pub include_original: bool,
     /// This machine's name (CEF `dvchost`).
     pub hostname: String,
+    /// JSON records start with `@timestamp` (Elasticsearch data streams require it; ECS
+    /// documents always have it).
+    pub timestamp_field: bool,
 }
 
 impl Default for FormatOptions {
@@ -87,6 +90,7 @@ impl Default for FormatOptions {
             ecs_namespace: "default".to_string(),
             include_original: false,
             hostname: local_hostname(),
+            timestamp_field: false,
         }
     }
 }
@@ -120,7 +124,7 @@ impl Encoder {
     /// Appends one record for `event` to `out` (no trailing newline).
     pub fn encode(&self, event: &IdentifiedEvent, out: &mut Vec<u8>) {
         match self.format {
-            Format::Json => json::encode(event, out),
+            Format::Json => json::encode(event, self.options.timestamp_field, out),
             Format::Ecs => ecs::encode(event, &self.options, out),
             Format::Cef => cef::encode(event, &self.options, out),
             Format::Csv => csv::encode(event, out),

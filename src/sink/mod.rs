@@ -1,21 +1,32 @@
 //! Sinks move encoded records to a destination and report acknowledgement. They know nothing of
-//! formats. Each sink is one module owning its config struct, connection, batching and tests;
-//! adding a sink touches that module and the [`SinkKind`] enum below.
+//! formats.
+//!
+//! Each destination is one folder, `src/sink/<name>/`, holding its configuration (a type that
+//! implements [`SinkConfig`]), the sink (a type that implements [`Sink`]), its protocol details
+//! and its tests. [`registry::SINK_TYPES`] lists them: adding a destination is one new folder and
+//! one line there. What several sinks share lives once: TLS settings ([`crate::tls`]), secret
+//! sources ([`crate::secret::SecretSource`]), the HTTP transport ([`http`]) and configuration
+//! errors ([`crate::config::FieldError`]).
+//!
+//! The lane of one (organization, sink) is a sink's only caller (`crate::pipeline`).
 
+pub mod elasticsearch;
 pub mod file;
 pub mod http;
 pub mod kafka;
+pub mod registry;
+pub mod splunk_hec;
 pub mod syslog;
+pub mod webhook;
+
+pub use registry::{SinkCommon, SinkConfig, SinkSpec, SinkType};
 
 use crate::clock::SharedClock;
 use crate::deadletter::DeadLetter;
 use crate::event::{EventId, OrgRef};
-use crate::format::{Format, FormatOptions};
-use crate::secret::Redactor;
+use crate::format::Format;
 use crate::telemetry::Metrics;
 use async_trait::async_trait;
-use serde_json::Value;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +41,6 @@ pub struct Record {
     pub action: Arc<str>,
     /// Catalog severity 0-10 (CEF scale; syslog maps it to its levels).
     pub severity: u8,
-    pub format: Format,
     /// The encoded record, no trailing newline.
     pub payload: Arc<[u8]>,
 }
@@ -81,21 +91,71 @@ impl SinkError {
 pub struct SinkContext {
     /// The sink's configured name (unique).
     pub name: String,
-    pub state_dir: PathBuf,
     /// Where this sink writes records its destination rejects for good.
     pub dead_letter: DeadLetter,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
+    /// What the records' bytes are, for protocols that carry JSON and text differently.
+    pub payload: Payload,
+    /// The records' format name, for dead-letter entries and the Kafka `format` header.
+    pub format_label: &'static str,
+}
+
+/// What a record's payload is. Sinks decide framing by this, never by the format itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// One JSON object (json, ecs): embedded as an object in HEC envelopes and JSON arrays.
+    JsonObject,
+    /// One line of text (cef, csv): sent as a string.
+    Text,
+}
+
+impl Payload {
+    pub fn of(format: Format) -> Payload {
+        match format {
+            Format::Json | Format::Ecs => Payload::JsonObject,
+            Format::Cef | Format::Csv => Payload::Text,
+        }
+    }
 }
 
 impl SinkContext {
+    /// A context for a sink under test: dead letters go to `dir/dead-letter/<name>.ndjson`.
+    pub fn for_test(dir: &std::path::Path, name: &str) -> SinkContext {
+        SinkContext {
+            name: name.to_string(),
+            dead_letter: DeadLetter::in_state_dir(dir, name),
+            metrics: Arc::new(Metrics::new()),
+            clock: crate::clock::system(),
+            payload: Payload::JsonObject,
+            format_label: "json",
+        }
+    }
+
+    /// The same context for records of `format`.
+    pub fn with_format(self, format: Format) -> SinkContext {
+        SinkContext {
+            payload: Payload::of(format),
+            format_label: format.as_str(),
+            ..self
+        }
+    }
+
     /// Dead-letters `record` with `reason`, counts it and logs it. A dead-letter write that fails
     /// is a transient error: the batch is not acknowledged and will be retried.
     pub async fn dead_letter(&self, record: &Record, reason: &str) -> Result<(), SinkError> {
         tracing::warn!(sink = %self.name, organization = %record.org, event_id = %record.event_id,
             reason, path = %self.dead_letter.path().display(), "record rejected for good; dead-lettered");
+        let entry = serde_json::json!({
+            "sink": self.name,
+            "organization": record.org.key(),
+            "event_id": record.event_id.as_str(),
+            "event_timestamp_ms": record.timestamp_ms,
+            "format": self.format_label,
+            "record": String::from_utf8_lossy(&record.payload),
+        });
         self.dead_letter
-            .write_record(self.clock.now_ms(), &self.name, record, reason)
+            .write(self.clock.now_ms(), reason, entry)
             .await
             .map_err(|e| {
                 SinkError::transient(format!(
@@ -128,126 +188,4 @@ pub trait Sink: Send + Sync {
 
     /// Flush what is buffered, within `deadline`, before the process exits.
     async fn shutdown(&self, _deadline: Duration) {}
-}
-
-/// The sink kinds and their configuration (the `type` key).
-#[derive(Debug, Clone, PartialEq)]
-pub enum SinkKind {
-    File(file::FileSinkConfig),
-    // Boxed: its config is much larger than the other kinds'.
-    Kafka(Box<kafka::KafkaSinkConfig>),
-    Syslog(syslog::SyslogSinkConfig),
-    Http(http::generic::HttpSinkConfig),
-    SplunkHec(http::splunk_hec::SplunkHecConfig),
-    Elasticsearch(http::elasticsearch::ElasticsearchConfig),
-}
-
-impl SinkKind {
-    /// Parses the type-specific keys of one `[[sinks]]` table (common keys already removed).
-    /// Errors name the key at fault.
-    pub fn parse(type_name: &str, table: Value) -> Result<SinkKind, String> {
-        match type_name {
-            "file" => Ok(SinkKind::File(from_table(table)?)),
-            "kafka" => Ok(SinkKind::Kafka(Box::new(from_table(table)?))),
-            "syslog" => Ok(SinkKind::Syslog(from_table(table)?)),
-            "http" => Ok(SinkKind::Http(from_table(table)?)),
-            "splunk_hec" => Ok(SinkKind::SplunkHec(from_table(table)?)),
-            "elasticsearch" => Ok(SinkKind::Elasticsearch(from_table(table)?)),
-            other => Err(format!(
-                "unknown sink type {other:?}; expected one of file, syslog, kafka, http, splunk_hec, elasticsearch"
-            )),
-        }
-    }
-
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            SinkKind::File(_) => "file",
-            SinkKind::Kafka(_) => "kafka",
-            SinkKind::Syslog(_) => "syslog",
-            SinkKind::Http(_) => "http",
-            SinkKind::SplunkHec(_) => "splunk_hec",
-            SinkKind::Elasticsearch(_) => "elasticsearch",
-        }
-    }
-
-    /// Cross-field checks that need the sink's format (e.g. LF framing with raw newlines).
-    pub fn validate(&self, format: Format) -> Result<(), String> {
-        match self {
-            SinkKind::File(c) => c.validate(),
-            SinkKind::Kafka(c) => c.validate(),
-            SinkKind::Syslog(c) => c.validate(format),
-            SinkKind::Http(c) => c.validate(format),
-            SinkKind::SplunkHec(c) => c.validate(format),
-            SinkKind::Elasticsearch(c) => c.validate(format),
-        }
-    }
-
-    /// The URL of an HTTP sink that sends in clear text to another machine (allowed by its
-    /// `allow_insecure_http`), for a warning at every start.
-    pub fn cleartext_url(&self) -> Option<String> {
-        let url = match self {
-            SinkKind::Http(c) => &c.url,
-            SinkKind::SplunkHec(c) => &c.url,
-            SinkKind::Elasticsearch(c) => &c.url,
-            SinkKind::File(_) | SinkKind::Kafka(_) | SinkKind::Syslog(_) => return None,
-        };
-        let parsed = reqwest::Url::parse(url).ok()?;
-        crate::httputil::cleartext_to_remote(&parsed).then(|| http::display_url(url))
-    }
-
-    /// The secrets this sink sends to its destination, read now (none for file and syslog).
-    pub fn redactor(&self) -> Redactor {
-        match self {
-            SinkKind::File(_) | SinkKind::Syslog(_) => Redactor::default(),
-            SinkKind::Kafka(c) => c.redactor(),
-            SinkKind::Http(c) => c.redactor(),
-            SinkKind::SplunkHec(c) => c.redactor(),
-            SinkKind::Elasticsearch(c) => c.redactor(),
-        }
-    }
-
-    /// Opens the sink. Errors here are start-up errors with a remedy.
-    pub async fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, SinkError> {
-        // Dead-letter reasons quote the destination's answers, which may echo our credentials.
-        let ctx = SinkContext {
-            dead_letter: ctx.dead_letter.redacting(&self.redactor()),
-            ..ctx
-        };
-        match self {
-            SinkKind::File(c) => Ok(Arc::new(file::FileSink::open(c.clone(), ctx).await?)),
-            SinkKind::Kafka(c) => Ok(Arc::new(kafka::KafkaSink::start((**c).clone(), ctx).await?)),
-            SinkKind::Syslog(c) => Ok(Arc::new(syslog::SyslogSink::new(c.clone(), ctx)?)),
-            SinkKind::Http(c) => Ok(Arc::new(http::generic::HttpSink::new(c.clone(), ctx)?)),
-            SinkKind::SplunkHec(c) => Ok(Arc::new(http::splunk_hec::SplunkHecSink::new(
-                c.clone(),
-                ctx,
-            )?)),
-            SinkKind::Elasticsearch(c) => Ok(Arc::new(
-                http::elasticsearch::ElasticsearchSink::new(c.clone(), ctx)?,
-            )),
-        }
-    }
-}
-
-/// Deserialises a sink's own keys, rejecting unknown ones with a message naming the key.
-pub fn from_table<T: serde::de::DeserializeOwned>(table: Value) -> Result<T, String> {
-    serde_path_to_error::deserialize(table).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." || path.is_empty() {
-            e.inner().to_string()
-        } else {
-            format!("key `{path}`: {}", e.inner())
-        }
-    })
-}
-
-/// One configured sink: common keys plus its kind.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SinkSpec {
-    pub name: String,
-    pub format: Format,
-    pub format_options: FormatOptions,
-    /// Records per delivery call (default 500; 5000 for file sinks, which fsync per batch).
-    pub batch_max_events: usize,
-    pub kind: SinkKind,
 }

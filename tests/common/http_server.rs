@@ -181,6 +181,11 @@ impl Drop for TestServer {
 /// `n` distinct events of organization gh/acme, encoded in `format`. Events whose index is in
 /// `actions` get that action instead of the default (so a server can pick them out).
 pub fn records(format: Format, n: usize, special: &[(usize, &str)]) -> Vec<Record> {
+    records_encoded(&Encoder::new(format, FormatOptions::default()), n, special)
+}
+
+/// `records`, encoded by `encoder` (the options a sink's configuration settles).
+pub fn records_encoded(encoder: &Encoder, n: usize, special: &[(usize, &str)]) -> Vec<Record> {
     let org = Arc::new(OrgRef::new(Provider::Gh, "acme"));
     let events: Vec<AuditEvent> = (0..n)
         .map(|i| {
@@ -199,7 +204,6 @@ pub fn records(format: Format, n: usize, special: &[(usize, &str)]) -> Vec<Recor
             .unwrap()
         })
         .collect();
-    let encoder = Encoder::new(format, FormatOptions::default());
     identify(&org, events, 1_719_900_000_000)
         .into_iter()
         .map(|ev| Record {
@@ -208,20 +212,13 @@ pub fn records(format: Format, n: usize, special: &[(usize, &str)]) -> Vec<Recor
             timestamp_ms: ev.event.timestamp_ms,
             action: ev.event.action().into(),
             severity: 3,
-            format,
             payload: encoder.encode_to_vec(&ev).into(),
         })
         .collect()
 }
 
 pub fn context(dir: &Path, name: &str) -> SinkContext {
-    SinkContext {
-        name: name.into(),
-        state_dir: dir.to_path_buf(),
-        dead_letter: codacy_audit_forwarder::deadletter::DeadLetter::in_state_dir(dir, name),
-        metrics: Arc::new(codacy_audit_forwarder::telemetry::Metrics::new()),
-        clock: codacy_audit_forwarder::clock::system(),
-    }
+    SinkContext::for_test(dir, name)
 }
 
 /// The dead-letter entries written so far.

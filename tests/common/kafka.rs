@@ -1,22 +1,13 @@
 //! What the Kafka sink tests share: a sink context and numbered records.
 
-use codacy_audit_forwarder::deadletter::DeadLetter;
 use codacy_audit_forwarder::event::{EventId, OrgRef};
-use codacy_audit_forwarder::format::Format;
 use codacy_audit_forwarder::sink::{Record, SinkContext};
-use codacy_audit_forwarder::telemetry::Metrics;
 use std::path::Path;
 use std::sync::Arc;
 
 /// A context for a sink named `bus` keeping its state in `dir`.
 pub fn ctx(dir: &Path) -> SinkContext {
-    SinkContext {
-        name: "bus".into(),
-        state_dir: dir.to_path_buf(),
-        dead_letter: DeadLetter::in_state_dir(dir, "bus"),
-        metrics: Arc::new(Metrics::new()),
-        clock: codacy_audit_forwarder::clock::system(),
-    }
+    SinkContext::for_test(dir, "bus")
 }
 
 /// Record `i` of `org`: a distinct payload, id and timestamp (one second apart).
@@ -28,7 +19,6 @@ pub fn record(org: &OrgRef, i: u32) -> Record {
         timestamp_ms: 1_700_000_000_000 + i64::from(i) * 1000,
         action: "a".into(),
         severity: 3,
-        format: Format::Json,
         payload: payload.into_bytes().into(),
     }
 }

@@ -1,5 +1,6 @@
-//! HTTP sinks: a generic webhook (`type = "http"`), Splunk HEC (`type = "splunk_hec"`) and
-//! Elasticsearch `_bulk` (`type = "elasticsearch"`).
+//! The HTTP transport shared by the HTTP sinks: the generic webhook (`type = "http"`, in
+//! [`crate::sink::webhook`]), Splunk HEC ([`crate::sink::splunk_hec`]) and Elasticsearch `_bulk`
+//! ([`crate::sink::elasticsearch`]).
 //!
 //! This module holds what the three share: the HTTP client (rustls via [`crate::tls`], no
 //! redirects so credentials never follow a `Location`), secrets read from files or environment
@@ -10,13 +11,9 @@
 //! only once the whole batch is otherwise accepted: a batch that ends in a transient error is
 //! offered again, and its rejects would otherwise be dead-lettered twice.
 
-pub mod elasticsearch;
-pub mod generic;
-pub mod splunk_hec;
-
 use super::{Record, SinkContext, SinkError};
 use crate::secret::{Redactor, Secret};
-use crate::tls::TlsOptions;
+use crate::tls::TlsSettings;
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::{Deserialize, Deserializer};
@@ -197,27 +194,33 @@ impl AuthConfig {
     }
 }
 
-/// The TLS keys every HTTP sink accepts.
-pub fn tls_options(
-    ca_file: &Option<PathBuf>,
-    cert_file: &Option<PathBuf>,
-    key_file: &Option<PathBuf>,
-    verify: Option<bool>,
-) -> TlsOptions {
-    TlsOptions {
-        ca_file: ca_file.clone(),
-        cert_file: cert_file.clone(),
-        key_file: key_file.clone(),
-        server_name: None,
-        verify: verify.unwrap_or(true),
+/// `url` when it sends in clear text to another machine (allowed by `allow_insecure_http`), for
+/// a warning at every start.
+pub fn cleartext_url(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    crate::httputil::cleartext_to_remote(&parsed).then(|| display_url(url))
+}
+
+/// The TLS settings of an HTTP sink: the URL's host is always the name verified (reqwest takes
+/// no other), so `tls_server_name` is refused rather than ignored.
+pub fn http_tls(
+    table: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<TlsSettings, crate::config::FieldError> {
+    let tls = TlsSettings::take_from(table)?;
+    if tls.server_name.is_some() {
+        return Err(crate::config::FieldError::new(
+            "tls_server_name",
+            "HTTP sinks verify the host of `url`; put the certificate's name in `url` instead",
+        ));
     }
+    Ok(tls)
 }
 
 /// Checks a sink URL: http or https, a host, no credentials in it (they belong in secret files),
 /// TLS keys only with https, and plain http to another machine only with `allow_insecure_http`.
 pub fn validate_url(
     url: &str,
-    tls: &TlsOptions,
+    tls: &TlsSettings,
     allow_insecure_http: bool,
 ) -> Result<reqwest::Url, String> {
     let parsed =
@@ -252,7 +255,7 @@ pub fn validate_url(
                 .to_string(),
         );
     }
-    tls.validate()?;
+    tls.validate().map_err(|e| e.to_string())?;
     Ok(parsed)
 }
 
@@ -277,7 +280,7 @@ pub fn display_url(url: &str) -> String {
 /// Builds the HTTP client: shared TLS settings, a timeout, no redirects.
 pub fn build_client(
     url: &reqwest::Url,
-    tls: &TlsOptions,
+    tls: &TlsSettings,
     timeout: Duration,
     sink: &str,
 ) -> Result<reqwest::Client, String> {
@@ -596,7 +599,7 @@ mod tests {
 
     #[test]
     fn urls_are_checked() {
-        let tls = TlsOptions::verified();
+        let tls = TlsSettings::verified();
         assert!(validate_url("https://h.example/x", &tls, false).is_ok());
         assert!(validate_url("http://127.0.0.1:9", &tls, false).is_ok());
         assert!(validate_url("ftp://h", &tls, false)
@@ -608,7 +611,7 @@ mod tests {
         assert!(validate_url("https://u:p@h.example", &tls, false)
             .unwrap_err()
             .contains("secret file"));
-        let off = TlsOptions::default();
+        let off = TlsSettings::default();
         assert!(validate_url("http://h.example", &off, true)
             .unwrap_err()
             .contains("TLS keys are set"));
@@ -729,12 +732,13 @@ data_stream = "logs-codacy.audit-default"
             credentials_directory: None,
         };
         let c = crate::config::Config::from_toml(text, "t.toml", &tokens, false).unwrap();
-        let kinds: Vec<&str> = c.sinks.iter().map(|s| s.kind.type_name()).collect();
+        let kinds: Vec<&str> = c.sinks.iter().map(|s| s.type_name).collect();
         assert_eq!(kinds, ["http", "splunk_hec", "elasticsearch"]);
-        match &c.sinks[1].kind {
-            crate::sink::SinkKind::SplunkHec(h) => assert!(h.indexer_acknowledgement),
-            other => panic!("{other:?}"),
-        }
+        let hec = c.sinks[1]
+            .config
+            .as_any()
+            .downcast_ref::<crate::sink::splunk_hec::SplunkHecConfig>();
+        assert!(hec.unwrap().indexer_acknowledgement);
         let bad = text.replace("logs-codacy.audit-default", "codacy-audit");
         let e = crate::config::Config::from_toml(&bad, "t.toml", &tokens, false).unwrap_err();
         assert!(e.to_string().contains("data_stream"), "{e}");

@@ -1,13 +1,19 @@
 //! `[[sinks]] type = "kafka"`: the configuration keys, their validation, the topic template and
 //! the librdkafka properties they become.
 
+use super::KafkaSink;
+use crate::config::{from_table, FieldError};
 use crate::event::OrgRef;
 use crate::secret::{Redactor, Secret};
+use crate::sink::registry::{Preflight, SinkCommon, SinkConfig, SinkType, STREAM_BATCH};
+use crate::sink::{Sink, SinkContext, SinkError};
+use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Kafka's limit on a topic name's length.
@@ -53,9 +59,6 @@ pub struct KafkaSinkConfig {
     /// Any other librdkafka property, checked by librdkafka at start.
     #[serde(default)]
     pub librdkafka_options: BTreeMap<String, OptionValue>,
-    /// Passed through by the common sink keys (used by syslog); unused here.
-    #[serde(default)]
-    pub hostname: Option<String>,
 }
 
 /// What the record key is: it picks the partition, so it decides what stays in order.
@@ -412,10 +415,49 @@ fn check_brokers(brokers: &str) -> Result<String, String> {
     Ok(list.join(","))
 }
 
+pub const TYPE: SinkType = SinkType {
+    name: "kafka",
+    carries_host: false,
+    parse: |table, _| Ok(Box::new(from_table::<KafkaSinkConfig>(table.into())?)),
+};
+
+#[async_trait]
+impl SinkConfig for KafkaSinkConfig {
+    fn default_batch(&self) -> usize {
+        STREAM_BATCH
+    }
+
+    fn validate(&self, _common: &mut SinkCommon) -> Result<(), FieldError> {
+        self.resolve().map(|_| ()).map_err(FieldError::whole)
+    }
+
+    fn redactor(&self) -> Redactor {
+        self.secrets()
+    }
+
+    /// Starting a producer would contact the brokers: offline, the secrets are read only.
+    fn preflight(&self, offline: bool) -> Option<Preflight> {
+        offline.then(|| match self.resolve() {
+            Ok(_) => Preflight::Ready(
+                "configuration and secrets valid; not contacted (--offline)".to_string(),
+            ),
+            Err(e) => Preflight::Failed(e),
+        })
+    }
+
+    async fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(Arc::new(KafkaSink::start(self.clone(), ctx).await?))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 impl KafkaSinkConfig {
     /// The SASL password and TLS key password (none when they cannot be read: then nothing is
     /// sent).
-    pub fn redactor(&self) -> Redactor {
+    pub fn secrets(&self) -> Redactor {
         match self.resolve() {
             Ok(s) => Redactor::of(
                 s.sasl
@@ -426,11 +468,6 @@ impl KafkaSinkConfig {
             ),
             Err(_) => Redactor::default(),
         }
-    }
-
-    /// Configuration-time checks (no network). Reads the secret files to prove they are readable.
-    pub fn validate(&self) -> Result<(), String> {
-        self.resolve().map(|_| ())
     }
 
     /// Checks every key and reads the secrets. Error messages name the key at fault.
@@ -657,7 +694,7 @@ mod tests {
     use serde_json::json;
 
     fn parse(v: serde_json::Value) -> Result<KafkaSinkConfig, String> {
-        crate::sink::from_table(v)
+        from_table(v).map_err(|e| e.to_string())
     }
 
     fn base() -> serde_json::Value {
@@ -675,7 +712,7 @@ mod tests {
     fn error(v: serde_json::Value) -> String {
         match parse(v) {
             Err(e) => e,
-            Ok(c) => c.validate().expect_err("expected a validation error"),
+            Ok(c) => c.resolve().err().expect("expected a validation error"),
         }
     }
 
@@ -719,9 +756,11 @@ sasl_password_file = "{pw}"
             credentials_directory: None,
         };
         let c = crate::config::Config::from_toml(&text, "t.toml", &tokens, false).unwrap();
-        let crate::sink::SinkKind::Kafka(k) = &c.sinks[0].kind else {
-            panic!("not a kafka sink: {:?}", c.sinks[0].kind);
-        };
+        let k = c.sinks[0]
+            .config
+            .as_any()
+            .downcast_ref::<KafkaSinkConfig>()
+            .unwrap();
         let s = k.resolve().unwrap();
         let cc = s.client_config("x");
         assert_eq!(cc.get("queue.buffering.max.kbytes"), Some("65536"));
@@ -771,7 +810,6 @@ sasl_password_file = "{pw}"
             "sasl_password_file": pw,
             "tls_ca_file": ca,
             "librdkafka_options": {"queue.buffering.max.kbytes": "65536", "linger.ms": 50, "socket.nagle.disable": true},
-            "hostname": "h",
         })))
         .unwrap();
         let s = c.resolve().unwrap();
@@ -803,7 +841,7 @@ sasl_password_file = "{pw}"
         ))
         .unwrap();
         assert_eq!(c.security_protocol, SecurityProtocol::SaslPlaintext);
-        c.validate().unwrap();
+        c.resolve().unwrap();
     }
 
     #[test]
@@ -876,7 +914,7 @@ sasl_password_file = "{pw}"
             "librdkafka_options": {"linger.ms": "bad"}}),
         ))
         .unwrap();
-        let e = c.validate().unwrap_err();
+        let e = c.resolve().err().unwrap();
         assert!(!e.contains("hunter2"), "{e}");
         assert!(!format!("{c:?}").contains("hunter2"));
     }

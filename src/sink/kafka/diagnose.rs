@@ -3,7 +3,7 @@
 //! verify failed"), and their remedies differ; a handshake of our own with rustls, against the
 //! same trust settings, tells them apart.
 
-use crate::tls::TlsOptions;
+use crate::tls::TlsSettings;
 use rustls::pki_types::ServerName;
 use rustls::{CertificateError, Error as TlsError};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -31,9 +31,9 @@ pub(crate) fn certificate_problem(
     port: u16,
     ca_file: Option<&PathBuf>,
 ) -> Option<String> {
-    let opts = TlsOptions {
+    let opts = TlsSettings {
         ca_file: ca_file.cloned(),
-        ..TlsOptions::verified()
+        ..TlsSettings::verified()
     };
     let config = crate::tls::client_config(&opts, "kafka").ok()?;
     let name = ServerName::try_from(host.to_string()).ok()?;

@@ -15,7 +15,7 @@
 pub mod config;
 mod diagnose;
 
-pub use config::{KafkaSettings, KafkaSinkConfig, KeyBy, TopicTemplate};
+pub use config::{KafkaSettings, KafkaSinkConfig, KeyBy, TopicTemplate, TYPE};
 
 use super::{Record, Sink, SinkContext, SinkError};
 use crate::repeat::{Repeat, RepeatLimiter};
@@ -538,7 +538,7 @@ impl KafkaSink {
         }
     }
 
-    fn headers(r: &Record) -> OwnedHeaders {
+    fn headers(&self, r: &Record) -> OwnedHeaders {
         OwnedHeaders::new_with_capacity(4)
             .insert(Header {
                 key: "event_id",
@@ -554,7 +554,7 @@ impl KafkaSink {
             })
             .insert(Header {
                 key: "format",
-                value: Some(r.format.as_str()),
+                value: Some(self.ctx.format_label),
             })
     }
 
@@ -572,7 +572,7 @@ impl KafkaSink {
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(report))
             .payload(&r.payload[..])
             .key(self.key(settings, r, &org_key))
-            .headers(Self::headers(r));
+            .headers(self.headers(r));
         // Kafka has no timestamps before the epoch; such a record gets the broker's time.
         if r.timestamp_ms >= 0 {
             record = record.timestamp(r.timestamp_ms);

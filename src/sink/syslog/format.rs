@@ -310,7 +310,6 @@ pub fn frame_lf(msg: &[u8], out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::event::{EventId, OrgRef, Provider};
-    use crate::format::Format;
     use proptest::prelude::*;
     use std::sync::Arc;
 
@@ -325,7 +324,6 @@ mod tests {
             timestamp_ms: ts,
             action: action.into(),
             severity,
-            format: Format::Cef,
             payload: payload.as_bytes().into(),
         }
     }

@@ -33,13 +33,14 @@ pub mod transport;
 
 use self::format::{Facility, Header, Protocol};
 use self::transport::{Address, Conn, Scheme, TlsSetup};
+use super::registry::{SinkCommon, SinkConfig, SinkType, STREAM_BATCH};
 use super::{Record, Sink, SinkContext, SinkError};
 use crate::clock::Backoff;
+use crate::config::{from_table, FieldError};
 use crate::format::Format;
-use crate::tls::TlsOptions;
+use crate::tls::TlsSettings;
 use async_trait::async_trait;
 use serde::Deserialize;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -86,16 +87,9 @@ pub struct SyslogSinkConfig {
     /// HOSTNAME (default: this machine's host name).
     #[serde(default)]
     pub hostname: Option<String>,
-    #[serde(default)]
-    pub tls_ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_key_file: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_server_name: Option<String>,
-    #[serde(default)]
-    pub tls_verify: Option<bool>,
+    /// The `tls_*` keys, taken out of the table before the rest is parsed.
+    #[serde(skip)]
+    pub tls: TlsSettings,
     #[serde(default)]
     pub max_message_bytes: Option<usize>,
 }
@@ -110,11 +104,7 @@ impl SyslogSinkConfig {
             facility: Facility::default(),
             app_name: None,
             hostname: None,
-            tls_ca_file: None,
-            tls_cert_file: None,
-            tls_key_file: None,
-            tls_server_name: None,
-            tls_verify: None,
+            tls: TlsSettings::verified(),
             max_message_bytes: None,
         }
     }
@@ -138,38 +128,8 @@ impl SyslogSinkConfig {
         self.app_name.as_deref().unwrap_or(DEFAULT_APP_NAME)
     }
 
-    pub fn tls_options(&self) -> TlsOptions {
-        TlsOptions {
-            ca_file: self.tls_ca_file.clone(),
-            cert_file: self.tls_cert_file.clone(),
-            key_file: self.tls_key_file.clone(),
-            server_name: self.tls_server_name.clone(),
-            verify: self.tls_verify.unwrap_or(true),
-        }
-    }
-
-    fn tls_keys_set(&self) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        if self.tls_ca_file.is_some() {
-            keys.push("tls_ca_file");
-        }
-        if self.tls_cert_file.is_some() {
-            keys.push("tls_cert_file");
-        }
-        if self.tls_key_file.is_some() {
-            keys.push("tls_key_file");
-        }
-        if self.tls_server_name.is_some() {
-            keys.push("tls_server_name");
-        }
-        if self.tls_verify.is_some() {
-            keys.push("tls_verify");
-        }
-        keys
-    }
-
     /// Start-up checks; messages name the key and the fix.
-    pub fn validate(&self, format: Format) -> Result<(), String> {
+    pub fn validate_keys(&self, format: Format) -> Result<(), String> {
         let addr = self.parsed_address()?;
         match (addr.scheme, self.framing) {
             (Scheme::Tls, Some(Framing::Lf)) => {
@@ -187,7 +147,7 @@ impl SyslogSinkConfig {
             }
             _ => {}
         }
-        let tls_keys = self.tls_keys_set();
+        let tls_keys = &self.tls.keys_given;
         if addr.scheme != Scheme::Tls && !tls_keys.is_empty() {
             return Err(format!(
                 "key `{}`: TLS settings need a tls:// address, but `address` is {}; use tls://{}:PORT \
@@ -196,7 +156,7 @@ impl SyslogSinkConfig {
             ));
         }
         if addr.scheme == Scheme::Tls {
-            self.tls_options().validate()?;
+            self.tls.validate().map_err(|e| e.to_string())?;
         }
         let max = self.max_message_bytes();
         let ceiling = if addr.scheme == Scheme::Udp {
@@ -237,6 +197,45 @@ impl SyslogSinkConfig {
     }
 }
 
+pub const TYPE: SinkType = SinkType {
+    name: "syslog",
+    carries_host: true,
+    parse: |table, _| Ok(Box::new(SyslogSinkConfig::from_json(table.into())?)),
+};
+
+#[async_trait]
+impl SinkConfig for SyslogSinkConfig {
+    fn default_batch(&self) -> usize {
+        STREAM_BATCH
+    }
+
+    fn validate(&self, common: &mut SinkCommon) -> Result<(), FieldError> {
+        self.validate_keys(common.format).map_err(FieldError::whole)
+    }
+
+    async fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(Arc::new(SyslogSink::new(self.clone(), ctx)?))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl SyslogSinkConfig {
+    /// Parses the sink's own keys (the `tls_*` keys through the shared TLS settings).
+    pub fn from_json(mut table: serde_json::Value) -> Result<Self, FieldError> {
+        let tls = match table.as_object_mut() {
+            Some(t) => TlsSettings::take_from(t)?,
+            None => TlsSettings::verified(),
+        };
+        Ok(SyslogSinkConfig {
+            tls,
+            ..from_table(table)?
+        })
+    }
+}
+
 /// Connection state shared by all pipelines.
 #[derive(Default)]
 struct State {
@@ -270,9 +269,9 @@ impl SyslogSink {
         let startup = |m: String| SinkError::fatal(format!("syslog sink {:?}: {m}", ctx.name));
         let address = config.parsed_address().map_err(startup)?;
         let tls = if address.scheme == Scheme::Tls {
-            let opts = config.tls_options();
-            let client = crate::tls::client_config(&opts, &ctx.name).map_err(startup)?;
-            let server_name = crate::tls::server_name(&opts, &address.host).map_err(startup)?;
+            let opts = &config.tls;
+            let client = crate::tls::client_config(opts, &ctx.name).map_err(startup)?;
+            let server_name = crate::tls::server_name(opts, &address.host).map_err(startup)?;
             Some(TlsSetup {
                 connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
                 server_name,
@@ -473,21 +472,16 @@ impl Sink for SyslogSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::SinkKind;
     use serde_json::json;
 
     fn parse(v: serde_json::Value) -> Result<SyslogSinkConfig, String> {
-        match SinkKind::parse("syslog", v)? {
-            SinkKind::Syslog(c) => Ok(c),
-            #[allow(unreachable_patterns)]
-            _ => Err("not syslog".into()),
-        }
+        SyslogSinkConfig::from_json(v).map_err(|e| e.to_string())
     }
 
     fn invalid(v: serde_json::Value) -> String {
         match parse(v) {
             Err(e) => e,
-            Ok(c) => c.validate(Format::Cef).unwrap_err(),
+            Ok(c) => c.validate_keys(Format::Cef).unwrap_err(),
         }
     }
 
@@ -504,18 +498,18 @@ mod tests {
             "max_message_bytes": 8192
         }))
         .unwrap();
-        c.validate(Format::Cef).unwrap();
+        c.validate_keys(Format::Cef).unwrap();
         assert_eq!(c.facility, Facility::LOCAL4);
         assert_eq!(c.protocol, Protocol::Rfc5424);
         let minimal = parse(json!({"address": "udp://127.0.0.1:514"})).unwrap();
-        minimal.validate(Format::Json).unwrap();
+        minimal.validate_keys(Format::Json).unwrap();
         assert_eq!(minimal.facility, Facility::USER);
         assert_eq!(minimal.effective_framing(), Framing::OctetCounting);
         assert_eq!(minimal.max_message_bytes(), 8192);
         assert_eq!(minimal.app_name(), DEFAULT_APP_NAME);
         let bsd = parse(json!({"address": "tcp://h:514", "protocol": "rfc3164", "framing": "lf"}))
             .unwrap();
-        bsd.validate(Format::Cef).unwrap();
+        bsd.validate_keys(Format::Cef).unwrap();
         assert_eq!(bsd.protocol, Protocol::Rfc3164);
     }
 
@@ -551,9 +545,11 @@ max_message_bytes = 8192
         let spec = &config.sinks[0];
         assert_eq!(spec.format, Format::Cef);
         assert_eq!(spec.format_options.hostname, "fwd01");
-        let SinkKind::Syslog(c) = &spec.kind else {
-            panic!("{:?}", spec.kind)
-        };
+        let c = spec
+            .config
+            .as_any()
+            .downcast_ref::<SyslogSinkConfig>()
+            .unwrap();
         assert_eq!(c.hostname.as_deref(), Some("fwd01"));
         assert_eq!(c.facility, Facility::LOCAL4);
         assert_eq!(c.framing, Some(Framing::OctetCounting));
@@ -634,7 +630,7 @@ max_message_bytes = 8192
         // A large limit is fine over TCP.
         parse(json!({"address": "tcp://h:1", "max_message_bytes": 70000}))
             .unwrap()
-            .validate(Format::Json)
+            .validate_keys(Format::Json)
             .unwrap();
     }
 
@@ -645,13 +641,7 @@ max_message_bytes = 8192
         let mut c = SyslogSinkConfig::new(format!("udp://{}", sock.local_addr().unwrap()));
         c.max_message_bytes = Some(600);
         c.hostname = Some("fwd01".into());
-        let ctx = SinkContext {
-            name: "siem".into(),
-            state_dir: dir.path().to_path_buf(),
-            dead_letter: crate::deadletter::DeadLetter::in_state_dir(dir.path(), "siem"),
-            metrics: Arc::new(crate::telemetry::Metrics::new()),
-            clock: crate::clock::system(),
-        };
+        let ctx = SinkContext::for_test(dir.path(), "siem");
         let sink = SyslogSink::new(c, ctx.clone()).unwrap();
         let org = Arc::new(crate::event::OrgRef::new(
             crate::event::Provider::Gh,
@@ -663,7 +653,6 @@ max_message_bytes = 8192
             timestamp_ms: 0,
             action: "a.b".into(),
             severity: 3,
-            format: Format::Json,
             payload: payload.into_bytes().into(),
         };
         sink.deliver(&[rec("small".into()), rec("x".repeat(1000))])

@@ -12,19 +12,22 @@
 //! a delivery. It cannot prove that the credentials are accepted (a webhook has no standard way to
 //! ask).
 
-use super::{
-    build_client, classify_status, de_duration, display_url, gzip, send, split_by_bytes,
-    tls_options, validate_url, Auth, AuthConfig, Compression, Rejects, StatusClass,
-    DEFAULT_BATCH_MAX_BYTES, DEFAULT_TIMEOUT,
-};
+use crate::config::{from_table, FieldError};
 use crate::format::Format;
 use crate::secret::Redactor;
-use crate::sink::{Record, Sink, SinkContext, SinkError};
+use crate::sink::http::{
+    build_client, classify_status, de_duration, display_url, gzip, send, split_by_bytes,
+    validate_url, Auth, AuthConfig, Compression, Rejects, StatusClass, DEFAULT_BATCH_MAX_BYTES,
+    DEFAULT_TIMEOUT,
+};
+use crate::sink::registry::{SinkCommon, SinkConfig, SinkType};
+use crate::sink::{Payload, Record, Sink, SinkContext, SinkError};
+use crate::tls::TlsSettings;
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a batch is laid out in the request body.
@@ -56,24 +59,16 @@ pub struct HttpSinkConfig {
     pub compression: Compression,
     #[serde(default, deserialize_with = "de_duration")]
     pub timeout: Option<Duration>,
-    #[serde(default)]
-    pub tls_ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_key_file: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_verify: Option<bool>,
-    /// Passed through by the common config (used by syslog); ignored here.
-    #[serde(default)]
-    pub hostname: Option<String>,
+    /// The `tls_*` keys, taken out of the table before the rest is parsed.
+    #[serde(skip)]
+    pub tls: TlsSettings,
     /// Accept `http://` to a host other than loopback (a warning is logged at every start).
     #[serde(default)]
     pub allow_insecure_http: bool,
 }
 
 /// Keys any HTTP sink validates the same way.
-pub(super) fn validate_common(
+pub(crate) fn validate_common(
     batch_max_bytes: Option<usize>,
     timeout: Option<Duration>,
 ) -> Result<(), String> {
@@ -86,23 +81,56 @@ pub(super) fn validate_common(
     Ok(())
 }
 
+pub const TYPE: SinkType = SinkType {
+    name: "http",
+    carries_host: false,
+    parse: |table, _| Ok(Box::new(HttpSinkConfig::from_json(table.into())?)),
+};
+
+#[async_trait]
+impl SinkConfig for HttpSinkConfig {
+    fn validate(&self, common: &mut SinkCommon) -> Result<(), FieldError> {
+        self.validate_keys(common.format).map_err(FieldError::whole)
+    }
+
+    /// The credentials this sink sends (none when they cannot be read: then nothing is sent).
+    fn redactor(&self) -> Redactor {
+        self.auth(true).map(|a| a.redactor()).unwrap_or_default()
+    }
+
+    fn cleartext_url(&self) -> Option<String> {
+        crate::sink::http::cleartext_url(&self.url)
+    }
+
+    async fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(Arc::new(HttpSink::new(self.clone(), ctx)?))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 impl HttpSinkConfig {
-    fn tls(&self) -> crate::tls::TlsOptions {
-        tls_options(
-            &self.tls_ca_file,
-            &self.tls_cert_file,
-            &self.tls_key_file,
-            self.tls_verify,
-        )
+    /// Parses the sink's own keys (the `tls_*` keys through the shared TLS settings).
+    pub fn from_json(mut table: serde_json::Value) -> Result<Self, FieldError> {
+        let tls = table
+            .as_object_mut()
+            .map(crate::sink::http::http_tls)
+            .transpose()?
+            .unwrap_or_else(TlsSettings::verified);
+        Ok(HttpSinkConfig {
+            tls,
+            ..from_table(table)?
+        })
+    }
+
+    fn tls(&self) -> TlsSettings {
+        self.tls.clone()
     }
 
     fn auth(&self, read: bool) -> Result<Auth, String> {
         self.auth.as_ref().map_or(Ok(Auth::None), |a| a.load(read))
-    }
-
-    /// The credentials this sink sends (none when they cannot be read: then nothing is sent).
-    pub fn redactor(&self) -> Redactor {
-        self.auth(true).map(|a| a.redactor()).unwrap_or_default()
     }
 
     /// Headers as configured, checked.
@@ -130,7 +158,7 @@ impl HttpSinkConfig {
         Ok(map)
     }
 
-    pub fn validate(&self, format: Format) -> Result<(), String> {
+    pub fn validate_keys(&self, format: Format) -> Result<(), String> {
         validate_url(&self.url, &self.tls(), self.allow_insecure_http)?;
         validate_common(self.batch_max_bytes, self.timeout)?;
         if self.encoding == Encoding::JsonArray && format == Format::Cef {
@@ -197,8 +225,7 @@ impl HttpSink {
                     body.extend_from_slice(&r.payload);
                     body.push(b'\n');
                 }
-                let json = records.iter().all(|r| r.format != Format::Cef);
-                let ct = if json {
+                let ct = if self.ctx.payload == Payload::JsonObject {
                     "application/x-ndjson"
                 } else {
                     "text/plain; charset=utf-8"
@@ -342,7 +369,7 @@ mod tests {
     use super::*;
 
     fn parse(v: serde_json::Value) -> Result<HttpSinkConfig, String> {
-        crate::sink::from_table(v)
+        HttpSinkConfig::from_json(v).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -356,7 +383,7 @@ mod tests {
         assert_eq!(c.encoding, Encoding::JsonArray);
         assert_eq!(c.timeout, Some(Duration::from_secs(30)));
         assert_eq!(c.compression, Compression::Gzip);
-        c.validate(Format::Json).unwrap();
+        c.validate_keys(Format::Json).unwrap();
     }
 
     #[test]
@@ -367,33 +394,30 @@ mod tests {
         assert!(e.contains("tls_verfy"), "{e}");
 
         let c = parse(serde_json::json!({"url": "https://h", "encoding": "json_array"})).unwrap();
-        assert!(c.validate(Format::Cef).unwrap_err().contains("json_array"));
+        assert!(c
+            .validate_keys(Format::Cef)
+            .unwrap_err()
+            .contains("json_array"));
         let c = parse(serde_json::json!({"url": "https://h", "headers": {"Authorization": "x"}}))
             .unwrap();
-        assert!(c.validate(Format::Json).unwrap_err().contains("auth"));
+        assert!(c.validate_keys(Format::Json).unwrap_err().contains("auth"));
         let c = parse(serde_json::json!({"url": "https://h", "batch_max_bytes": 0})).unwrap();
         assert!(c
-            .validate(Format::Json)
+            .validate_keys(Format::Json)
             .unwrap_err()
             .contains("batch_max_bytes"));
         let c = parse(serde_json::json!({"url": "https://h", "auth": {"user": "u"}})).unwrap();
         assert!(c
-            .validate(Format::Json)
+            .validate_keys(Format::Json)
             .unwrap_err()
             .contains("password_file"));
         // Secret files are read when the sink starts, and the error names the file.
         let c = parse(serde_json::json!({"url": "https://h",
             "auth": {"bearer_token_file": "/nonexistent/hook-token"}}))
         .unwrap();
-        c.validate(Format::Json).unwrap();
+        c.validate_keys(Format::Json).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let ctx = SinkContext {
-            name: "hook".into(),
-            state_dir: dir.path().to_path_buf(),
-            dead_letter: crate::deadletter::DeadLetter::in_state_dir(dir.path(), "hook"),
-            metrics: std::sync::Arc::new(crate::telemetry::Metrics::new()),
-            clock: crate::clock::system(),
-        };
+        let ctx = SinkContext::for_test(dir.path(), "hook");
         let e = HttpSink::new(c, ctx).err().unwrap();
         assert_eq!(e.kind, crate::sink::SinkErrorKind::Fatal);
         assert!(
@@ -406,13 +430,7 @@ mod tests {
     #[test]
     fn https_clients_build_with_the_shared_tls_settings() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = |name: &str| SinkContext {
-            name: name.into(),
-            state_dir: dir.path().to_path_buf(),
-            dead_letter: crate::deadletter::DeadLetter::in_state_dir(dir.path(), name),
-            metrics: std::sync::Arc::new(crate::telemetry::Metrics::new()),
-            clock: crate::clock::system(),
-        };
+        let ctx = |name: &str| SinkContext::for_test(dir.path(), name);
         // reqwest accepts our rustls config (same rustls version), verified or not.
         for verify in [true, false] {
             let c = parse(
@@ -426,7 +444,7 @@ mod tests {
         )
         .unwrap();
         assert!(c
-            .validate(Format::Json)
+            .validate_keys(Format::Json)
             .unwrap_err()
             .contains("/nonexistent/ca.pem"));
     }

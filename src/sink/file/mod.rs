@@ -4,7 +4,10 @@
 //! (truncated to the length before it), so a retry never leaves half a line. The file is reopened
 //! when its path no longer names the open file (moved away by logrotate, deleted) and on SIGHUP.
 
+use super::registry::{Preflight, SinkCommon, SinkConfig, SinkType, STREAM_BATCH};
 use super::{Record, Sink, SinkContext, SinkError};
+use crate::config::{from_table, FieldError};
+use crate::format::Format;
 use async_trait::async_trait;
 use serde::Deserialize;
 use std::fs::{File, OpenOptions};
@@ -85,18 +88,68 @@ impl FileSinkConfig {
     pub fn mode_bits(&self) -> u32 {
         self.mode.map_or(Self::DEFAULT_MODE, |FileMode(bits)| bits)
     }
+}
 
-    pub fn validate(&self) -> Result<(), String> {
+pub const TYPE: SinkType = SinkType {
+    name: "file",
+    carries_host: false,
+    parse: |table, common| {
+        let mut config: FileSinkConfig = from_table(table.into())?;
+        // CSV is for auditors opening a file in a spreadsheet; the file starts with its header.
+        config.header = common.format.header();
+        Ok(Box::new(config))
+    },
+};
+
+#[async_trait]
+impl SinkConfig for FileSinkConfig {
+    fn formats(&self) -> &'static [Format] {
+        &[Format::Json, Format::Ecs, Format::Cef, Format::Csv]
+    }
+
+    fn default_batch(&self) -> usize {
+        STREAM_BATCH
+    }
+
+    fn validate(&self, _common: &mut SinkCommon) -> Result<(), FieldError> {
         if self.path.as_os_str().is_empty() {
-            return Err("key `path`: must not be empty".into());
+            return Err(FieldError::new("path", "must not be empty"));
         }
         if self.max_bytes == Some(0) {
-            return Err("key `max_bytes`: must be positive (leave it out to never rotate)".into());
+            return Err(FieldError::new(
+                "max_bytes",
+                "must be positive (leave it out to never rotate)",
+            ));
         }
         if self.max_files == Some(0) {
-            return Err("key `max_files`: must be at least 1".into());
+            return Err(FieldError::new("max_files", "must be at least 1"));
         }
         Ok(())
+    }
+
+    /// Never opened by `check`: opening creates the file.
+    fn preflight(&self, _offline: bool) -> Option<Preflight> {
+        Some(match probe(self) {
+            Ok(Probe::Appends { bytes }) => Preflight::Ready(format!(
+                "{} open for appending ({bytes} bytes)",
+                self.path.display()
+            )),
+            Ok(Probe::WillCreate) => Preflight::Ready(format!(
+                "{} does not exist yet; created (mode {:04o}) at the first delivery",
+                self.path.display(),
+                self.mode_bits()
+            )),
+            Ok(Probe::NoDirectory(dir)) => Preflight::MissingDirectory(dir),
+            Err(e) => Preflight::Failed(e),
+        })
+    }
+
+    async fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(Arc::new(FileSink::open(self.clone(), ctx).await?))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
@@ -359,16 +412,9 @@ impl Sink for FileSink {
 mod tests {
     use super::*;
     use crate::event::{EventId, OrgRef, Provider};
-    use crate::format::Format;
 
     fn ctx(dir: &Path) -> SinkContext {
-        SinkContext {
-            name: "t".into(),
-            state_dir: dir.to_path_buf(),
-            dead_letter: crate::deadletter::DeadLetter::in_state_dir(dir, "t"),
-            metrics: Arc::new(crate::telemetry::Metrics::new()),
-            clock: crate::clock::system(),
-        }
+        SinkContext::for_test(dir, "t")
     }
 
     fn rec(text: &str) -> Record {
@@ -378,7 +424,6 @@ mod tests {
             timestamp_ms: 0,
             action: "a".into(),
             severity: 3,
-            format: Format::Json,
             payload: text.as_bytes().into(),
         }
     }
@@ -535,10 +580,9 @@ mod tests {
     #[test]
     fn a_bad_mode_says_what_is_wrong_with_it() {
         let err = |mode: serde_json::Value| {
-            crate::sink::from_table::<FileSinkConfig>(
-                serde_json::json!({"path": "/x", "mode": mode}),
-            )
-            .unwrap_err()
+            from_table::<FileSinkConfig>(serde_json::json!({"path": "/x", "mode": mode}))
+                .unwrap_err()
+                .to_string()
         };
         assert_eq!(
             err("0999".into()),

@@ -16,19 +16,23 @@
 //! batch can be indexed twice; de-duplicate at search time on `fields.event_id`
 //! (e.g. `| dedup event_id`).
 
-use super::{
-    build_client, classify_status, de_duration, display_url, gzip, join, load_secret, send,
-    split_by_bytes, tls_options, validate_url, Auth, Compression, Rejects, StatusClass,
-    DEFAULT_BATCH_MAX_BYTES, DEFAULT_TIMEOUT,
-};
+use crate::config::{from_table, FieldError};
 use crate::format::Format;
 use crate::secret::Redactor;
-use crate::sink::{Record, Sink, SinkContext, SinkError};
+use crate::sink::http::{
+    build_client, classify_status, de_duration, display_url, gzip, join, load_secret, send,
+    split_by_bytes, validate_url, Auth, Compression, Rejects, StatusClass, DEFAULT_BATCH_MAX_BYTES,
+    DEFAULT_TIMEOUT,
+};
+use crate::sink::registry::{SinkCommon, SinkConfig, SinkType};
+use crate::sink::{Payload, Record, Sink, SinkContext, SinkError};
+use crate::tls::TlsSettings;
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default wait between indexer-acknowledgement polls (Vector's default).
@@ -70,15 +74,10 @@ pub struct SplunkHecConfig {
     pub compression: Compression,
     #[serde(default, deserialize_with = "de_duration")]
     pub timeout: Option<Duration>,
-    #[serde(default)]
-    pub tls_ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_key_file: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_verify: Option<bool>,
-    /// The common `hostname` key, used as the default `host`.
+    /// The `tls_*` keys, taken out of the table before the rest is parsed.
+    #[serde(skip)]
+    pub tls: TlsSettings,
+    /// The common `hostname` key (left in this table for it), the default `host`.
     #[serde(default)]
     pub hostname: Option<String>,
     /// Accept `http://` to a host other than loopback (a warning is logged at every start).
@@ -86,14 +85,54 @@ pub struct SplunkHecConfig {
     pub allow_insecure_http: bool,
 }
 
+pub const TYPE: SinkType = SinkType {
+    name: "splunk_hec",
+    carries_host: true,
+    parse: |table, _| Ok(Box::new(SplunkHecConfig::from_json(table.into())?)),
+};
+
+#[async_trait]
+impl SinkConfig for SplunkHecConfig {
+    fn validate(&self, common: &mut SinkCommon) -> Result<(), FieldError> {
+        self.validate_keys(common.format).map_err(FieldError::whole)
+    }
+
+    /// The HEC token (none when it cannot be read: then nothing is sent).
+    fn redactor(&self) -> Redactor {
+        self.token(true)
+            .map(|t| Auth::Splunk(t).redactor())
+            .unwrap_or_default()
+    }
+
+    fn cleartext_url(&self) -> Option<String> {
+        crate::sink::http::cleartext_url(&self.url)
+    }
+
+    async fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(Arc::new(SplunkHecSink::new(self.clone(), ctx)?))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 impl SplunkHecConfig {
-    fn tls(&self) -> crate::tls::TlsOptions {
-        tls_options(
-            &self.tls_ca_file,
-            &self.tls_cert_file,
-            &self.tls_key_file,
-            self.tls_verify,
-        )
+    /// Parses the sink's own keys (the `tls_*` keys through the shared TLS settings).
+    pub fn from_json(mut table: serde_json::Value) -> Result<Self, FieldError> {
+        let tls = table
+            .as_object_mut()
+            .map(crate::sink::http::http_tls)
+            .transpose()?
+            .unwrap_or_else(TlsSettings::verified);
+        Ok(SplunkHecConfig {
+            tls,
+            ..from_table(table)?
+        })
+    }
+
+    fn tls(&self) -> TlsSettings {
+        self.tls.clone()
     }
 
     fn token(&self, read: bool) -> Result<crate::secret::Secret, String> {
@@ -109,15 +148,8 @@ impl SplunkHecConfig {
         })
     }
 
-    /// The HEC token (none when it cannot be read: then nothing is sent).
-    pub fn redactor(&self) -> Redactor {
-        self.token(true)
-            .map(|t| Auth::Splunk(t).redactor())
-            .unwrap_or_default()
-    }
-
     /// Every format works: json and ecs as JSON object events, cef as a string event.
-    pub fn validate(&self, _format: Format) -> Result<(), String> {
+    pub fn validate_keys(&self, _format: Format) -> Result<(), String> {
         let url = validate_url(&self.url, &self.tls(), self.allow_insecure_http)?;
         if url.path().contains("/services/collector") {
             return Err(format!(
@@ -125,7 +157,7 @@ impl SplunkHecConfig {
                 display_url(&self.url)
             ));
         }
-        super::generic::validate_common(self.batch_max_bytes, self.timeout)?;
+        crate::sink::webhook::validate_common(self.batch_max_bytes, self.timeout)?;
         for (key, v) in [
             ("sourcetype", &self.sourcetype),
             ("index", &self.index),
@@ -252,7 +284,7 @@ impl SplunkHecSink {
             headers.insert(AUTHORIZATION, h);
         }
         let ack = if config.indexer_acknowledgement {
-            let channel = super::random_uuid();
+            let channel = crate::sink::http::random_uuid();
             let value = HeaderValue::from_str(&channel).map_err(|e| fail(e.to_string()))?;
             headers.insert(CHANNEL_HEADER, value);
             tracing::info!(sink = %ctx.name, channel, "Splunk HEC indexer acknowledgement on");
@@ -322,10 +354,9 @@ impl SplunkHecSink {
         });
         let _ = serde_json::to_writer(&mut out, &fields);
         out.extend_from_slice(b",\"event\":");
-        match r.format {
-            Format::Json | Format::Ecs => out.extend_from_slice(&r.payload),
-            // CSV never reaches an HTTP sink (refused at start-up); sent as text like CEF.
-            Format::Cef | Format::Csv => {
+        match self.ctx.payload {
+            Payload::JsonObject => out.extend_from_slice(&r.payload),
+            Payload::Text => {
                 let _ = serde_json::to_writer(&mut out, &String::from_utf8_lossy(&r.payload));
             }
         }
@@ -597,38 +628,32 @@ mod tests {
         let tok = dir.path().join("hec-token");
         std::fs::write(&tok, "11111111-2222-3333-4444-555555555555\n").unwrap();
         let parse =
-            |v: serde_json::Value| -> SplunkHecConfig { crate::sink::from_table(v).unwrap() };
+            |v: serde_json::Value| -> SplunkHecConfig { SplunkHecConfig::from_json(v).unwrap() };
         let good = parse(serde_json::json!({"url": "https://splunk.example.com:8088",
             "token_file": tok, "sourcetype": "codacy:audit", "index": "security",
             "indexer_acknowledgement": true, "ack_poll_interval": "1s", "ack_timeout": "1m"}));
-        good.validate(Format::Json).unwrap();
-        good.validate(Format::Cef).unwrap();
+        good.validate_keys(Format::Json).unwrap();
+        good.validate_keys(Format::Cef).unwrap();
         let e = parse(serde_json::json!({"url": "https://s:8088"}))
-            .validate(Format::Json)
+            .validate_keys(Format::Json)
             .unwrap_err();
         assert!(e.contains("token_file"), "{e}");
         let e = parse(serde_json::json!({"url": "https://s:8088/services/collector/event", "token_file": tok}))
-            .validate(Format::Json)
+            .validate_keys(Format::Json)
             .unwrap_err();
         assert!(e.contains("base URL"), "{e}");
         let e = parse(
             serde_json::json!({"url": "https://s:8088", "token_file": tok, "ack_timeout": "1m"}),
         )
-        .validate(Format::Json)
+        .validate_keys(Format::Json)
         .unwrap_err();
         assert!(e.contains("indexer_acknowledgement"), "{e}");
         // The token file is read when the sink starts; the error names the file, not the token.
         let missing = parse(
             serde_json::json!({"url": "https://s:8088", "token_file": dir.path().join("missing")}),
         );
-        missing.validate(Format::Json).unwrap();
-        let ctx = SinkContext {
-            name: "splunk".into(),
-            state_dir: dir.path().to_path_buf(),
-            dead_letter: crate::deadletter::DeadLetter::in_state_dir(dir.path(), "splunk"),
-            metrics: std::sync::Arc::new(crate::telemetry::Metrics::new()),
-            clock: crate::clock::system(),
-        };
+        missing.validate_keys(Format::Json).unwrap();
+        let ctx = SinkContext::for_test(dir.path(), "splunk");
         let e = SplunkHecSink::new(missing, ctx).err().unwrap();
         assert!(
             e.message.contains("token_file") && e.message.contains("missing"),

@@ -2,10 +2,9 @@
 //! the file, the key and the problem; a bad configuration never starts the agent.
 
 use crate::event::{OrgRef, Provider};
-use crate::format::{Format, FormatOptions};
 use crate::httputil::cleartext_to_remote;
 use crate::secret::{Redactor, Secret};
-use crate::sink::{SinkKind, SinkSpec};
+use crate::sink::SinkSpec;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -13,6 +12,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod field;
+mod sinks;
+
+pub use field::{from_table, FieldError};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/codacy-audit-forwarder/config.toml";
 /// Codacy keeps audit events for one year; a backfill never reaches further.
@@ -328,7 +332,7 @@ impl Config {
             ));
         }
         for s in &self.sinks {
-            if let Some(url) = s.kind.cleartext_url() {
+            if let Some(url) = s.config.cleartext_url() {
                 out.push(format!(
                     "sink {:?}: url {url} is plain http to another machine (allow_insecure_http = true): its credentials and audit records cross the network unencrypted; use https://",
                     s.name
@@ -609,7 +613,7 @@ impl Config {
         let mut sinks = Vec::new();
         let mut names = BTreeSet::new();
         for (i, table) in raw.sinks.into_iter().enumerate() {
-            let spec = parse_sink(i, table).map_err(|(key, m)| err(&key, m))?;
+            let spec = sinks::parse_sink(i, table).map_err(|e| err(&e.key, e.message))?;
             if !names.insert(spec.name.clone()) {
                 return Err(err(
                     &format!("sinks[{i}].name"),
@@ -662,7 +666,7 @@ impl Config {
         self.sinks
             .iter()
             .fold(Redactor::of([&self.codacy.api_token]), |r, s| {
-                r.merge(&s.kind.redactor())
+                r.merge(&s.config.redactor())
             })
     }
 }
@@ -885,142 +889,10 @@ fn check_scalar_types(
     Ok(())
 }
 
-/// Splits one `[[sinks]]` table into common keys and the kind's own keys.
-fn parse_sink(i: usize, mut table: Map<String, Value>) -> Result<SinkSpec, (String, String)> {
-    let key = |k: &str| format!("sinks[{i}].{k}");
-    let take_str =
-        |table: &mut Map<String, Value>, k: &str| -> Result<Option<String>, (String, String)> {
-            match table.remove(k) {
-                None => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s)),
-                Some(other) => Err((key(k), format!("must be a string, found {other}"))),
-            }
-        };
-    let name = take_str(&mut table, "name")?.ok_or_else(|| {
-        (
-            key("name"),
-            "missing; every sink needs a unique name".to_string(),
-        )
-    })?;
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-    {
-        return Err((
-            key("name"),
-            format!("{name:?} may use only letters, digits, '-', '_' and '.' (it names files)"),
-        ));
-    }
-    let type_name = take_str(&mut table, "type")?.ok_or_else(|| {
-        (
-            key("type"),
-            "missing; one of file, syslog, kafka, http, splunk_hec, elasticsearch".to_string(),
-        )
-    })?;
-    let format: Format = match take_str(&mut table, "format")? {
-        None => Format::Json,
-        Some(f) => f.parse().map_err(|m| (key("format"), m))?,
-    };
-    let mut format_options = FormatOptions::default();
-    let explicit_namespace = table.contains_key("ecs_namespace");
-    if let Some(ns) = take_str(&mut table, "ecs_namespace")? {
-        crate::format::ecs::validate_namespace(&ns).map_err(|m| (key("ecs_namespace"), m))?;
-        format_options.ecs_namespace = ns;
-    }
-    match table.remove("include_original") {
-        None => {}
-        Some(Value::Bool(b)) => format_options.include_original = b,
-        Some(other) => {
-            return Err((
-                key("include_original"),
-                format!("must be true or false, found {other}"),
-            ))
-        }
-    }
-    if let Some(h) = take_str(&mut table, "hostname")? {
-        // Shared with the syslog sink, which also needs it: keep it in the table too.
-        format_options.hostname = h.clone();
-        table.insert("hostname".into(), Value::String(h));
-    }
-    let batch_max_events = match table.remove("batch_max_events") {
-        // Every batch ends with a checkpoint write (two fsyncs): at 500 a year's backfill is
-        // fsync-bound. File, syslog and Kafka batches cost nothing per record to make larger;
-        // HTTP sinks keep request bodies at a size every receiver accepts.
-        None if matches!(type_name.as_str(), "file" | "syslog" | "kafka") => 5000,
-        None => 500,
-        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| (1..=100_000).contains(&n)) => {
-            n.as_u64().unwrap_or(500) as usize
-        }
-        Some(other) => {
-            return Err((
-                key("batch_max_events"),
-                format!("must be a number from 1 to 100000, found {other}"),
-            ))
-        }
-    };
-    let kind = SinkKind::parse(&type_name, Value::Object(table)).map_err(|m| {
-        // Kind errors come as "key `x`: ..." or a plain message.
-        match m.strip_prefix("key `").and_then(|r| r.split_once("`: ")) {
-            Some((k, rest)) => (key(k), rest.to_string()),
-            None => (
-                format!("sinks[{i}]"),
-                format!("({type_name} sink {name:?}) {m}"),
-            ),
-        }
-    })?;
-    // An ECS document's data_stream fields must equal the data stream it lands in, or
-    // Elasticsearch rejects it (constant_keyword): take the namespace from `data_stream`.
-    if let (SinkKind::Elasticsearch(es), Format::Ecs) = (&kind, format) {
-        let ds = es.data_stream().to_string();
-        let mut parts = ds.splitn(3, '-');
-        let (_, dataset, namespace) = (parts.next(), parts.next(), parts.next());
-        if dataset != Some("codacy.audit") {
-            return Err((
-                key("data_stream"),
-                format!("{ds:?}: ECS documents carry data_stream.dataset \"codacy.audit\"; use logs-codacy.audit-<namespace>"),
-            ));
-        }
-        if let Some(ns) = namespace {
-            if explicit_namespace && format_options.ecs_namespace != ns {
-                return Err((
-                    key("ecs_namespace"),
-                    format!("{:?} differs from the namespace of data_stream {ds:?}; leave ecs_namespace out", format_options.ecs_namespace),
-                ));
-            }
-            format_options.ecs_namespace = ns.to_string();
-        }
-    }
-    // CSV is for auditors opening a file in a spreadsheet; the file starts with its header.
-    let mut kind = kind;
-    match &mut kind {
-        SinkKind::File(file) => file.header = format.header(),
-        _ if format == Format::Csv => {
-            return Err((
-                key("format"),
-                format!("\"csv\" is for `file` sinks only (a spreadsheet opens a file); a {type_name} sink takes json, ecs or cef"),
-            ))
-        }
-        _ => {}
-    }
-    kind.validate(format).map_err(|m| {
-        (
-            format!("sinks[{i}]"),
-            format!("({type_name} sink {name:?}) {m}"),
-        )
-    })?;
-    Ok(SinkSpec {
-        name,
-        format,
-        format_options,
-        batch_max_events,
-        kind,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::Format;
 
     const GOOD: &str = r#"
 [codacy]
@@ -1136,9 +1008,11 @@ format = "json"
     fn csv_is_a_file_sink_format_only() {
         let c = parse(&GOOD.replace("format = \"json\"", "format = \"csv\"")).unwrap();
         assert_eq!(c.sinks[0].format, Format::Csv);
-        assert!(
-            matches!(&c.sinks[0].kind, SinkKind::File(f) if f.header == Some(crate::format::csv::HEADER))
-        );
+        let file = c.sinks[0]
+            .config
+            .as_any()
+            .downcast_ref::<crate::sink::file::FileSinkConfig>();
+        assert_eq!(file.unwrap().header, Some(crate::format::csv::HEADER));
         let syslog = GOOD.replace(
             "type = \"file\"\npath = \"/tmp/x/audit.ndjson\"\nformat = \"json\"",
             "type = \"syslog\"\naddress = \"tcp://127.0.0.1:514\"\nformat = \"csv\"",

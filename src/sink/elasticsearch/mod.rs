@@ -17,20 +17,24 @@
 //! from the event time because data streams require it. `data_stream` must agree with the ECS
 //! `data_stream.*` fields, so with `format = "ecs"` its namespace should equal `ecs_namespace`.
 
-use super::{
-    build_client, classify_status, de_duration, display_url, gzip, join, load_secret, send,
-    split_by_bytes, tls_options, validate_url, Auth, AuthConfig, Compression, Rejects, StatusClass,
-    DEFAULT_BATCH_MAX_BYTES, DEFAULT_TIMEOUT,
-};
 use crate::clock::Backoff;
+use crate::config::{from_table, FieldError};
 use crate::format::Format;
 use crate::secret::Redactor;
+use crate::sink::http::{
+    build_client, classify_status, de_duration, display_url, gzip, join, load_secret, send,
+    split_by_bytes, validate_url, Auth, AuthConfig, Compression, Rejects, StatusClass,
+    DEFAULT_BATCH_MAX_BYTES, DEFAULT_TIMEOUT,
+};
+use crate::sink::registry::{SinkCommon, SinkConfig, SinkType};
 use crate::sink::{Record, Sink, SinkContext, SinkError};
+use crate::tls::TlsSettings;
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const DEFAULT_DATA_STREAM: &str = "logs-codacy.audit-default";
@@ -60,17 +64,9 @@ pub struct ElasticsearchConfig {
     pub compression: Compression,
     #[serde(default, deserialize_with = "de_duration")]
     pub timeout: Option<Duration>,
-    #[serde(default)]
-    pub tls_ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_key_file: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_verify: Option<bool>,
-    /// Passed through by the common config; ignored here.
-    #[serde(default)]
-    pub hostname: Option<String>,
+    /// The `tls_*` keys, taken out of the table before the rest is parsed.
+    #[serde(skip)]
+    pub tls: TlsSettings,
     /// Accept `http://` to a host other than loopback (a warning is logged at every start).
     #[serde(default)]
     pub allow_insecure_http: bool,
@@ -111,14 +107,83 @@ pub fn validate_data_stream(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+pub const TYPE: SinkType = SinkType {
+    name: "elasticsearch",
+    carries_host: false,
+    parse: |table, _| Ok(Box::new(ElasticsearchConfig::from_json(table.into())?)),
+};
+
+#[async_trait]
+impl SinkConfig for ElasticsearchConfig {
+    fn formats(&self) -> &'static [Format] {
+        &[Format::Ecs, Format::Json]
+    }
+
+    /// Also settles what the data stream dictates: an ECS document's `data_stream` fields must
+    /// equal the data stream it lands in, or Elasticsearch rejects it (constant_keyword), and a
+    /// JSON document needs the `@timestamp` every data stream requires.
+    fn validate(&self, common: &mut SinkCommon) -> Result<(), FieldError> {
+        self.validate_keys(common.format)
+            .map_err(FieldError::whole)?;
+        common.format_options.timestamp_field = common.format == Format::Json;
+        if common.format != Format::Ecs {
+            return Ok(());
+        }
+        let ds = self.data_stream();
+        let mut parts = ds.splitn(3, '-');
+        let (_, dataset, namespace) = (parts.next(), parts.next(), parts.next());
+        if dataset != Some("codacy.audit") {
+            return Err(FieldError::new(
+                "data_stream",
+                format!("{ds:?}: ECS documents carry data_stream.dataset \"codacy.audit\"; use logs-codacy.audit-<namespace>"),
+            ));
+        }
+        if let Some(ns) = namespace {
+            if common.explicit_namespace && common.format_options.ecs_namespace != ns {
+                return Err(FieldError::new(
+                    "ecs_namespace",
+                    format!("{:?} differs from the namespace of data_stream {ds:?}; leave ecs_namespace out", common.format_options.ecs_namespace),
+                ));
+            }
+            common.format_options.ecs_namespace = ns.to_string();
+        }
+        Ok(())
+    }
+
+    /// The credentials this sink sends (none when they cannot be read: then nothing is sent).
+    fn redactor(&self) -> Redactor {
+        self.auth(true).map(|a| a.redactor()).unwrap_or_default()
+    }
+
+    fn cleartext_url(&self) -> Option<String> {
+        crate::sink::http::cleartext_url(&self.url)
+    }
+
+    async fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(Arc::new(ElasticsearchSink::new(self.clone(), ctx)?))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 impl ElasticsearchConfig {
-    fn tls(&self) -> crate::tls::TlsOptions {
-        tls_options(
-            &self.tls_ca_file,
-            &self.tls_cert_file,
-            &self.tls_key_file,
-            self.tls_verify,
-        )
+    /// Parses the sink's own keys (the `tls_*` keys through the shared TLS settings).
+    pub fn from_json(mut table: serde_json::Value) -> Result<Self, FieldError> {
+        let tls = table
+            .as_object_mut()
+            .map(crate::sink::http::http_tls)
+            .transpose()?
+            .unwrap_or_else(TlsSettings::verified);
+        Ok(ElasticsearchConfig {
+            tls,
+            ..from_table(table)?
+        })
+    }
+
+    fn tls(&self) -> TlsSettings {
+        self.tls.clone()
     }
 
     pub fn data_stream(&self) -> &str {
@@ -144,12 +209,7 @@ impl ElasticsearchConfig {
         }
     }
 
-    /// The credentials this sink sends (none when they cannot be read: then nothing is sent).
-    pub fn redactor(&self) -> Redactor {
-        self.auth(true).map(|a| a.redactor()).unwrap_or_default()
-    }
-
-    pub fn validate(&self, format: Format) -> Result<(), String> {
+    pub fn validate_keys(&self, format: Format) -> Result<(), String> {
         if format == Format::Cef {
             return Err(
                 "Elasticsearch stores JSON documents: use format = \"ecs\" (recommended) or \"json\""
@@ -157,7 +217,7 @@ impl ElasticsearchConfig {
             );
         }
         validate_url(&self.url, &self.tls(), self.allow_insecure_http)?;
-        super::generic::validate_common(self.batch_max_bytes, self.timeout)?;
+        crate::sink::webhook::validate_common(self.batch_max_bytes, self.timeout)?;
         validate_data_stream(self.data_stream())?;
         self.auth(false)?;
         Ok(())
@@ -209,27 +269,6 @@ fn item_result(item: &serde_json::Map<String, Value>) -> Option<(u16, String)> {
         ),
     };
     Some((status, error))
-}
-
-/// Adds `"@timestamp"` to a JSON-object record that lacks it (json format into a data stream).
-fn with_timestamp(payload: &[u8], timestamp_ms: i64) -> Option<Vec<u8>> {
-    let map: serde_json::Map<String, Value> = serde_json::from_slice(payload).ok()?;
-    if map.contains_key("@timestamp") {
-        return None;
-    }
-    let ts = chrono::DateTime::from_timestamp_millis(timestamp_ms)?
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let mut out = Vec::with_capacity(payload.len() + 40);
-    out.extend_from_slice(b"{\"@timestamp\":");
-    let _ = serde_json::to_writer(&mut out, &ts);
-    let rest = &payload[1..];
-    if map.is_empty() {
-        out.push(b'}');
-    } else {
-        out.push(b',');
-        out.extend_from_slice(rest);
-    }
-    Some(out)
 }
 
 pub struct ElasticsearchSink {
@@ -292,10 +331,7 @@ impl ElasticsearchSink {
         let mut out = Vec::with_capacity(r.payload.len() + 160);
         let _ = serde_json::to_writer(&mut out, &action);
         out.push(b'\n');
-        match with_timestamp_if_json(r) {
-            Some(doc) => out.extend_from_slice(&doc),
-            None => out.extend_from_slice(&r.payload),
-        }
+        out.extend_from_slice(&r.payload);
         out.push(b'\n');
         out
     }
@@ -444,12 +480,6 @@ impl ElasticsearchSink {
     }
 }
 
-fn with_timestamp_if_json(r: &Record) -> Option<Vec<u8>> {
-    (r.format == Format::Json)
-        .then(|| with_timestamp(&r.payload, r.timestamp_ms))
-        .flatten()
-}
-
 #[async_trait]
 impl Sink for ElasticsearchSink {
     async fn deliver(&self, batch: &[Record]) -> Result<(), SinkError> {
@@ -554,19 +584,6 @@ mod tests {
     }
 
     #[test]
-    fn json_records_get_a_timestamp() {
-        let out = with_timestamp(br#"{"timestamp":"x","a":1}"#, 1_719_827_130_656).unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["@timestamp"], "2024-07-01T09:45:30.656Z");
-        assert_eq!(v["a"], 1);
-        assert_eq!(with_timestamp(br#"{"@timestamp":"y"}"#, 0), None);
-        assert_eq!(
-            with_timestamp(b"{}", 0).unwrap(),
-            br#"{"@timestamp":"1970-01-01T00:00:00.000Z"}"#
-        );
-    }
-
-    #[test]
     fn config_validation() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("es-api-key");
@@ -575,25 +592,26 @@ mod tests {
             "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==\n",
         )
         .unwrap();
-        let parse = |v: Value| -> ElasticsearchConfig { crate::sink::from_table(v).unwrap() };
+        let parse =
+            |v: Value| -> ElasticsearchConfig { ElasticsearchConfig::from_json(v).unwrap() };
         let good = parse(serde_json::json!({"url": "https://es.example.com:9200",
             "api_key_file": key, "data_stream": "logs-codacy.audit-default"}));
-        good.validate(Format::Ecs).unwrap();
-        good.validate(Format::Json).unwrap();
-        assert!(good.validate(Format::Cef).unwrap_err().contains("ecs"));
+        good.validate_keys(Format::Ecs).unwrap();
+        good.validate_keys(Format::Json).unwrap();
+        assert!(good.validate_keys(Format::Cef).unwrap_err().contains("ecs"));
         let e = parse(serde_json::json!({"url": "https://es:9200"}))
-            .validate(Format::Ecs)
+            .validate_keys(Format::Ecs)
             .unwrap_err();
         assert!(e.contains("api_key_file"), "{e}");
         let e = parse(
             serde_json::json!({"url": "https://es:9200", "api_key_file": key,
             "auth": {"user": "elastic", "password_file": key}}),
         )
-        .validate(Format::Ecs)
+        .validate_keys(Format::Ecs)
         .unwrap_err();
         assert!(e.contains("not both"), "{e}");
         let e = parse(serde_json::json!({"url": "https://es:9200", "api_key_file": key, "data_stream": "codacy"}))
-            .validate(Format::Ecs)
+            .validate_keys(Format::Ecs)
             .unwrap_err();
         assert!(e.contains("<type>-<dataset>-<namespace>"), "{e}");
     }
