@@ -250,6 +250,7 @@ impl Client {
         }
     }
 
+    /// Asks for one page of `[from_ms, to_ms)`.
     async fn send(
         &self,
         url: &str,
