@@ -220,6 +220,7 @@ impl Client {
         })
     }
 
+    /// One request: its page, or what to do about its failure.
     async fn attempt(
         &self,
         org: &OrgRef,
@@ -230,23 +231,7 @@ impl Client {
         cursor: Option<&str>,
     ) -> Attempt {
         let org_key = org.key();
-        let mut query: Vec<(&str, String)> = vec![
-            ("from", from_ms.to_string()),
-            ("to", to_ms.to_string()),
-            ("limit", limit.to_string()),
-        ];
-        if let Some(c) = cursor {
-            query.push(("cursor", c.to_string()));
-        }
-        let response = self
-            .http
-            .get(url)
-            .header("api-token", token_header(&self.token))
-            .header("accept", "application/json")
-            .query(&query)
-            .send()
-            .await;
-        let response = match response {
+        let response = match self.send(url, from_ms, to_ms, limit, cursor).await {
             Ok(r) => r,
             Err(e) => {
                 self.metrics.api_request(&org_key, "error");
@@ -258,6 +243,42 @@ impl Client {
         };
         let status = response.status();
         self.metrics.api_request(&org_key, status.as_str());
+        if status.is_success() {
+            self.read_page(url, limit, response).await
+        } else {
+            self.unsuccessful(org, url, response).await
+        }
+    }
+
+    /// Asks for one page of `[from_ms, to_ms)`.
+    async fn send(
+        &self,
+        url: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut query: Vec<(&str, String)> = vec![
+            ("from", from_ms.to_string()),
+            ("to", to_ms.to_string()),
+            ("limit", limit.to_string()),
+        ];
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_string()));
+        }
+        self.http
+            .get(url)
+            .header("api-token", token_header(&self.token))
+            .header("accept", "application/json")
+            .query(&query)
+            .send()
+            .await
+    }
+
+    /// A status other than 2xx: wait and retry (429, 5xx), or an error that needs a human.
+    async fn unsuccessful(&self, org: &OrgRef, url: &str, response: reqwest::Response) -> Attempt {
+        let status = response.status();
         if status.as_u16() == 429 {
             let after = retry_after(response.headers());
             return Attempt::RateLimited {
@@ -280,27 +301,7 @@ impl Client {
             });
         }
         if status.as_u16() == 404 {
-            let (body, _) = read_body(response, MAX_ERROR_BODY)
-                .await
-                .unwrap_or_default();
-            // Codacy (and the simulator) explain a 404 in a JSON object; a web server, proxy
-            // or wrong base path answers with HTML, text or nothing.
-            let codacy_like = serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.is_object());
-            return Attempt::Fatal(if codacy_like {
-                ApiError::NotFound {
-                    url: url.to_string(),
-                    org: org_key,
-                }
-            } else {
-                ApiError::NotCodacy {
-                    url: url.to_string(),
-                    body: if body.is_empty() {
-                        "(an empty body)".to_string()
-                    } else {
-                        body_excerpt(&body, &self.redactor)
-                    },
-                }
-            });
+            return Attempt::Fatal(self.not_found(org, url, response).await);
         }
         if status.is_redirection() {
             let location = response
@@ -317,16 +318,44 @@ impl Client {
                 ),
             });
         }
-        if !status.is_success() {
-            let (body, _) = read_body(response, MAX_ERROR_BODY)
-                .await
-                .unwrap_or_default();
-            return Attempt::Fatal(ApiError::Rejected {
-                status: status.as_u16(),
+        let (body, _) = read_body(response, MAX_ERROR_BODY)
+            .await
+            .unwrap_or_default();
+        Attempt::Fatal(ApiError::Rejected {
+            status: status.as_u16(),
+            url: url.to_string(),
+            body: body_excerpt(&body, &self.redactor),
+        })
+    }
+
+    /// A 404 from Codacy names an organization it does not know; from anything else, a wrong
+    /// `codacy.base_url`.
+    async fn not_found(&self, org: &OrgRef, url: &str, response: reqwest::Response) -> ApiError {
+        let (body, _) = read_body(response, MAX_ERROR_BODY)
+            .await
+            .unwrap_or_default();
+        // Codacy (and the simulator) explain a 404 in a JSON object; a web server, proxy
+        // or wrong base path answers with HTML, text or nothing.
+        let codacy_like = serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.is_object());
+        if codacy_like {
+            ApiError::NotFound {
                 url: url.to_string(),
-                body: body_excerpt(&body, &self.redactor),
-            });
+                org: org.key(),
+            }
+        } else {
+            ApiError::NotCodacy {
+                url: url.to_string(),
+                body: if body.is_empty() {
+                    "(an empty body)".to_string()
+                } else {
+                    body_excerpt(&body, &self.redactor)
+                },
+            }
         }
+    }
+
+    /// A 2xx: its body, read up to `codacy.max_response_bytes`, parsed as a page.
+    async fn read_page(&self, url: &str, limit: u32, response: reqwest::Response) -> Attempt {
         let too_large = |content_length| {
             Attempt::Fatal(ApiError::TooLarge {
                 url: url.to_string(),

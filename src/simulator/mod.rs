@@ -80,9 +80,11 @@
 
 mod generate;
 mod server;
+mod vocabulary;
 
-pub use generate::{generate_events, GenOptions, ACTIONS};
+pub use generate::{generate_events, GenOptions};
 pub use server::ServerHandle;
+pub use vocabulary::ACTIONS;
 
 use crate::clock::{self, SharedClock};
 use crate::event::{parse_timestamp, OrgRef, Provider};

@@ -1,4 +1,5 @@
-use super::generate::{rfc3339_ms, AWKWARD};
+use super::generate::rfc3339_ms;
+use super::vocabulary::AWKWARD;
 use super::*;
 use crate::clock::Clock;
 use crate::event::AuditEvent;

@@ -1,0 +1,323 @@
+//! Metrics and status: counters and gauges the pipeline updates, rendered as Prometheus text,
+//! plus the per-(organization, sink) status that `/health` and logs report, and the small HTTP
+//! server (`[telemetry] listen`) that exposes both.
+//!
+//! - This module: the registry ([`Metrics`]) and what the pipeline records in it.
+//! - `render`: every metric's name and help text ([`METRICS`]), and the Prometheus text, with the
+//!   series that follow live state (a lane's lag, its state) computed at scrape time.
+//! - `health`: the `/health` policy and its answer.
+//! - `server`: the HTTP server for `/metrics` and `/health`.
+
+mod health;
+mod render;
+mod server;
+
+pub use health::{health, Health, HealthPolicy, HealthState, PipelineHealth};
+pub use render::METRICS;
+pub use server::{serve, METRICS_CONTENT_TYPE};
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use render::CHECKPOINT_TIMESTAMP;
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Debug, Default)]
+struct Inner {
+    counters: BTreeMap<(&'static str, Labels), u64>,
+    gauges: BTreeMap<(&'static str, Labels), f64>,
+    status: BTreeMap<(String, String), PipelineStatus>,
+    /// Pipelines that are running, with when they started (epoch ms): the staleness baseline
+    /// until their first success.
+    registered: BTreeMap<(String, String), i64>,
+    /// What a destination says is wrong with it (sink -> (condition, since ms)), e.g. Kafka's
+    /// "all brokers are down": named next to its lanes on /health.
+    conditions: BTreeMap<String, (String, i64)>,
+}
+
+/// Health of one pipeline: an organization's fetch (`sink` = "") or one (organization, sink).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PipelineStatus {
+    /// Last time this pipeline completed a pass without error, epoch ms.
+    pub last_success_ms: Option<i64>,
+    /// The last error, cleared on success.
+    pub last_error: Option<String>,
+    /// The last error needs a human (see [`Metrics::fatal_failure`]); cleared on success.
+    pub fatal: bool,
+    /// A lane: since when its batch in flight waits for the destination (epoch ms).
+    pub delivering_since_ms: Option<i64>,
+    /// A lane catching up alone from its own cursor.
+    pub catching_up: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+fn labels(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let m = Metrics::default();
+        m.set_gauge(
+            "codacy_forwarder_build_info",
+            &[("version", crate::format::AGENT_VERSION)],
+            1.0,
+        );
+        m
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the maps inconsistent; keep going.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add(&self, name: &'static str, pairs: &[(&'static str, &str)], n: u64) {
+        *self
+            .lock()
+            .counters
+            .entry((name, labels(pairs)))
+            .or_default() += n;
+    }
+
+    pub fn set_gauge(&self, name: &'static str, pairs: &[(&'static str, &str)], v: f64) {
+        self.lock().gauges.insert((name, labels(pairs)), v);
+    }
+
+    pub fn counter(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> u64 {
+        self.lock()
+            .counters
+            .get(&(name, labels(pairs)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn gauge(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> Option<f64> {
+        self.lock().gauges.get(&(name, labels(pairs))).copied()
+    }
+
+    pub fn events_fetched(&self, org: &str, n: u64) {
+        self.add(
+            "codacy_forwarder_events_fetched_total",
+            &[("organization", org)],
+            n,
+        );
+    }
+
+    pub fn events_reread(&self, org: &str, n: u64) {
+        self.add(
+            "codacy_forwarder_events_reread_total",
+            &[("organization", org)],
+            n,
+        );
+    }
+
+    pub fn events_delivered(&self, org: &str, sink: &str, n: u64) {
+        self.add(
+            "codacy_forwarder_events_delivered_total",
+            &[("organization", org), ("sink", sink)],
+            n,
+        );
+    }
+
+    pub fn events_dead_lettered(&self, org: &str, sink: &str, n: u64) {
+        self.add(
+            "codacy_forwarder_events_dead_lettered_total",
+            &[("organization", org), ("sink", sink)],
+            n,
+        );
+    }
+
+    pub fn events_invalid(&self, org: &str, n: u64) {
+        self.add(
+            "codacy_forwarder_events_invalid_total",
+            &[("organization", org)],
+            n,
+        );
+    }
+
+    pub fn api_request(&self, org: &str, status: &str) {
+        self.add(
+            "codacy_forwarder_api_requests_total",
+            &[("organization", org), ("status", status)],
+            1,
+        );
+    }
+
+    /// Requests waiting for a slot of the API scheduler (+1 / -1).
+    pub fn api_queue(&self, delta: i64) {
+        self.add_to_gauge("codacy_forwarder_api_queue_length", delta);
+    }
+
+    /// Requests to the Codacy API in flight (+1 / -1).
+    pub fn api_in_flight(&self, delta: i64) {
+        self.add_to_gauge("codacy_forwarder_api_requests_in_flight", delta);
+    }
+
+    /// A 429 slowed every organization down.
+    pub fn api_slowdown(&self) {
+        self.add("codacy_forwarder_api_slowdowns_total", &[], 1);
+    }
+
+    fn add_to_gauge(&self, name: &'static str, delta: i64) {
+        let mut inner = self.lock();
+        let v = inner.gauges.entry((name, labels(&[]))).or_insert(0.0);
+        *v = (*v + delta as f64).max(0.0);
+    }
+
+    /// A checkpoint could not be written after the sink acknowledged a batch.
+    pub fn checkpoint_write_failed(&self, org: &str, sink: &str) {
+        self.add(
+            "codacy_forwarder_checkpoint_write_failures_total",
+            &[("organization", org), ("sink", sink)],
+            1,
+        );
+    }
+
+    pub fn retry(&self, component: &str) {
+        self.add(
+            "codacy_forwarder_retries_total",
+            &[("component", component)],
+            1,
+        );
+    }
+
+    /// A lane's live position (delivered up to `cursor_ms`). Its lag is computed when `/metrics`
+    /// is scraped, so it grows while the lane is stuck.
+    pub fn checkpoint(&self, org: &str, sink: &str, cursor_ms: i64, _now_ms: i64) {
+        self.set_gauge(
+            CHECKPOINT_TIMESTAMP,
+            &[("organization", org), ("sink", sink)],
+            cursor_ms as f64 / 1000.0,
+        );
+    }
+
+    /// What the destination of `sink` says is wrong (Kafka: "all brokers are down"), or that it
+    /// is fine again (`None`). The first report's time is kept while the condition lasts.
+    pub fn destination_condition(&self, sink: &str, condition: Option<&str>, now_ms: i64) {
+        let mut inner = self.lock();
+        match condition {
+            None => {
+                inner.conditions.remove(sink);
+            }
+            Some(c) => {
+                let entry = inner
+                    .conditions
+                    .entry(sink.to_string())
+                    .or_insert_with(|| (c.to_string(), now_ms));
+                if entry.0 != c {
+                    *entry = (c.to_string(), now_ms);
+                }
+            }
+        }
+    }
+
+    /// A lane's batch is now waiting for its destination (`Some(since)`), or got its answer.
+    pub fn delivering(&self, org: &str, sink: &str, since_ms: Option<i64>) {
+        self.status_mut(org, sink, |s| s.delivering_since_ms = since_ms);
+    }
+
+    /// A lane started or finished catching up alone.
+    pub fn catching_up(&self, org: &str, sink: &str, on: bool) {
+        self.status_mut(org, sink, |s| s.catching_up = on);
+    }
+
+    fn status_mut(&self, org: &str, sink: &str, change: impl FnOnce(&mut PipelineStatus)) {
+        let mut inner = self.lock();
+        change(
+            inner
+                .status
+                .entry((org.to_string(), sink.to_string()))
+                .or_default(),
+        );
+    }
+
+    pub fn poll_succeeded(&self, org: &str, now_ms: i64) {
+        self.set_gauge(
+            "codacy_forwarder_last_successful_poll_timestamp_seconds",
+            &[("organization", org)],
+            now_ms as f64 / 1000.0,
+        );
+        self.success(org, "", now_ms);
+    }
+
+    /// Records progress of a pipeline (`sink` = "" for the organization's fetch).
+    pub fn success(&self, org: &str, sink: &str, now_ms: i64) {
+        self.set_gauge(
+            "codacy_forwarder_pipeline_last_success_timestamp_seconds",
+            &[("organization", org), ("sink", sink)],
+            now_ms as f64 / 1000.0,
+        );
+        self.status_mut(org, sink, |s| {
+            s.last_success_ms = Some(now_ms);
+            s.last_error = None;
+            s.fatal = false;
+        });
+    }
+
+    /// Records a failure of a pipeline (`sink` = "" for the organization's fetch).
+    pub fn failure(&self, org: &str, sink: &str, error: &str) {
+        self.record_failure(org, sink, error, false);
+    }
+
+    /// Records a failure that retrying will not fix (bad token, permission denied): `/health`
+    /// reports the pipeline unhealthy at once instead of waiting for it to go stale.
+    pub fn fatal_failure(&self, org: &str, sink: &str, error: &str) {
+        self.record_failure(org, sink, error, true);
+    }
+
+    fn record_failure(&self, org: &str, sink: &str, error: &str, fatal: bool) {
+        self.status_mut(org, sink, |s| {
+            s.last_error = Some(error.to_string());
+            s.fatal = fatal;
+        });
+    }
+
+    /// A pipeline started (`sink` = "" for the organization's fetch). Until its first success,
+    /// `/health` measures staleness from `now_ms`. Registering again keeps the first time.
+    pub fn register(&self, org: &str, sink: &str, now_ms: i64) {
+        self.lock()
+            .registered
+            .entry((org.to_string(), sink.to_string()))
+            .or_insert(now_ms);
+    }
+
+    /// A pipeline stopped for good (organization or sink removed): forget its status and gauges.
+    pub fn unregister(&self, org: &str, sink: &str) {
+        self.forget(org, sink);
+    }
+
+    /// Registered pipelines and when they started (epoch ms).
+    pub fn registered(&self) -> BTreeMap<(String, String), i64> {
+        self.lock().registered.clone()
+    }
+
+    /// `/health` as of `now_ms`; see the module docs for the policy.
+    /// Status of every pipeline seen so far, keyed by (organization, sink).
+    pub fn statuses(&self) -> BTreeMap<(String, String), PipelineStatus> {
+        self.lock().status.clone()
+    }
+
+    /// Forgets a pipeline's status and gauges (a removed organization or sink).
+    pub fn forget(&self, org: &str, sink: &str) {
+        let mut inner = self.lock();
+        inner.status.remove(&(org.to_string(), sink.to_string()));
+        inner
+            .registered
+            .remove(&(org.to_string(), sink.to_string()));
+        // A removed pipeline's series disappear from /metrics (gauges and counters alike).
+        let matches = |l: &Labels| {
+            l.iter().any(|(k, v)| *k == "organization" && v == org)
+                && (sink.is_empty() || l.iter().any(|(k, v)| *k == "sink" && v == sink))
+        };
+        inner.gauges.retain(|(_, l), _| !matches(l));
+        inner.counters.retain(|(_, l), _| !matches(l));
+    }
+}
+
+#[cfg(test)]
+mod tests;
