@@ -426,9 +426,3 @@ async fn check_sink(
         message,
     }
 }
-
-/// Where a configuration error goes with `--json`: the same shape's `ok` and the message.
-pub fn config_error_json(path: &Path, message: &str) -> String {
-    serde_json::json!({ "ok": false, "config": path.display().to_string(), "error": message })
-        .to_string()
-}

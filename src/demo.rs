@@ -4,16 +4,16 @@
 //! duration ends.
 
 use crate::agent::{Agent, StartError};
+use crate::cli::{lock_state_dir, on_signal};
 use crate::clock::SharedClock;
 use crate::config::{Config, TokenSources};
 use crate::event::{OrgRef, Provider};
-use crate::lock::StateLock;
 use crate::simulator::{generate_events, GenOptions, ProducerOptions, Simulator};
 use crate::telemetry::Metrics;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::SignalKind;
 
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 const DEMO_TOKEN: &str = "demo-token";
@@ -76,16 +76,11 @@ pub async fn run(
     // `once`) on the same directory would deliver twice.
     crate::agent::prepare_state_dir(&config)?;
     let state_dir = config.agent.state_dir.clone();
-    let _lock = StateLock::acquire(&state_dir).map_err(|e| StartError::State {
-        path: state_dir.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let _lock = lock_state_dir(&state_dir)?;
     let file = out.join("audit.ndjson");
     // SIGTERM (systemd, `kill`, a test harness) ends it like Ctrl-C: summary included.
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| StartError::Other(format!("cannot install signal handler: {e}")))?;
-    let mut interrupt = signal(SignalKind::interrupt())
-        .map_err(|e| StartError::Other(format!("cannot install signal handler: {e}")))?;
+    let mut term = on_signal(SignalKind::terminate())?;
+    let mut interrupt = on_signal(SignalKind::interrupt())?;
     println!("codacy-audit-forwarder demo");
     println!(
         "  Codacy API simulator: {}/api/v3/organizations/gh/demo-org/audit",

@@ -1,14 +1,16 @@
 //! CLI only: parse, load config, run, map errors to exit codes (0 ok, 1 failure, 2 configuration).
 
 use clap::{CommandFactory, Parser, Subcommand};
-use codacy_audit_forwarder::agent::{self, StartError};
+use codacy_audit_forwarder::agent;
+use codacy_audit_forwarder::cli::{self, CliError};
 use codacy_audit_forwarder::clock::{self, SharedClock};
 use codacy_audit_forwarder::config::{Config, ConfigError, LoadOptions, DEFAULT_CONFIG_PATH};
+use codacy_audit_forwarder::export::{self, ExportError};
 use codacy_audit_forwarder::logging::{self, LogFormat};
-use codacy_audit_forwarder::secret::{Redactor, SharedRedactor};
+use codacy_audit_forwarder::secret::SharedRedactor;
 use codacy_audit_forwarder::telemetry::Metrics;
-use codacy_audit_forwarder::{check, cli, status};
-use std::path::PathBuf;
+use codacy_audit_forwarder::{check, demo, status};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,138 +168,81 @@ enum StateCommand {
     },
 }
 
-fn config_error(e: &ConfigError) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(2)
-}
-
-fn start_error(e: &StartError, redactor: &Redactor) -> ExitCode {
-    eprintln!("error: {}", redactor.redact(&e.to_string()));
-    ExitCode::from(e.exit_code() as u8)
-}
-
-/// Loads the configuration and has its secrets blanked from log lines from now on; says where
-/// the token came from (root running `once` finds the service's credential, and should know).
-fn load_with(
-    path: &std::path::Path,
-    options: &LoadOptions,
-    log: &SharedRedactor,
-) -> Result<(Config, Redactor), ConfigError> {
-    let cfg = Config::load_with(path, options)?;
-    if cfg.codacy.token_missing.is_none() {
-        tracing::info!(source = %cfg.codacy.token_source, "API token found");
+impl Command {
+    /// The configuration of a command run with `--json`: its errors go to stdout as JSON too.
+    fn json_config(&self) -> Option<&Path> {
+        match self {
+            Command::Once { config, json: true }
+            | Command::Check {
+                config, json: true, ..
+            }
+            | Command::State {
+                command: StateCommand::Show { config, json: true },
+            } => Some(&config.path),
+            _ => None,
+        }
     }
-    let redactor = cfg.redactor();
-    log.add(&redactor);
-    Ok((cfg, redactor))
-}
-
-fn load(path: &std::path::Path, log: &SharedRedactor) -> Result<(Config, Redactor), ExitCode> {
-    load_with(path, &LoadOptions::from_env(), log).map_err(|e| config_error(&e))
-}
-
-/// `state` never calls the API: it works without a token.
-fn load_without_token(
-    path: &std::path::Path,
-    log: &SharedRedactor,
-) -> Result<(Config, Redactor), ExitCode> {
-    load_with(path, &LoadOptions::from_env().token_optional(), log).map_err(|e| config_error(&e))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log = logging::init(cli.log_format, "info");
+    let json_config = cli.command.json_config().map(Path::to_path_buf);
+    let fail = |e: CliError| ExitCode::from(e.report(json_config.as_deref(), &log.current()));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(CliError::Runtime(e)),
     };
-    runtime.block_on(async_main(cli, log))
+    // The runtime stays up while the error is reported, as while the command ran.
+    match runtime.block_on(run(cli.command, log.clone())) {
+        Ok(code) => code,
+        Err(e) => fail(e),
+    }
 }
 
-async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
+/// Loads the configuration and has its secrets blanked from log lines, errors and output from
+/// now on; says where the token came from (root running `once` finds the service's credential,
+/// and should know).
+fn load(path: &Path, options: LoadOptions, log: &SharedRedactor) -> Result<Config, ConfigError> {
+    let cfg = Config::load_with(path, &options)?;
+    if cfg.codacy.token_missing.is_none() {
+        tracing::info!(source = %cfg.codacy.token_source, "API token found");
+    }
+    log.add(&cfg.redactor());
+    Ok(cfg)
+}
+
+/// Runs one command: `Ok` with the exit code of a command that ran to its end (`once` and
+/// `check` say 1 when something failed), `Err` when it could not.
+async fn run(command: Command, log: SharedRedactor) -> Result<ExitCode, CliError> {
     let clock: SharedClock = clock::system();
-    match cli.command {
+    match command {
         Command::Run { config } => {
-            let (cfg, redactor) = match load(&config.path, &log) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match cli::run_daemon(config.path, cfg, clock, log).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => start_error(&e, &redactor),
-            }
+            let cfg = load(&config.path, LoadOptions::from_env(), &log)?;
+            cli::run_daemon(config.path, cfg, clock, log).await?;
         }
-        Command::Once { config, json } => {
-            let (cfg, redactor) = match load(&config.path, &log) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let metrics = Arc::new(Metrics::new());
-            let cfg = Arc::new(cfg);
-            match agent::once(cfg.clone(), metrics, clock).await {
-                Ok(reports) => {
-                    let ok = reports.iter().all(|(_, r)| r.ok());
-                    let sinks: Vec<String> = cfg.sinks.iter().map(|s| s.name.clone()).collect();
-                    let text = if json {
-                        cli::once_json(&reports)
-                    } else {
-                        cli::once_text(&reports, &sinks)
-                    };
-                    let _ = cli::write_stdout(redactor.redact(&text).as_bytes());
-                    if ok {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    }
-                }
-                Err(e) => start_error(&e, &redactor),
-            }
-        }
+        Command::Once { config, json } => return once(&config.path, json, &log, clock).await,
         Command::Check {
             config,
             offline,
             json,
         } => {
             // Without a token the rest is still validated (and the token reported missing).
-            let options = LoadOptions::from_env().token_optional();
-            let (cfg, redactor) = match load_with(&config.path, &options, &log) {
-                Ok(c) => c,
-                Err(e) => {
-                    if json {
-                        let json = check::config_error_json(&config.path, &e.to_string()) + "\n";
-                        let _ = cli::write_stdout(json.as_bytes());
-                    }
-                    return config_error(&e);
-                }
-            };
+            let cfg = load(&config.path, LoadOptions::from_env().token_optional(), &log)?;
             let report = check::check(&cfg, &clock, offline).await;
-            ExitCode::from(check::print(&report, json, &redactor))
+            return Ok(ExitCode::from(check::print(&report, json, &log.current())));
         }
-        Command::Demo { out, duration } => {
-            match codacy_audit_forwarder::demo::run(out, duration, clock).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => start_error(&e, &Redactor::default()),
-            }
-        }
+        Command::Demo { out, duration } => demo::run(out, duration, clock).await?,
         Command::Preview {
             format,
             org,
             ecs_namespace,
             file,
-        } => match cli::preview(&format, &org, &ecs_namespace, file.as_deref(), &clock) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(if e.starts_with("usage:") { 2 } else { 1 })
-            }
-        },
+        } => cli::preview(&format, &org, &ecs_namespace, file.as_deref(), &clock)?,
         Command::Export {
             config,
             org,
@@ -306,110 +251,105 @@ async fn async_main(cli: Cli, log: SharedRedactor) -> ExitCode {
             format,
             output,
         } => {
-            let (cfg, redactor) = match load(&config, &log) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let args = codacy_audit_forwarder::export::ExportArgs {
+            let cfg = load(&config, LoadOptions::from_env(), &log)?;
+            let args = export::ExportArgs {
                 org,
                 from,
                 to,
                 format,
                 output,
             };
-            match codacy_audit_forwarder::export::run(&args, &cfg, &clock).await {
-                Ok(_) => ExitCode::SUCCESS,
+            match export::run(&args, &cfg, &clock).await {
+                Ok(_) => {}
                 // `export ... | head`: the reader has what it wanted.
-                Err(codacy_audit_forwarder::export::ExportError::Write { source, .. })
-                    if source.kind() == std::io::ErrorKind::BrokenPipe =>
-                {
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {}", redactor.redact(&e.to_string()));
-                    ExitCode::from(e.exit_code())
-                }
+                Err(ExportError::Write { source, .. })
+                    if source.kind() == std::io::ErrorKind::BrokenPipe => {}
+                Err(e) => return Err(e.into()),
             }
         }
         // Only CSV today (the Splunk add-on's lookup); `--format` leaves room for more.
         Command::Catalog { format: _ } => {
             let _ = cli::write_stdout(codacy_audit_forwarder::format::catalog::csv().as_bytes());
-            ExitCode::SUCCESS
         }
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
-            clap_complete::generate(
-                shell,
-                &mut cmd,
-                "codacy-audit-forwarder",
-                &mut std::io::stdout(),
-            );
-            ExitCode::SUCCESS
+            let out = &mut std::io::stdout();
+            clap_complete::generate(shell, &mut cmd, "codacy-audit-forwarder", out);
         }
-        Command::Man { dir: Some(dir) } => match clap_mangen::generate_to(Cli::command(), &dir) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!(
-                    "error: cannot write the manual pages into {}: {e}",
-                    dir.display()
-                );
-                ExitCode::from(1)
-            }
-        },
-        Command::Man { dir: None } => {
-            let mut out = Vec::new();
-            // Built as `--dir` builds it, so the two give the same main page.
-            let mut cmd = Cli::command().disable_help_subcommand(true);
-            cmd.build();
-            match clap_mangen::Man::new(cmd).render(&mut out) {
-                Ok(()) => {
-                    let _ = cli::write_stdout(&out);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: cannot render the manual page: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
-        Command::State { command } => match command {
-            StateCommand::Show { config, json } => {
-                let (cfg, redactor) = match load_without_token(&config.path, &log) {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
-                let now = clock.now_ms();
-                let text = if json {
-                    status::show_json(&cfg, now)
-                } else {
-                    status::show(&cfg, now)
-                };
-                // status.json is written redacted; this also covers files of older versions.
-                let _ = cli::write_stdout(redactor.redact(&text).as_bytes());
-                ExitCode::SUCCESS
-            }
-            StateCommand::Reset {
-                config,
-                org,
-                sink,
-                to,
-                yes,
-            } => {
-                let (cfg, _) = match load_without_token(&config.path, &log) {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
-                match status::reset(&cfg, &org, &sink, &to, yes, clock.now_ms()) {
-                    Ok(msg) => {
-                        println!("{msg}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("error: {}", e.message);
-                        ExitCode::from(e.exit_code)
-                    }
-                }
-            }
-        },
+        Command::Man { dir } => man(dir)?,
+        Command::State { command } => state(command, &log, &clock)?,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `once`: exit 1 when an organization or sink failed (the summary says which).
+async fn once(
+    path: &Path,
+    json: bool,
+    log: &SharedRedactor,
+    clock: SharedClock,
+) -> Result<ExitCode, CliError> {
+    let cfg = Arc::new(load(path, LoadOptions::from_env(), log)?);
+    let reports = agent::once(cfg.clone(), Arc::new(Metrics::new()), clock).await?;
+    let text = if json {
+        cli::once_json(&reports)
+    } else {
+        let sinks: Vec<String> = cfg.sinks.iter().map(|s| s.name.clone()).collect();
+        cli::once_text(&reports, &sinks)
+    };
+    let _ = cli::write_stdout(log.current().redact(&text).as_bytes());
+    Ok(if reports.iter().all(|(_, r)| r.ok()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `state show` / `state reset`: they never call the API, so they work without a token.
+fn state(command: StateCommand, log: &SharedRedactor, clock: &SharedClock) -> Result<(), CliError> {
+    let options = LoadOptions::from_env().token_optional();
+    match command {
+        StateCommand::Show { config, json } => {
+            let cfg = load(&config.path, options, log)?;
+            let now = clock.now_ms();
+            let text = if json {
+                status::show_json(&cfg, now)
+            } else {
+                status::show(&cfg, now)
+            };
+            // status.json is written redacted; this also covers files of older versions.
+            let _ = cli::write_stdout(log.current().redact(&text).as_bytes());
+        }
+        StateCommand::Reset {
+            config,
+            org,
+            sink,
+            to,
+            yes,
+        } => {
+            let cfg = load(&config.path, options, log)?;
+            println!(
+                "{}",
+                status::reset(&cfg, &org, &sink, &to, yes, clock.now_ms())?
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `man`: the main page on stdout, or every page into `dir`.
+fn man(dir: Option<PathBuf>) -> Result<(), CliError> {
+    if let Some(dir) = dir {
+        return clap_mangen::generate_to(Cli::command(), &dir)
+            .map_err(|source| CliError::ManPages { dir, source });
+    }
+    let mut out = Vec::new();
+    // Built as `--dir` builds it, so the two give the same main page.
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    clap_mangen::Man::new(cmd)
+        .render(&mut out)
+        .map_err(CliError::ManPage)?;
+    let _ = cli::write_stdout(&out);
+    Ok(())
 }

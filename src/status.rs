@@ -312,12 +312,11 @@ fn request_reset_from_daemon(
 ) -> Result<String, ResetError> {
     let state_dir = &config.agent.state_dir;
     let request = checkpoint::reset_request_path(state_dir, org, sink);
-    checkpoint::request_reset(&request, org, sink, to_ms).map_err(|e| ResetError {
-        message: format!(
-            "cannot leave the reset request {} for the running daemon: {e}",
-            request.display()
-        ),
-        exit_code: 1,
+    checkpoint::request_reset(&request, org, sink, to_ms).map_err(|source| {
+        ResetError::Request {
+            path: request.clone(),
+            source,
+        }
     })?;
     // A quiet organization may be polled as rarely as max_poll_interval.
     let wait = config.agent.max_poll_interval + std::time::Duration::from_secs(5);
@@ -339,10 +338,24 @@ fn request_reset_from_daemon(
     ))
 }
 
-#[derive(Debug)]
-pub struct ResetError {
-    pub message: String,
-    pub exit_code: u8,
+/// Why `state reset` did not move the checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    /// A flag's value cannot be used (a command-line mistake).
+    #[error("{0}")]
+    BadFlag(String),
+    #[error("the daemon is running on {} and would overwrite this checkpoint; stop it first (or pass --yes)", .state_dir.display())]
+    DaemonRunning { state_dir: std::path::PathBuf },
+    #[error("--to {to} is before Codacy's one-year retention; nothing older can be fetched (pass --yes to set it anyway)")]
+    BeyondRetention { to: String },
+    #[error("cannot leave the reset request {} for the running daemon: {source}", .path.display())]
+    Request {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// Boxed: it is large, and an error is the rare path.
+    #[error(transparent)]
+    Checkpoint(#[from] Box<checkpoint::CheckpointError>),
 }
 
 /// `state reset`: moves one checkpoint to `to` (RFC 3339), clearing its overlap ids.
@@ -354,10 +367,7 @@ pub fn reset(
     yes: bool,
     now_ms: i64,
 ) -> Result<String, ResetError> {
-    let usage = |m: String| ResetError {
-        message: m,
-        exit_code: 2,
-    };
+    let usage = ResetError::BadFlag;
     let (provider, name) = org
         .split_once('/')
         .ok_or_else(|| usage(format!("--org {org:?}: write provider/name, e.g. gh/acme")))?;
@@ -389,37 +399,24 @@ pub fn reset(
     }
     let state_dir = &config.agent.state_dir;
     if !yes && crate::lock::StateLock::is_held(state_dir) {
-        return Err(ResetError {
-            message: format!(
-                "the daemon is running on {} and would overwrite this checkpoint; stop it first (or pass --yes)",
-                state_dir.display()
-            ),
-            exit_code: 1,
+        return Err(ResetError::DaemonRunning {
+            state_dir: state_dir.clone(),
         });
     }
     if !yes && to_ms < now_ms - RETENTION.as_millis() as i64 {
-        return Err(ResetError {
-            message: format!("--to {to} is before Codacy's one-year retention; nothing older can be fetched (pass --yes to set it anyway)"),
-            exit_code: 1,
-        });
+        return Err(ResetError::BeyondRetention { to: to.to_string() });
     }
     let path = checkpoint::path_for(state_dir, &org_ref, sink);
     if crate::lock::StateLock::is_held(state_dir) {
         return request_reset_from_daemon(config, &org_ref, sink, to_ms);
     }
-    let old = checkpoint::load(&path, &org_ref, sink, now_ms).map_err(|e| ResetError {
-        message: e.to_string(),
-        exit_code: 1,
-    });
-    let before = match &old {
+    // An unreadable checkpoint is what a reset repairs: it only shows as "(none)".
+    let before = match checkpoint::load(&path, &org_ref, sink, now_ms) {
         Ok(Some(c)) => fmt_time(c.cursor_ms),
         _ => "(none)".into(),
     };
     let cursor = Cursor::starting_at(to_ms);
-    checkpoint::store(&path, &org_ref, sink, &cursor, now_ms).map_err(|e| ResetError {
-        message: e.to_string(),
-        exit_code: 1,
-    })?;
+    checkpoint::store(&path, &org_ref, sink, &cursor, now_ms).map_err(Box::new)?;
     Ok(format!(
         "{org} / {sink}: cursor moved from {before} to {}; the next poll delivers from there",
         fmt_time(to_ms)

@@ -1,31 +1,12 @@
 //! Every bad configuration stops the real binary with exit code 2 and a message that names the
 //! file and the key (never a panic, never a start).
 
+#[path = "common/cli.rs"]
+mod cli;
+
+use cli::{command, write_config, BIN, GOOD};
 use std::path::Path;
 use std::process::Command;
-
-const GOOD: &str = r#"
-[codacy]
-base_url = "https://app.codacy.com"
-page_limit = 1000
-request_timeout = "30s"
-
-[agent]
-state_dir = "STATE"
-poll_interval = "60s"
-initial_lookback = "24h"
-overlap = "10m"
-
-[[organizations]]
-provider = "gh"
-name = "acme"
-
-[[sinks]]
-name = "archive"
-type = "file"
-path = "STATE/audit.ndjson"
-format = "json"
-"#;
 
 struct Outcome {
     code: Option<i32>,
@@ -33,23 +14,9 @@ struct Outcome {
 }
 
 fn run(dir: &Path, config: &str, subcommand: &str, token: Option<&str>) -> Outcome {
-    let path = dir.join("config.toml");
-    let state = dir.join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    std::fs::write(&path, config.replace("STATE", &state.display().to_string())).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_codacy-audit-forwarder"));
-    cmd.arg(subcommand).arg("--config").arg(&path);
-    // The packaged credential source in /etc must not exist for these tests either.
-    cmd.env_remove("CODACY_API_TOKEN")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env(
-            "CODACY_FORWARDER_CREDENTIAL_SOURCE",
-            dir.join("no-credential-here"),
-        );
-    if let Some(t) = token {
-        cmd.env("CODACY_API_TOKEN", t);
-    }
-    let out = cmd.output().unwrap();
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    let path = write_config(dir, config);
+    let out = command(dir, &[subcommand], &path, token).output().unwrap();
     Outcome {
         code: out.status.code(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -174,7 +141,7 @@ fn token_file_that_does_not_exist() {
 
 #[test]
 fn missing_config_file() {
-    let out = Command::new(env!("CARGO_BIN_EXE_codacy-audit-forwarder"))
+    let out = Command::new(BIN)
         .args(["once", "--config", "/nonexistent/config.toml"])
         .output()
         .unwrap();
@@ -232,7 +199,7 @@ fn allowed_plain_http_is_warned_about_at_every_start() {
     let path = dir.path().join("config.toml");
     std::fs::write(&path, cfg).unwrap();
     // `state show` loads the configuration like every command, without reaching the network.
-    let out = Command::new(env!("CARGO_BIN_EXE_codacy-audit-forwarder"))
+    let out = Command::new(BIN)
         .args(["state", "show", "--config"])
         .arg(&path)
         .env("CODACY_API_TOKEN", "t")
@@ -285,7 +252,7 @@ fn an_environment_override_with_a_bad_value_names_the_variable_not_the_file() {
             "not a whole number",
         ),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_codacy-audit-forwarder"))
+        let out = Command::new(BIN)
             .args(["check", "--offline", "--config"])
             .arg(&path)
             .env("CODACY_API_TOKEN", "t")
