@@ -69,8 +69,8 @@ impl CliError {
     }
 
     /// The error as `--json` prints it, one object on one line: `{"ok": false, "config": path,
-    /// "error": message}`, and for a configuration error also where it is (`file`: the file, or
-    /// the environment variable that overrides it) and its `key` (null for the whole file).
+    /// "error": message}`, and for a configuration error also its `file`, its `key` (null for the
+    /// whole file) and, when an environment variable set the bad value, that `variable`.
     pub fn json(&self, config: &Path, redactor: &Redactor) -> String {
         let mut out = serde_json::json!({
             "ok": false,
@@ -80,6 +80,9 @@ impl CliError {
         if let CliError::Config(e) = self {
             out["file"] = e.file.clone().into();
             out["key"] = (!e.key.is_empty()).then(|| e.key.clone()).into();
+            if let Some(origin) = &e.variable {
+                out["variable"] = origin.variable.clone().into();
+            }
         }
         out.to_string() + "\n"
     }

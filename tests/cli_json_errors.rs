@@ -106,10 +106,15 @@ fn an_environment_override_is_blamed_in_json_too() {
             args,
             2,
         );
-        let file = v["file"].as_str().unwrap();
+        assert_eq!(v["file"], config.display().to_string(), "{args:?}");
+        assert_eq!(
+            v["variable"], "CODACY_FORWARDER__AGENT__POLL_INTERVAL",
+            "{args:?}"
+        );
+        let error = v["error"].as_str().unwrap();
         assert!(
-            file.starts_with("environment variable CODACY_FORWARDER__AGENT__POLL_INTERVAL"),
-            "{args:?}: {file}"
+            error.contains("environment variable CODACY_FORWARDER__AGENT__POLL_INTERVAL (it overrides `agent.poll_interval`"),
+            "{args:?}: {error}"
         );
         assert_eq!(v["key"], "agent.poll_interval", "{args:?}");
     }

@@ -40,10 +40,10 @@ pub(super) fn blame_environment(mut e: ConfigError, overrides: &[EnvOverride]) -
             || (e.key.is_empty() && e.message.contains(&o.key))
     });
     if let Some(o) = culprit {
-        e.file = format!(
-            "environment variable {} (it overrides `{}` of {})",
-            o.variable, o.key, e.file
-        );
+        e.variable = Some(super::EnvOrigin {
+            variable: o.variable.clone(),
+            key: o.key.clone(),
+        });
     }
     e
 }

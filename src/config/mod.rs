@@ -50,18 +50,31 @@ pub struct ConfigError {
     pub file: String,
     pub key: String,
     pub message: String,
+    /// The environment variable that set the bad value, when it was not the file.
+    pub variable: Option<EnvOrigin>,
+}
+
+/// A `CODACY_FORWARDER__SECTION__KEY` variable and the key (`section.key`) it overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvOrigin {
+    pub variable: String,
+    pub key: String,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "configuration error in {}: {}", self.file, self.message)
-        } else {
-            write!(
+        match &self.variable {
+            Some(o) => write!(
                 f,
-                "configuration error in {}: key `{}`: {}",
-                self.file, self.key, self.message
-            )
+                "configuration error in environment variable {} (it overrides `{}` of {})",
+                o.variable, o.key, self.file
+            )?,
+            None => write!(f, "configuration error in {}", self.file)?,
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": key `{}`: {}", self.key, self.message)
         }
     }
 }
@@ -197,6 +210,7 @@ impl Config {
             return Err(ConfigError {
                 file,
                 key: String::new(),
+                variable: None,
                 message:
                     "file not found (pass --config PATH or create it from config/example.toml)"
                         .into(),
@@ -205,6 +219,7 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: file.clone(),
             key: String::new(),
+            variable: None,
             message: format!("cannot read: {e}"),
         })?;
         let config = Config::from_toml_with(&text, &file, options)?;
@@ -277,6 +292,7 @@ impl Config {
             file: file.to_string(),
             key: key.to_string(),
             message,
+            variable: None,
         };
         let to_config = |e: FieldError| err(&e.key, e.message);
         let mut builder = config::Config::builder()
