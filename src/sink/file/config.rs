@@ -79,9 +79,9 @@ impl<'de> Deserialize<'de> for FileMode {
 }
 
 impl FileSinkConfig {
-    pub const DEFAULT_MODE: u32 = 0o640;
+    pub(crate) const DEFAULT_MODE: u32 = 0o640;
 
-    pub fn mode_bits(&self) -> u32 {
+    pub(crate) fn mode_bits(&self) -> u32 {
         self.mode.map_or(Self::DEFAULT_MODE, |FileMode(bits)| bits)
     }
 }
@@ -151,7 +151,7 @@ impl SinkConfig for FileSinkConfig {
 
 /// What `check` finds at a file sink's path, without creating or changing anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// The file exists and opens for appending.
     Appends { bytes: u64 },
     /// The file does not exist yet; its directory takes new files.
@@ -162,7 +162,7 @@ pub enum Probe {
 
 /// Probes `config.path` the way delivery will use it: an existing file is opened for appending
 /// (which changes neither its content nor its times); a missing one needs a writable directory.
-pub fn probe(config: &FileSinkConfig) -> Result<Probe, String> {
+pub(crate) fn probe(config: &FileSinkConfig) -> Result<Probe, String> {
     let path = &config.path;
     let dir = directory_of(path);
     match std::fs::metadata(path) {

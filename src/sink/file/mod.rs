@@ -6,7 +6,7 @@
 
 pub mod config;
 
-pub use self::config::{probe, FileMode, FileSinkConfig, Probe, TYPE};
+pub use self::config::{FileMode, FileSinkConfig, TYPE};
 
 use self::config::directory_of;
 use super::{Record, Sink, SinkContext, SinkError};
@@ -173,7 +173,10 @@ impl State {
 
 impl FileSink {
     /// Opens (creating if needed) the file. A missing directory is a start-up error.
-    pub async fn open(config: FileSinkConfig, ctx: SinkContext) -> Result<FileSink, SinkError> {
+    pub(crate) async fn open(
+        config: FileSinkConfig,
+        ctx: SinkContext,
+    ) -> Result<FileSink, SinkError> {
         if let Some(problem) = directory_problem(&config.path) {
             return Err(SinkError::fatal(format!(
                 "file sink {:?}: {}: {problem}",

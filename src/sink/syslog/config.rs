@@ -13,15 +13,15 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// Default APP-NAME (and RFC 3164 TAG).
-pub const DEFAULT_APP_NAME: &str = "codacy-audit-forwarder";
+pub(crate) const DEFAULT_APP_NAME: &str = "codacy-audit-forwarder";
 /// rsyslog's default `maxMessageSize`.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 8192;
+pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 8192;
 /// RFC 5424 6.1: every receiver must accept 480 octets.
-pub const MIN_MAX_MESSAGE_BYTES: usize = 480;
+pub(crate) const MIN_MAX_MESSAGE_BYTES: usize = 480;
 /// Largest UDP payload over IPv4.
-pub const UDP_MAX_MESSAGE_BYTES: usize = 65_507;
+pub(crate) const UDP_MAX_MESSAGE_BYTES: usize = 65_507;
 /// Upper bound for stream transports (rsyslog's `MaxFrameSize` default is 200000).
-pub const STREAM_MAX_MESSAGE_BYTES: usize = 1 << 20;
+pub(crate) const STREAM_MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 /// `framing = "octet-counting" | "lf"` (TCP only; TLS is always octet-counting, UDP unframed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -86,20 +86,6 @@ impl SinkConfig for SyslogSinkConfig {
 }
 
 impl SyslogSinkConfig {
-    /// A config with every optional key at its default.
-    pub fn new(address: impl Into<String>) -> Self {
-        SyslogSinkConfig {
-            address: address.into(),
-            protocol: Protocol::default(),
-            framing: None,
-            facility: Facility::default(),
-            app_name: None,
-            hostname: None,
-            tls: TlsSettings::verified(),
-            max_message_bytes: None,
-        }
-    }
-
     /// Parses the sink's own keys (the `tls_*` keys through the shared TLS settings).
     pub fn from_keys(mut table: Map<String, Value>) -> Result<Self, FieldError> {
         let tls = TlsSettings::take_from(&mut table)?;
@@ -109,22 +95,22 @@ impl SyslogSinkConfig {
         })
     }
 
-    pub fn parsed_address(&self) -> Result<Address, FieldError> {
+    pub(crate) fn parsed_address(&self) -> Result<Address, FieldError> {
         self.address
             .parse()
             .map_err(|m: String| FieldError::new("address", m))
     }
 
     /// The framing asked for (validation refuses `lf` on TLS, which is always octet-counting).
-    pub fn effective_framing(&self) -> Framing {
+    pub(crate) fn effective_framing(&self) -> Framing {
         self.framing.unwrap_or_default()
     }
 
-    pub fn max_message_bytes(&self) -> usize {
+    pub(crate) fn max_message_bytes(&self) -> usize {
         self.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES)
     }
 
-    pub fn app_name(&self) -> &str {
+    pub(crate) fn app_name(&self) -> &str {
         self.app_name.as_deref().unwrap_or(DEFAULT_APP_NAME)
     }
 
@@ -216,9 +202,7 @@ mod tests {
     use serde_json::json;
 
     fn parse(v: serde_json::Value) -> Result<SyslogSinkConfig, String> {
-        let serde_json::Value::Object(table) = v else {
-            panic!("a sink table is a JSON object: {v}")
-        };
+        let table = serde_json::from_value(v).map_err(|e| e.to_string())?;
         SyslogSinkConfig::from_keys(table).map_err(|e| e.to_string())
     }
 

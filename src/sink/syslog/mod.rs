@@ -288,9 +288,13 @@ mod tests {
     async fn oversized_records_are_dead_lettered_not_cut() {
         let dir = tempfile::tempdir().unwrap();
         let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut c = SyslogSinkConfig::new(format!("udp://{}", sock.local_addr().unwrap()));
-        c.max_message_bytes = Some(600);
-        c.hostname = Some("fwd01".into());
+        let keys = serde_json::from_value(serde_json::json!({
+            "address": format!("udp://{}", sock.local_addr().unwrap()),
+            "max_message_bytes": 600,
+            "hostname": "fwd01",
+        }))
+        .unwrap();
+        let c = SyslogSinkConfig::from_keys(keys).unwrap();
         let ctx = SinkContext::for_test(dir.path(), "siem");
         let sink = SyslogSink::new(c, ctx.clone()).unwrap();
         let org = Arc::new(crate::event::OrgRef::new(
