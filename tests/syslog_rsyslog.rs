@@ -35,13 +35,12 @@ fn ctx(dir: &Path) -> SinkContext {
 /// Builds the sink through the same path as the config file (parse + validate), with a short
 /// reconnection backoff so the tests do not wait long.
 fn sink(dir: &Path, format: Format, keys: Value) -> SyslogSink {
-    let mut table = json!({"app_name": APP, "hostname": HOST, "facility": "local4"});
-    table
-        .as_object_mut()
-        .unwrap()
-        .extend(keys.as_object().unwrap().clone());
-    let config = SyslogSinkConfig::from_json(table).unwrap();
-    config.validate_keys(format).unwrap();
+    let mut table: serde_json::Map<String, Value> =
+        serde_json::from_value(json!({"app_name": APP, "hostname": HOST, "facility": "local4"}))
+            .unwrap();
+    table.extend(keys.as_object().unwrap().clone());
+    let config = SyslogSinkConfig::from_keys(table).unwrap();
+    config.validate_keys().unwrap();
     SyslogSink::new(config, ctx(dir).with_format(format))
         .unwrap()
         .with_reconnect_backoff(Backoff::new(

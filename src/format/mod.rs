@@ -37,13 +37,6 @@ impl Format {
         }
     }
 
-    /// Whether a record of this format can contain a raw line feed: JSON escapes control
-    /// characters and CEF encodes CR/LF, but RFC 4180 keeps line breaks inside quoted fields.
-    /// Sinks with LF framing check this.
-    pub fn may_contain_raw_newline(self) -> bool {
-        self == Format::Csv
-    }
-
     /// The line a file of this format starts with, if any (CSV's column names).
     pub fn header(self) -> Option<&'static str> {
         (self == Format::Csv).then_some(csv::HEADER)

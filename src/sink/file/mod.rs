@@ -4,154 +4,19 @@
 //! (truncated to the length before it), so a retry never leaves half a line. The file is reopened
 //! when its path no longer names the open file (moved away by logrotate, deleted) and on SIGHUP.
 
-use super::registry::{Preflight, SinkCommon, SinkConfig, SinkType, STREAM_BATCH};
+pub mod config;
+
+pub use self::config::{FileMode, FileSinkConfig, TYPE};
+
+use self::config::directory_of;
 use super::{Record, Sink, SinkContext, SinkError};
-use crate::config::{from_table, FieldError};
-use crate::format::Format;
+use crate::format::framing;
 use async_trait::async_trait;
-use serde::Deserialize;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSinkConfig {
-    pub path: PathBuf,
-    /// Permissions of a newly created file: an octal string ("0640") or a TOML octal (0o640).
-    #[serde(default)]
-    pub mode: Option<FileMode>,
-    /// Rotate when the file would grow past this many bytes (off when unset).
-    #[serde(default)]
-    pub max_bytes: Option<u64>,
-    /// Rotated files kept (`audit.ndjson.1` .. `.N`); default 5.
-    #[serde(default)]
-    pub max_files: Option<u32>,
-    /// A line that starts every new or empty file (CSV's column names): set from the sink's
-    /// format, not a key of its own.
-    #[serde(skip)]
-    pub header: Option<&'static str>,
-}
-
-/// Permission bits, from an octal string (`"0640"`) or a TOML octal integer (`0o640`). Parsed
-/// by hand: an untagged enum could only say that nothing matched, not what is wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileMode(u32);
-
-impl FileMode {
-    fn checked<E: serde::de::Error>(bits: u64, shown: &str) -> Result<FileMode, E> {
-        match u32::try_from(bits) {
-            Ok(b) if b <= 0o777 => Ok(FileMode(b)),
-            _ => Err(E::custom(format!(
-                "{shown} is not a permission: at most 0777 (write the octal digits as a string, \"0640\", or as 0o640)"
-            ))),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for FileMode {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FileMode, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = FileMode;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an octal permission such as \"0640\" or 0o640")
-            }
-            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<FileMode, E> {
-                FileMode::checked(n, &format!("{n:#o}"))
-            }
-            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<FileMode, E> {
-                let bits = u64::try_from(n).map_err(|_| {
-                    E::custom(format!("{n} is not a permission; write e.g. \"0640\""))
-                })?;
-                self.visit_u64(bits)
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<FileMode, E> {
-                let digits = s.strip_prefix("0o").unwrap_or(s);
-                let bits = u64::from_str_radix(digits, 8).map_err(|_| {
-                    E::custom(format!(
-                        "{s:?} is not an octal permission such as \"0640\" (digits 0 to 7)"
-                    ))
-                })?;
-                FileMode::checked(bits, &format!("{s:?}"))
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
-}
-
-impl FileSinkConfig {
-    pub const DEFAULT_MODE: u32 = 0o640;
-
-    pub fn mode_bits(&self) -> u32 {
-        self.mode.map_or(Self::DEFAULT_MODE, |FileMode(bits)| bits)
-    }
-}
-
-pub const TYPE: SinkType = SinkType {
-    name: "file",
-    carries_host: false,
-    parse: |table, common| {
-        let mut config: FileSinkConfig = from_table(table.into())?;
-        // CSV is for auditors opening a file in a spreadsheet; the file starts with its header.
-        config.header = common.format.header();
-        Ok(Box::new(config))
-    },
-};
-
-#[async_trait]
-impl SinkConfig for FileSinkConfig {
-    fn formats(&self) -> &'static [Format] {
-        &[Format::Json, Format::Ecs, Format::Cef, Format::Csv]
-    }
-
-    fn default_batch(&self) -> usize {
-        STREAM_BATCH
-    }
-
-    fn validate(&self, _common: &mut SinkCommon) -> Result<(), FieldError> {
-        if self.path.as_os_str().is_empty() {
-            return Err(FieldError::new("path", "must not be empty"));
-        }
-        if self.max_bytes == Some(0) {
-            return Err(FieldError::new(
-                "max_bytes",
-                "must be positive (leave it out to never rotate)",
-            ));
-        }
-        if self.max_files == Some(0) {
-            return Err(FieldError::new("max_files", "must be at least 1"));
-        }
-        Ok(())
-    }
-
-    /// Never opened by `check`: opening creates the file.
-    fn preflight(&self, _offline: bool) -> Option<Preflight> {
-        Some(match probe(self) {
-            Ok(Probe::Appends { bytes }) => Preflight::Ready(format!(
-                "{} open for appending ({bytes} bytes)",
-                self.path.display()
-            )),
-            Ok(Probe::WillCreate) => Preflight::Ready(format!(
-                "{} does not exist yet; created (mode {:04o}) at the first delivery",
-                self.path.display(),
-                self.mode_bits()
-            )),
-            Ok(Probe::NoDirectory(dir)) => Preflight::MissingDirectory(dir),
-            Err(e) => Preflight::Failed(e),
-        })
-    }
-
-    async fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, SinkError> {
-        Ok(Arc::new(FileSink::open(self.clone(), ctx).await?))
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
 
 #[derive(Debug)]
 struct Open {
@@ -174,10 +39,7 @@ pub struct FileSink {
 
 /// Why the directory of `path` cannot take our file, in words a user can act on.
 fn directory_problem(path: &Path) -> Option<String> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = directory_of(path);
     match std::fs::metadata(dir) {
         Err(_) => Some(format!(
             "directory {} does not exist; create it (and let the service user write to it) or change `path`",
@@ -188,50 +50,57 @@ fn directory_problem(path: &Path) -> Option<String> {
     }
 }
 
+impl Open {
+    /// Opens (creating with the configured mode) the file at `config.path` for appending.
+    fn new(config: &FileSinkConfig) -> Result<Open, SinkError> {
+        let path = &config.path;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(config.mode_bits())
+            .open(path)
+            .map_err(|e| {
+                let hint = directory_problem(path).unwrap_or_else(|| match e.kind() {
+                    std::io::ErrorKind::PermissionDenied => {
+                        "the service user may not write there; fix ownership or permissions".into()
+                    }
+                    _ => "check the path".into(),
+                });
+                SinkError::transient(format!("cannot open {}: {e}; {hint}", path.display()))
+            })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| SinkError::transient(format!("cannot stat {}: {e}", path.display())))?;
+        if meta.len() == 0 {
+            // umask may have narrowed the mode; a fresh file gets exactly what was asked.
+            if let Err(e) =
+                file.set_permissions(std::fs::Permissions::from_mode(config.mode_bits()))
+            {
+                tracing::warn!(path = %path.display(), error = %e,
+                    "cannot set the configured mode on the new file; it keeps the umask's");
+            }
+        }
+        Ok(Open {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            file,
+        })
+    }
+
+    /// Whether `path` still names this file (not rotated away or replaced).
+    fn is_at(&self, path: &Path) -> bool {
+        std::fs::metadata(path).is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino)
+    }
+}
+
 impl State {
     fn open(&mut self) -> Result<&mut Open, SinkError> {
-        let path = self.config.path.clone();
-        // Reopen when the path no longer names the file we hold (rotated away or replaced).
-        if let Some(o) = &self.open {
-            match std::fs::metadata(&path) {
-                Ok(m) if m.dev() == o.dev && m.ino() == o.ino => {}
-                _ => self.open = None,
-            }
-        }
-        if self.open.is_none() {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(self.config.mode_bits())
-                .open(&path)
-                .map_err(|e| {
-                    let hint = directory_problem(&path).unwrap_or_else(|| match e.kind() {
-                        std::io::ErrorKind::PermissionDenied => {
-                            "the service user may not write there; fix ownership or permissions"
-                                .into()
-                        }
-                        _ => "check the path".into(),
-                    });
-                    SinkError::transient(format!("cannot open {}: {e}; {hint}", path.display()))
-                })?;
-            let meta = file.metadata().map_err(|e| {
-                SinkError::transient(format!("cannot stat {}: {e}", path.display()))
-            })?;
-            if meta.len() == 0 {
-                // umask may have narrowed the mode; a fresh file gets exactly what was asked.
-                let _ =
-                    file.set_permissions(std::fs::Permissions::from_mode(self.config.mode_bits()));
-            }
-            self.open = Some(Open {
-                dev: meta.dev(),
-                ino: meta.ino(),
-                len: meta.len(),
-                file,
-            });
-        }
-        self.open
-            .as_mut()
-            .ok_or_else(|| SinkError::transient("file not open"))
+        let open = match self.open.take() {
+            Some(open) if open.is_at(&self.config.path) => open,
+            _ => Open::new(&self.config)?,
+        };
+        Ok(self.open.insert(open))
     }
 
     fn rotate(&mut self) -> Result<(), SinkError> {
@@ -242,7 +111,7 @@ impl State {
             p.push(format!(".{n}"));
             PathBuf::from(p)
         };
-        let _ = std::fs::remove_file(numbered(keep));
+        // Each rename replaces its target, so the oldest kept file goes without a removal.
         for n in (1..keep).rev() {
             let from = numbered(n);
             if from.exists() {
@@ -270,24 +139,31 @@ impl State {
         let open = self.open()?;
         let before = open.len;
         // A new, emptied or just rotated file starts with the header, in the same rolled-back write.
-        let header = header.filter(|_| before == 0).map(|h| format!("{h}\n"));
-        let header = header.as_deref().unwrap_or("").as_bytes();
+        let mut head = Vec::new();
+        if let Some(h) = header.filter(|_| before == 0) {
+            framing::line(h.as_bytes(), &mut head);
+        }
         let result = open
             .file
-            .write_all(header)
+            .write_all(&head)
             .and_then(|_| open.file.write_all(buf))
             .and_then(|_| open.file.sync_data());
         match result {
             Ok(()) => {
-                open.len = before + (header.len() + buf.len()) as u64;
+                open.len = before + (head.len() + buf.len()) as u64;
                 Ok(())
             }
             Err(e) => {
                 // Roll back a partial append so the retry does not follow half a line.
-                let _ = open.file.set_len(before);
+                let rollback = match open.file.set_len(before) {
+                    Ok(()) => String::new(),
+                    Err(e) => format!(
+                        "; rolling back failed too ({e}): the file may end with a partial line"
+                    ),
+                };
                 self.open = None;
                 Err(SinkError::transient(format!(
-                    "cannot write {}: {e}",
+                    "cannot write {}: {e}{rollback}",
                     path.display()
                 )))
             }
@@ -295,56 +171,12 @@ impl State {
     }
 }
 
-/// What `check` finds at a file sink's path, without creating or changing anything.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Probe {
-    /// The file exists and opens for appending.
-    Appends { bytes: u64 },
-    /// The file does not exist yet; its directory takes new files.
-    WillCreate,
-    /// The directory does not exist (systemd may create it: the caller decides).
-    NoDirectory(PathBuf),
-}
-
-/// Probes `config.path` the way delivery will use it: an existing file is opened for appending
-/// (which changes neither its content nor its times); a missing one needs a writable directory.
-pub fn probe(config: &FileSinkConfig) -> Result<Probe, String> {
-    let path = &config.path;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => Err(format!("{} is a directory, not a file; fix `path`", path.display())),
-        Ok(m) => OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map(|_| Probe::Appends { bytes: m.len() })
-            .map_err(|e| {
-                format!(
-                    "cannot open {} for appending: {e}; the user running the agent must be able to write it (fix ownership or permissions)",
-                    path.display()
-                )
-            }),
-        Err(_) => match std::fs::metadata(dir) {
-            Err(_) => Ok(Probe::NoDirectory(dir.to_path_buf())),
-            Ok(m) if !m.is_dir() => Err(format!("{} is not a directory", dir.display())),
-            Ok(_) => rustix::fs::access(dir, rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK)
-                .map(|_| Probe::WillCreate)
-                .map_err(|e| {
-                    format!(
-                        "cannot create {} in {}: {e}; let the user running the agent write to the directory, or change `path`",
-                        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
-                        dir.display()
-                    )
-                }),
-        },
-    }
-}
-
 impl FileSink {
     /// Opens (creating if needed) the file. A missing directory is a start-up error.
-    pub async fn open(config: FileSinkConfig, ctx: SinkContext) -> Result<FileSink, SinkError> {
+    pub(crate) async fn open(
+        config: FileSinkConfig,
+        ctx: SinkContext,
+    ) -> Result<FileSink, SinkError> {
         if let Some(problem) = directory_problem(&config.path) {
             return Err(SinkError::fatal(format!(
                 "file sink {:?}: {}: {problem}",
@@ -353,15 +185,11 @@ impl FileSink {
             )));
         }
         let state = Arc::new(Mutex::new(State { config, open: None }));
-        let s = state.clone();
-        let name = ctx.name.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut st = s.lock().unwrap_or_else(|p| p.into_inner());
-            st.open().map(|_| ())
-        })
-        .await
-        .map_err(|e| SinkError::fatal(format!("file sink {name:?}: {e}")))?
-        .map_err(|e| SinkError::fatal(format!("file sink {name:?}: {}", e.message)))?;
+        let startup = |m: String| SinkError::fatal(format!("file sink {:?}: {m}", ctx.name));
+        on_state(&state, |st| st.open().map(|_| ()))
+            .await
+            .map_err(|e| startup(e.to_string()))?
+            .map_err(|e| startup(e.message))?;
         Ok(FileSink { ctx, state })
     }
 
@@ -369,14 +197,25 @@ impl FileSink {
         &self,
         f: impl FnOnce(&mut State) -> Result<T, SinkError> + Send + 'static,
     ) -> Result<T, SinkError> {
-        let state = self.state.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut st)
-        })
-        .await
-        .map_err(|e| SinkError::transient(format!("file sink {:?}: {e}", self.ctx.name)))?
+        on_state(&self.state, f)
+            .await
+            .map_err(|e| SinkError::transient(format!("file sink {:?}: {e}", self.ctx.name)))?
     }
+}
+
+/// Runs `f` on the state on the blocking pool (file I/O blocks). Errs only if `f` panicked.
+async fn on_state<T: Send + 'static>(
+    state: &Arc<Mutex<State>>,
+    f: impl FnOnce(&mut State) -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        // Poisoning is recovered from: nothing here panics between changing the file and
+        // recording the change.
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut st)
+    })
+    .await
 }
 
 #[async_trait]
@@ -387,8 +226,7 @@ impl Sink for FileSink {
         }
         let mut buf = Vec::with_capacity(batch.iter().map(|r| r.payload.len() + 1).sum());
         for r in batch {
-            buf.extend_from_slice(&r.payload);
-            buf.push(b'\n');
+            framing::line(&r.payload, &mut buf);
         }
         self.blocking(move |st| st.write(&buf)).await
     }
@@ -399,6 +237,7 @@ impl Sink for FileSink {
     }
 
     async fn reopen(&self) {
+        // Fails only if the closure panicked; the next write opens the file anyway.
         let _ = self
             .blocking(|st| {
                 st.open = None;
@@ -431,11 +270,17 @@ mod tests {
     fn config(path: PathBuf) -> FileSinkConfig {
         FileSinkConfig {
             path,
-            mode: None,
-            max_bytes: None,
-            max_files: None,
-            header: None,
+            ..Default::default()
         }
+    }
+
+    /// A sink with the default settings on `dir/out.ndjson`.
+    async fn opened(dir: &Path) -> (FileSink, PathBuf) {
+        let path = dir.join("out.ndjson");
+        let sink = FileSink::open(config(path.clone()), ctx(dir))
+            .await
+            .unwrap();
+        (sink, path)
     }
 
     #[tokio::test]
@@ -466,10 +311,7 @@ mod tests {
     #[tokio::test]
     async fn appends_lines_with_the_configured_mode() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out.ndjson");
-        let sink = FileSink::open(config(path.clone()), ctx(dir.path()))
-            .await
-            .unwrap();
+        let (sink, path) = opened(dir.path()).await;
         sink.deliver(&[rec("{\"a\":1}"), rec("{\"b\":2}")])
             .await
             .unwrap();
@@ -497,10 +339,7 @@ mod tests {
     #[tokio::test]
     async fn reopens_when_the_file_is_moved_away() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out.ndjson");
-        let sink = FileSink::open(config(path.clone()), ctx(dir.path()))
-            .await
-            .unwrap();
+        let (sink, path) = opened(dir.path()).await;
         sink.deliver(&[rec("1")]).await.unwrap();
         std::fs::rename(&path, dir.path().join("out.ndjson.old")).unwrap();
         sink.deliver(&[rec("2")]).await.unwrap();
@@ -510,10 +349,7 @@ mod tests {
     #[tokio::test]
     async fn a_path_that_cannot_be_written_fails_then_recovers() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out.ndjson");
-        let sink = FileSink::open(config(path.clone()), ctx(dir.path()))
-            .await
-            .unwrap();
+        let (sink, path) = opened(dir.path()).await;
         std::fs::remove_file(&path).unwrap();
         std::fs::create_dir(&path).unwrap();
         assert!(sink.deliver(&[rec("1")]).await.is_err());
@@ -543,59 +379,5 @@ mod tests {
             "line-2\n"
         );
         assert!(!dir.path().join("out.ndjson.3").exists());
-    }
-
-    #[test]
-    fn probe_creates_nothing_and_says_what_delivery_will_find() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out.ndjson");
-        assert_eq!(probe(&config(path.clone())), Ok(Probe::WillCreate));
-        assert!(!path.exists(), "probe created the file");
-        std::fs::write(&path, "x\n").unwrap();
-        assert_eq!(
-            probe(&config(path.clone())),
-            Ok(Probe::Appends { bytes: 2 })
-        );
-        let missing = dir.path().join("nope");
-        assert_eq!(
-            probe(&config(missing.join("out.ndjson"))),
-            Ok(Probe::NoDirectory(missing.clone()))
-        );
-        assert!(!missing.exists());
-    }
-
-    #[test]
-    fn mode_accepts_octal_text_and_numbers() {
-        let c: FileSinkConfig =
-            serde_json::from_value(serde_json::json!({"path": "/x", "mode": "0600"})).unwrap();
-        assert_eq!(c.mode_bits(), 0o600);
-        let c: FileSinkConfig =
-            serde_json::from_value(serde_json::json!({"path": "/x", "mode": 0o644})).unwrap();
-        assert_eq!(c.mode_bits(), 0o644);
-        let c: FileSinkConfig =
-            serde_json::from_value(serde_json::json!({"path": "/x", "mode": "0o640"})).unwrap();
-        assert_eq!(c.mode_bits(), 0o640);
-    }
-
-    #[test]
-    fn a_bad_mode_says_what_is_wrong_with_it() {
-        let err = |mode: serde_json::Value| {
-            from_table::<FileSinkConfig>(serde_json::json!({"path": "/x", "mode": mode}))
-                .unwrap_err()
-                .to_string()
-        };
-        assert_eq!(
-            err("0999".into()),
-            "key `mode`: \"0999\" is not an octal permission such as \"0640\" (digits 0 to 7)"
-        );
-        // TOML decimal 640 is 0o1200: not a permission, and the fix is named.
-        let e = err(640.into());
-        assert!(
-            e.starts_with("key `mode`: 0o1200 is not a permission") && e.contains("\"0640\""),
-            "{e}"
-        );
-        assert!(err("07777".into()).contains("at most 0777"));
-        assert!(err(true.into()).contains("expected an octal permission"));
-        assert!(!err((-1).into()).contains("untagged"));
     }
 }

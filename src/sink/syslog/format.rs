@@ -1,4 +1,5 @@
-//! Pure syslog formatting: RFC 5424 and RFC 3164 messages and RFC 6587 framing. No sockets here.
+//! Pure syslog formatting: RFC 5424 and RFC 3164 messages. No sockets here; RFC 6587 framing is
+//! [`crate::format::framing`]'s.
 //!
 //! Why not the `syslog` crate (named on the design card): it always stamps "now" (an audit record
 //! must carry the event's own time), pads the 3164 day with a zero (`Jul 01`, RFC 3164 wants
@@ -293,23 +294,11 @@ pub fn message(protocol: Protocol, h: &Header, record: &Record, out: &mut Vec<u8
     }
 }
 
-/// RFC 6587 octet counting: `MSG-LEN SP SYSLOG-MSG`.
-pub fn frame_octet_counting(msg: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(msg.len().to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(msg);
-}
-
-/// RFC 6587 non-transparent framing with an LF trailer (the message must not contain LF).
-pub fn frame_lf(msg: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(msg);
-    out.push(b'\n');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::{EventId, OrgRef, Provider};
+    use crate::format::framing;
     use proptest::prelude::*;
     use std::sync::Arc;
 
@@ -442,13 +431,14 @@ mod tests {
         assert!(err.contains("local9") && err.contains("local7"), "{err}");
     }
 
+    /// RFC 6587 counts octets, not characters.
     #[test]
     fn framing() {
         let mut out = Vec::new();
-        frame_octet_counting("<1>1 - - - - - - \u{feff}é".as_bytes(), &mut out);
+        framing::octet_counted("<1>1 - - - - - - \u{feff}é".as_bytes(), &mut out);
         assert_eq!(s(&out), "22 <1>1 - - - - - - \u{feff}é");
         let mut out = Vec::new();
-        frame_lf(b"<1>x", &mut out);
+        framing::line(b"<1>x", &mut out);
         assert_eq!(out, b"<1>x\n");
     }
 
@@ -524,7 +514,7 @@ mod tests {
             let mut msg = Vec::new();
             rfc5424(&h, &r, &mut msg);
             let mut framed = Vec::new();
-            frame_octet_counting(&msg, &mut framed);
+            framing::octet_counted(&msg, &mut framed);
             let sp = framed.iter().position(|&b| b == b' ').unwrap();
             let len: usize = std::str::from_utf8(&framed[..sp]).unwrap().parse().unwrap();
             prop_assert_eq!(len, framed.len() - sp - 1);
