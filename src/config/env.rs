@@ -40,10 +40,10 @@ pub(super) fn blame_environment(mut e: ConfigError, overrides: &[EnvOverride]) -
             || (e.key.is_empty() && e.message.contains(&o.key))
     });
     if let Some(o) = culprit {
-        e.variable = Some(super::EnvOrigin {
+        e.variable = Some(Box::new(super::EnvOrigin {
             variable: o.variable.clone(),
             key: o.key.clone(),
-        });
+        }));
     }
     e
 }

@@ -51,7 +51,7 @@ pub struct ConfigError {
     pub key: String,
     pub message: String,
     /// The environment variable that set the bad value, when it was not the file.
-    pub variable: Option<EnvOrigin>,
+    pub variable: Option<Box<EnvOrigin>>,
 }
 
 /// A `CODACY_FORWARDER__SECTION__KEY` variable and the key (`section.key`) it overrides.
