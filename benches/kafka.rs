@@ -126,7 +126,7 @@ fn records(n: usize, orgs: usize) -> Vec<Record> {
 }
 
 async fn sink(brokers: &str, topic: &str, dir: &Path) -> Arc<KafkaSink> {
-    let config: KafkaSinkConfig = serde_json::from_value(json!({
+    let config = KafkaSinkConfig::from_json(json!({
         "brokers": brokers, "topic": topic, "message_timeout": "60s",
     }))
     .expect("config");
