@@ -153,26 +153,6 @@ impl KafkaSink {
         Ok(())
     }
 
-    fn headers(&self, r: &Record) -> OwnedHeaders {
-        OwnedHeaders::new_with_capacity(4)
-            .insert(Header {
-                key: "event_id",
-                value: Some(r.event_id.as_str()),
-            })
-            .insert(Header {
-                key: "organization",
-                value: Some(r.org.name.as_str()),
-            })
-            .insert(Header {
-                key: "provider",
-                value: Some(r.org.provider.as_str()),
-            })
-            .insert(Header {
-                key: "format",
-                value: Some(self.ctx.format_label),
-            })
-    }
-
     /// Enqueues one record, waiting while the local queue is full; the receiver gets its
     /// delivery report.
     async fn enqueue(
@@ -191,7 +171,7 @@ impl KafkaSink {
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(report))
             .payload(&r.payload[..])
             .key(key)
-            .headers(self.headers(r));
+            .headers(headers(r, self.ctx.format_label));
         // Kafka has no timestamps before the epoch; such a record gets the broker's time.
         if r.timestamp_ms >= 0 {
             record = record.timestamp(r.timestamp_ms);
@@ -384,6 +364,28 @@ impl KafkaSink {
             ),
         }
     }
+}
+
+/// A record's headers: its `event_id` (consumers drop the duplicates a batch retry can cause),
+/// organization, provider and format label. Public for the benchmark's reference producer.
+pub fn headers(r: &Record, format_label: &str) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(4)
+        .insert(Header {
+            key: "event_id",
+            value: Some(r.event_id.as_str()),
+        })
+        .insert(Header {
+            key: "organization",
+            value: Some(r.org.name.as_str()),
+        })
+        .insert(Header {
+            key: "provider",
+            value: Some(r.org.provider.as_str()),
+        })
+        .insert(Header {
+            key: "format",
+            value: Some(format_label),
+        })
 }
 
 /// Awaits the reports of the records enqueued, in order, adding the failed ones to `failures`;

@@ -34,6 +34,13 @@ fn error(v: serde_json::Value) -> String {
     }
 }
 
+/// librdkafka's properties are as listed (`None`: not set).
+fn assert_properties(cc: &rdkafka::ClientConfig, want: &[(&str, Option<&str>)]) {
+    for (property, value) in want {
+        assert_eq!(cc.get(property), *value, "{property}");
+    }
+}
+
 /// Each configuration (the base one with extra keys) is refused with a message containing its text.
 fn assert_refused(cases: &[(serde_json::Value, &str)]) {
     for (extra, want) in cases {
@@ -106,13 +113,18 @@ fn minimal_configuration_gets_safe_defaults() {
     assert_eq!(s.key, KeyBy::Organization);
     assert_eq!(s.message_timeout, Duration::from_secs(300));
     let cc = s.client_config("cid");
-    assert_eq!(cc.get("enable.idempotence"), Some("true"));
-    assert_eq!(cc.get("acks"), Some("all"));
-    assert_eq!(cc.get("message.timeout.ms"), Some("300000"));
-    assert_eq!(cc.get("compression.codec"), Some("none"));
-    assert_eq!(cc.get("bootstrap.servers"), Some("k1:9092,k2:9092"));
-    assert_eq!(cc.get("security.protocol"), Some("plaintext"));
-    assert_eq!(cc.get("sasl.password"), None);
+    assert_properties(
+        &cc,
+        &[
+            ("enable.idempotence", Some("true")),
+            ("acks", Some("all")),
+            ("message.timeout.ms", Some("300000")),
+            ("compression.codec", Some("none")),
+            ("bootstrap.servers", Some("k1:9092,k2:9092")),
+            ("security.protocol", Some("plaintext")),
+            ("sasl.password", None),
+        ],
+    );
     // librdkafka itself accepts every property we set.
     cc.create_native_config().unwrap();
 }
@@ -139,16 +151,18 @@ fn full_configuration_as_documented() {
     assert_eq!(s.key, KeyBy::EventId);
     assert_eq!(s.sasl.as_ref().unwrap().password.expose(), "s3cret");
     let cc = s.client_config("cid");
-    assert_eq!(cc.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
-    assert_eq!(cc.get("sasl.password"), Some("s3cret"));
-    assert_eq!(cc.get("message.timeout.ms"), Some("90000"));
-    assert_eq!(cc.get("compression.codec"), Some("zstd"));
-    assert_eq!(cc.get("linger.ms"), Some("50"));
-    assert_eq!(cc.get("socket.nagle.disable"), Some("true"));
-    assert_eq!(cc.get("ssl.ca.location"), Some(ca.to_str().unwrap()));
-    assert_eq!(
-        cc.get("ssl.endpoint.identification.algorithm"),
-        Some("https")
+    assert_properties(
+        &cc,
+        &[
+            ("sasl.mechanism", Some("SCRAM-SHA-512")),
+            ("sasl.password", Some("s3cret")),
+            ("message.timeout.ms", Some("90000")),
+            ("compression.codec", Some("zstd")),
+            ("linger.ms", Some("50")),
+            ("socket.nagle.disable", Some("true")),
+            ("ssl.ca.location", ca.to_str()),
+            ("ssl.endpoint.identification.algorithm", Some("https")),
+        ],
     );
     cc.create_native_config().unwrap();
 }
