@@ -170,7 +170,7 @@ async fn bare_producer(brokers: &str, topic: &str, recs: &[Record]) -> Duration 
     let mut futures = Vec::with_capacity(recs.len());
     for r in recs {
         let key = r.org.key();
-        let headers = kafka::headers(r, "json");
+        let headers = kafka::record_headers(r, "json");
         let mut rec = FutureRecord::to(topic)
             .payload(&r.payload[..])
             .key(key.as_str())

@@ -44,7 +44,7 @@ struct Diagnostics {
     needs_human: Option<ClientIssue>,
 }
 
-pub(crate) fn needs_human(code: RDKafkaErrorCode) -> bool {
+fn needs_human(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
         RDKafkaErrorCode::Authentication

@@ -27,7 +27,7 @@ mod topic;
 mod verdict;
 
 pub use config::{KafkaSinkConfig, TYPE};
-pub use sink::{headers, KafkaSink};
+pub use sink::{record_headers, KafkaSink};
 
 #[cfg(test)]
 mod tests;

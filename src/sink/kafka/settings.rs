@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Delivery reports must arrive within this unless `message_timeout` says otherwise.
-pub(crate) const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(300);
+const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The configuration checked and resolved: durations parsed, secrets read.
 #[derive(Clone)]

@@ -171,7 +171,7 @@ impl KafkaSink {
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(report))
             .payload(&r.payload[..])
             .key(key)
-            .headers(headers(r, self.ctx.format_label));
+            .headers(record_headers(r, self.ctx.format_label));
         // Kafka has no timestamps before the epoch; such a record gets the broker's time.
         if r.timestamp_ms >= 0 {
             record = record.timestamp(r.timestamp_ms);
@@ -368,7 +368,7 @@ impl KafkaSink {
 
 /// A record's headers: its `event_id` (consumers drop the duplicates a batch retry can cause),
 /// organization, provider and format label. Public for the benchmark's reference producer.
-pub fn headers(r: &Record, format_label: &str) -> OwnedHeaders {
+pub fn record_headers(r: &Record, format_label: &str) -> OwnedHeaders {
     OwnedHeaders::new_with_capacity(4)
         .insert(Header {
             key: "event_id",

@@ -4,7 +4,7 @@
 use crate::event::OrgRef;
 
 /// Kafka's limit on a topic name's length.
-pub(crate) const MAX_TOPIC_LEN: usize = 249;
+const MAX_TOPIC_LEN: usize = 249;
 
 /// One piece of a topic template.
 #[derive(Debug, Clone, PartialEq, Eq)]
