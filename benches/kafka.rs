@@ -8,9 +8,8 @@
 //! `cargo bench --bench kafka` (set `KAFKA_BENCH_RECORDS` to change the record count).
 
 use codacy_audit_forwarder::event::{EventId, OrgRef, Provider};
-use codacy_audit_forwarder::sink::kafka::{KafkaSink, KafkaSinkConfig};
+use codacy_audit_forwarder::sink::kafka::{self, KafkaSink, KafkaSinkConfig};
 use codacy_audit_forwarder::sink::{Record, Sink, SinkContext};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -126,7 +125,7 @@ fn records(n: usize, orgs: usize) -> Vec<Record> {
 }
 
 async fn sink(brokers: &str, topic: &str, dir: &Path) -> Arc<KafkaSink> {
-    let config: KafkaSinkConfig = serde_json::from_value(json!({
+    let config = KafkaSinkConfig::from_json(json!({
         "brokers": brokers, "topic": topic, "message_timeout": "60s",
     }))
     .expect("config");
@@ -171,23 +170,7 @@ async fn bare_producer(brokers: &str, topic: &str, recs: &[Record]) -> Duration 
     let mut futures = Vec::with_capacity(recs.len());
     for r in recs {
         let key = r.org.key();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "event_id",
-                value: Some(r.event_id.as_str()),
-            })
-            .insert(Header {
-                key: "organization",
-                value: Some(r.org.name.as_str()),
-            })
-            .insert(Header {
-                key: "provider",
-                value: Some(r.org.provider.as_str()),
-            })
-            .insert(Header {
-                key: "format",
-                value: Some("json"),
-            });
+        let headers = kafka::record_headers(r, "json");
         let mut rec = FutureRecord::to(topic)
             .payload(&r.payload[..])
             .key(key.as_str())

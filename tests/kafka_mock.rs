@@ -35,7 +35,7 @@ fn config(brokers: &str, extra: Value) -> KafkaSinkConfig {
     if let (Some(v), Some(e)) = (v.as_object_mut(), extra.as_object()) {
         v.extend(e.clone());
     }
-    serde_json::from_value(v).unwrap()
+    KafkaSinkConfig::from_json(v).unwrap()
 }
 
 fn batch(org: &OrgRef, from: u32, n: u32) -> Vec<Record> {

@@ -83,7 +83,7 @@ async fn the_poll_thread_sleeps_at_idle_is_woken_by_a_batch_and_stops_at_shutdow
     let mock = MockCluster::<DefaultProducerContext>::new(1).unwrap();
     mock.create_topic("codacy-audit", 1, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config: KafkaSinkConfig = serde_json::from_value(json!({
+    let config = KafkaSinkConfig::from_json(json!({
         "brokers": mock.bootstrap_servers(), "topic": "codacy-audit", "message_timeout": "20s"
     }))
     .unwrap();

@@ -274,7 +274,7 @@ fn sink_config(brokers: &str, topic: &str, extra: Value) -> KafkaSinkConfig {
     if let (Some(v), Some(e)) = (v.as_object_mut(), extra.as_object()) {
         v.extend(e.clone());
     }
-    serde_json::from_value(v).unwrap()
+    KafkaSinkConfig::from_json(v).unwrap()
 }
 
 /// Reads `topic` until `want` messages arrived (tansu's high watermarks are unreliable).
