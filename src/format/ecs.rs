@@ -13,7 +13,7 @@
 
 use super::catalog;
 use super::FormatOptions;
-use crate::event::{write_json, write_json_map, write_json_str, IdentifiedEvent};
+use crate::event::{write_json, write_json_map, write_json_str, AuditEvent, IdentifiedEvent};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::io::Write;
@@ -152,7 +152,6 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
     let ev = &event.event;
     let action = ev.action();
     let (result, actor_email, actor_role) = (ev.result(), ev.actor_email(), ev.actor_role());
-    let (repository, entity_id, source) = (ev.repository(), ev.entity_id(), ev.source());
     let description = ev.description();
     let class = catalog::classify(action, result.as_deref());
     let email = nonempty(actor_email.as_deref());
@@ -222,7 +221,14 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
     ds.close();
     doc.strs("tags", &["codacy", "audit"]);
 
-    // Codacy's own fields, as received (empty strings included).
+    write_codacy(&mut doc, ev, result.as_deref(), actor_role.as_deref());
+    doc.close();
+}
+
+/// `codacy.audit.*`: Codacy's own fields, as received (empty strings included); nothing when the
+/// event has none of them.
+fn write_codacy(doc: &mut Obj, ev: &AuditEvent, result: Option<&str>, actor_role: Option<&str>) {
+    let (repository, entity_id, source) = (ev.repository(), ev.entity_id(), ev.source());
     let details = ev.details();
     let has_audit = repository.is_some()
         || entity_id.is_some()
@@ -230,28 +236,28 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
         || result.is_some()
         || actor_role.is_some()
         || details.is_some();
-    if has_audit {
-        let mut codacy = Obj::open(doc.key("codacy"));
-        let mut audit = Obj::open(codacy.key("audit"));
-        audit.opt("repository", repository.as_deref());
-        audit.opt("entity_id", entity_id.as_deref());
-        audit.opt("source", source.as_deref());
-        audit.opt("result", result.as_deref());
-        audit.opt("role", actor_role.as_deref());
-        match details {
-            Some(d @ Value::Object(_)) => write_json(d, audit.key("details")),
-            Some(Value::String(s)) => audit.str("details_text", s),
-            Some(other) => {
-                let mut text = Vec::with_capacity(64);
-                write_json(other, &mut text);
-                audit.str("details_text", &String::from_utf8_lossy(&text));
-            }
-            None => {}
-        }
-        audit.close();
-        codacy.close();
+    if !has_audit {
+        return;
     }
-    doc.close();
+    let mut codacy = Obj::open(doc.key("codacy"));
+    let mut audit = Obj::open(codacy.key("audit"));
+    audit.opt("repository", repository.as_deref());
+    audit.opt("entity_id", entity_id.as_deref());
+    audit.opt("source", source.as_deref());
+    audit.opt("result", result);
+    audit.opt("role", actor_role);
+    match details {
+        Some(d @ Value::Object(_)) => write_json(d, audit.key("details")),
+        Some(Value::String(s)) => audit.str("details_text", s),
+        Some(other) => {
+            let mut text = Vec::with_capacity(64);
+            write_json(other, &mut text);
+            audit.str("details_text", &String::from_utf8_lossy(&text));
+        }
+        None => {}
+    }
+    audit.close();
+    codacy.close();
 }
 
 /// The ECS document for `event` as a JSON value.
