@@ -69,7 +69,7 @@ impl IdSeed {
 
     fn finish(&self, occurrence: u32) -> (EventId, EventKey) {
         let mut h = self.0.clone();
-        h.update(occurrence.to_string().as_bytes());
+        h.update(itoa::Buffer::new().format(occurrence).as_bytes());
         let hash = h.finalize();
         let mut key = [0u8; 16];
         key.copy_from_slice(&hash[..16]);

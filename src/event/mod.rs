@@ -120,6 +120,21 @@ pub enum EventParseError {
     MissingAction,
 }
 
+/// Up to this many members, [`get`] compares names instead of hashing.
+const SCAN_FIELDS: usize = 16;
+
+/// A member of `map` by name. An event has about ten fields (its `actor` two): comparing that
+/// many short names is cheaper than hashing the one asked for (the map's hasher is SipHash),
+/// and every record reads several.
+fn get<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if map.len() <= SCAN_FIELDS {
+        map.iter()
+            .find_map(|(k, v)| (k.as_str() == name).then_some(v))
+    } else {
+        map.get(name)
+    }
+}
+
 /// A Codacy audit event: every field exactly as received (unknown ones included, in the order
 /// received) and the parsed time. The known fields are read through accessors rather than copied
 /// out, so an event costs its parsed JSON and nothing more (the agent holds many at once).
@@ -203,34 +218,38 @@ impl AuditEvent {
     fn from_map_or_back(
         raw: Map<String, Value>,
     ) -> Result<Self, (EventParseError, Map<String, Value>)> {
-        let timestamp_ms = match raw
-            .get("timestamp")
+        let timestamp_ms = match get(&raw, "timestamp")
             .ok_or(EventParseError::MissingTimestamp)
             .and_then(parse_timestamp)
         {
             Ok(t) => t,
             Err(e) => return Err((e, raw)),
         };
-        if !matches!(raw.get("action"), Some(Value::String(s)) if !s.is_empty()) {
+        if !matches!(get(&raw, "action"), Some(Value::String(s)) if !s.is_empty()) {
             return Err((EventParseError::MissingAction, raw));
         }
         Ok(AuditEvent { raw, timestamp_ms })
     }
 
+    /// A top-level field by name.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        get(&self.raw, name)
+    }
+
     /// `action`: a non-empty string (checked when the event was built).
     pub fn action(&self) -> &str {
-        self.raw.get("action").and_then(Value::as_str).unwrap_or("")
+        self.field("action").and_then(Value::as_str).unwrap_or("")
     }
 
     /// `result`: `succeed`, `failed`, `rejected` (or whatever the API sends).
     pub fn result(&self) -> Option<Cow<'_, str>> {
-        scalar_text(self.raw.get("result"))
+        scalar_text(self.field("result"))
     }
 
     /// `actor.email`, or `actor` itself when it is a plain string.
     pub fn actor_email(&self) -> Option<Cow<'_, str>> {
-        match self.raw.get("actor") {
-            Some(Value::Object(actor)) => scalar_text(actor.get("email")),
+        match self.field("actor") {
+            Some(Value::Object(actor)) => scalar_text(get(actor, "email")),
             Some(Value::String(s)) => Some(Cow::Borrowed(s)),
             _ => None,
         }
@@ -238,36 +257,35 @@ impl AuditEvent {
 
     /// `actor.role`, e.g. `organizationAdmin`; absent when `actor` is a plain string.
     pub fn actor_role(&self) -> Option<Cow<'_, str>> {
-        match self.raw.get("actor") {
-            Some(Value::Object(actor)) => scalar_text(actor.get("role")),
+        match self.field("actor") {
+            Some(Value::Object(actor)) => scalar_text(get(actor, "role")),
             _ => None,
         }
     }
 
     /// `source`: `UI` or `API`.
     pub fn source(&self) -> Option<Cow<'_, str>> {
-        scalar_text(self.raw.get("source"))
+        scalar_text(self.field("source"))
     }
 
     /// `repositoryName`.
     pub fn repository(&self) -> Option<Cow<'_, str>> {
-        scalar_text(self.raw.get("repositoryName"))
+        scalar_text(self.field("repositoryName"))
     }
 
     pub fn description(&self) -> Option<Cow<'_, str>> {
-        scalar_text(self.raw.get("description"))
+        scalar_text(self.field("description"))
     }
 
     /// `entityId`.
     pub fn entity_id(&self) -> Option<Cow<'_, str>> {
-        scalar_text(self.raw.get("entityId"))
+        scalar_text(self.field("entityId"))
     }
 
     /// `details` (or the older `requestDetails`); `None` when absent or null.
     pub fn details(&self) -> Option<&Value> {
-        self.raw
-            .get("details")
-            .or_else(|| self.raw.get("requestDetails"))
+        self.field("details")
+            .or_else(|| self.field("requestDetails"))
             .filter(|v| !v.is_null())
     }
 
@@ -280,4 +298,4 @@ impl AuditEvent {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

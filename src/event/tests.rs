@@ -133,7 +133,8 @@ fn streamed_occurrences_give_the_ids_of_a_batch() {
     assert_eq!(batch, streamed);
 }
 
-fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+/// Any JSON value, strings with every character that needs an escape.
+pub(crate) fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
     use proptest::prelude::*;
     let leaf = prop_oneof![
         Just(Value::Null),

@@ -22,6 +22,7 @@
 //! CSV output starts with its header line.
 
 mod batch;
+mod parse;
 mod splitter;
 mod stream;
 mod whole;
@@ -31,7 +32,6 @@ use crate::format::Encoder;
 use batch::{read_batch, read_more};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
 use splitter::{envelope_data_start, stream_elements};
 use std::fmt;
 use std::io::{BufRead, Write};
@@ -149,7 +149,17 @@ enum Bad {
     Event(EventParseError),
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// A copy for one worker thread, with its own `org`: every record clones and drops it, and
+    /// threads sharing one reference count would contend for it.
+    fn for_worker(&self) -> Ctx<'a> {
+        Ctx {
+            encoder: self.encoder,
+            org: Arc::new(OrgRef::clone(&self.org)),
+            fetched_at_ms: self.fetched_at_ms,
+        }
+    }
+
     /// Parses, checks, identifies and encodes the event in `text`, appending its record and a line
     /// feed to `out`. `occurrence` gets the event's key and returns its occurrence number.
     fn encode(
@@ -158,7 +168,7 @@ impl Ctx<'_> {
         occurrence: impl FnOnce(EventKey) -> u32,
         out: &mut Vec<u8>,
     ) -> Result<(), Bad> {
-        let value: Value = serde_json::from_str(text).map_err(Bad::Json)?;
+        let value = parse::event_value(text).map_err(Bad::Json)?;
         let event = AuditEvent::from_value(value).map_err(Bad::Event)?;
         let seed = IdSeed::new(&self.org, &event.canonical_json());
         let (first, key) = seed.first();

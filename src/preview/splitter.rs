@@ -181,6 +181,16 @@ impl Splitter {
     /// Scans what is buffered. Returns a syntax error's offset in `buf` and message, if any.
     fn scan(&mut self) -> Option<(usize, String)> {
         while self.scan < self.buf.len() {
+            if self.strings.inside && !self.strings.escaped {
+                // Inside a string only a quote or a backslash matters: jump to the next one.
+                match memchr::memchr2(b'"', b'\\', &self.buf[self.scan..]) {
+                    Some(skip) => self.scan += skip,
+                    None => {
+                        self.scan = self.buf.len();
+                        break;
+                    }
+                }
+            }
             let i = self.scan;
             let b = self.buf[i];
             self.scan += 1;

@@ -153,9 +153,10 @@ pub(super) fn stream(
         for _ in 0..WORKERS {
             let (job_tx, job_rx) = sync_channel::<Batch>(DEPTH);
             let (done_tx, done_rx) = sync_channel::<Batch>(DEPTH);
+            let ctx = ctx.for_worker();
             scope.spawn(move || {
                 for mut batch in job_rx {
-                    encode_batch(ctx, &mut batch);
+                    encode_batch(&ctx, &mut batch);
                     if done_tx.send(batch).is_err() {
                         break;
                     }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::event::{identify, Provider};
 use crate::format::{Format, FormatOptions};
+use serde_json::Value;
 use std::io::Read;
 
 fn enc(format: Format) -> Encoder {
@@ -449,4 +450,33 @@ fn position_counts_characters() {
     assert_eq!((p.line, p.column, p.offset), (2, 2, 4));
     let p = position("éx", 2);
     assert_eq!((p.line, p.column), (1, 2));
+}
+
+proptest::proptest! {
+    #[test]
+    fn an_event_parses_to_what_serde_json_gives(v in crate::event::tests::arb_json(), cut in 0usize..200) {
+        let text = serde_json::to_string(&v).unwrap();
+        // (serde_json's float parsing does not round-trip every f64: compared with its parse.)
+        let parsed = serde_json::from_str::<Value>(&text).unwrap();
+        proptest::prop_assert_eq!(parse::event_value(&text).unwrap(), parsed);
+        // Broken text fails with serde_json's error, and repeated keys keep the first place.
+        let cut = &text[..text.char_indices().map(|(i, _)| i).nth(cut).unwrap_or(text.len())];
+        for text in [cut.to_string(), format!("{text} x"), text.replace(':', ": 1,\"a\":")] {
+            let ours = parse::event_value(&text).map_err(|e| e.to_string());
+            let theirs = serde_json::from_str::<Value>(&text).map_err(|e| e.to_string());
+            proptest::prop_assert_eq!(ours, theirs);
+        }
+    }
+}
+
+#[test]
+fn a_raw_value_marker_key_parses_as_serde_json_parses_it() {
+    for text in [
+        r#"{"$serde_json::private::RawValue": "[1, 2]"}"#,
+        r#"{"$serde_json::private::RawValue": "nope"}"#,
+    ] {
+        let ours = parse::event_value(text).map_err(|e| e.to_string());
+        let theirs = serde_json::from_str::<Value>(text).map_err(|e| e.to_string());
+        assert_eq!(ours, theirs);
+    }
 }

@@ -14,7 +14,11 @@ mod actions;
 
 pub use actions::ACTIONS;
 use actions::CONFIG;
+use rustc_hash::FxHasher;
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::OnceLock;
 
 /// What the encoders need to know about an action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +32,7 @@ pub struct Classification {
     /// ECS `event.type` values.
     pub types: &'static [&'static str],
     /// CEF `cat`, e.g. `repositories/tokens`.
-    pub cef_category: String,
+    pub cef_category: Cow<'static, str>,
     /// CEF severity 0-10 after adjusting for the result.
     pub severity: u8,
     /// Whether the action is in the catalog (false: classified by the verb-suffix fallback).
@@ -53,7 +57,34 @@ pub struct ActionInfo {
 
 /// Looks an action up in the catalog.
 pub fn lookup(action: &str) -> Option<&'static ActionInfo> {
-    ACTIONS.iter().find(|a| a.action == action)
+    index().get(action).map(|&i| &ACTIONS[i])
+}
+
+/// Where each action is in [`ACTIONS`], and its CEF category: built once, since every record
+/// looks its action up. The names are the catalog's own, so a fast non-keyed hash is safe.
+struct Index {
+    position: HashMap<&'static str, usize, BuildHasherDefault<FxHasher>>,
+    cef_categories: Vec<String>,
+}
+
+impl Index {
+    fn get(&self, action: &str) -> Option<&usize> {
+        self.position.get(action)
+    }
+}
+
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| Index {
+        // Reversed, so that the first of two rows for one action would win, as a scan finds it.
+        position: ACTIONS
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, a)| (a.action, i))
+            .collect(),
+        cef_categories: ACTIONS.iter().map(|a| cef_category(a.action)).collect(),
+    })
 }
 
 /// Whether a `result` value means the attempt did not succeed (codacy-api.md: `succeed`,
@@ -66,8 +97,9 @@ pub fn is_failure(result: Option<&str>) -> bool {
 /// Never fails: an action the catalog does not know is classified by its verb suffix.
 pub fn classify(action: &str, result: Option<&str>) -> Classification {
     let failed = is_failure(result);
-    match lookup(action) {
-        Some(info) => {
+    let index = index();
+    match index.get(action).map(|&i| (&ACTIONS[i], i)) {
+        Some((info, i)) => {
             let (categories, types) = if info.action == "user.login" && failed {
                 // §2.4: a failed login is no session start: [authentication] / [info].
                 (&["authentication"][..], &["info"][..])
@@ -79,7 +111,7 @@ pub fn classify(action: &str, result: Option<&str>) -> Classification {
                 description: Some(info.description),
                 categories,
                 types,
-                cef_category: cef_category(action),
+                cef_category: Cow::Borrowed(index.cef_categories[i].as_str()),
                 severity: if failed {
                     info.failure_severity
                 } else {
@@ -103,7 +135,7 @@ pub fn classify(action: &str, result: Option<&str>) -> Classification {
                 description: None,
                 categories: CONFIG,
                 types,
-                cef_category: cef_category(action),
+                cef_category: Cow::Owned(cef_category(action)),
                 severity: if failed { severity + 3 } else { severity },
                 known: false,
             }
