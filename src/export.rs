@@ -229,25 +229,29 @@ pub async fn export(
         )),
     };
     let writer = WriterThread::start(out);
-    let walked = walk(
-        source, org, from_ms, to_ms, max_events, encoder, &writer, bars, now_ms,
-    )
-    .await;
+    let span = Span {
+        source,
+        org: Arc::new(org),
+        from_ms,
+        to_ms,
+        max_events,
+        now_ms,
+    };
+    let walked = walk(span, encoder, &writer, bars).await;
     let written = writer.finish();
-    let summary = match (walked, written) {
-        (Err(e), _) => {
+    let outcome = match (walked, written) {
+        (Ok(s), Ok(())) => Ok(s),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(write_err(e)),
+    };
+    let summary = match outcome {
+        Ok(s) => s,
+        Err(e) => {
             if let Output::File(path) = output {
                 let _ = std::fs::remove_file(partial_path(path));
             }
             return Err(e);
         }
-        (Ok(_), Err(e)) => {
-            if let Output::File(path) = output {
-                let _ = std::fs::remove_file(partial_path(path));
-            }
-            return Err(write_err(e));
-        }
-        (Ok(s), Ok(())) => s,
     };
     if let Output::File(path) = output {
         std::fs::rename(partial_path(path), path).map_err(write_err)?;
@@ -280,19 +284,31 @@ fn spawn_fetch(
     tokio::spawn(async move { source.fetch(&org, from, to, cap).await })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn walk(
+/// What [`walk`] reads: `[from_ms, to_ms)` of `org`, at most `max_events` held at once; `now_ms`
+/// is the records' fetch time.
+struct Span {
     source: Arc<dyn EventSource>,
-    org: OrgRef,
+    org: Arc<OrgRef>,
     from_ms: i64,
     to_ms: i64,
     max_events: usize,
+    now_ms: i64,
+}
+
+async fn walk(
+    span: Span,
     encoder: &Encoder,
     writer: &WriterThread,
     bars: &Bars,
-    now_ms: i64,
 ) -> Result<ExportSummary, ExportError> {
-    let org = Arc::new(org);
+    let Span {
+        source,
+        org,
+        from_ms,
+        to_ms,
+        max_events,
+        now_ms,
+    } = span;
     let fetch_err = |source: WindowError| ExportError::Fetch {
         org: org.key(),
         source,

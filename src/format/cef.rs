@@ -17,7 +17,7 @@
 
 use super::catalog::{self, Classification};
 use super::FormatOptions;
-use crate::event::IdentifiedEvent;
+use crate::event::{write_json, IdentifiedEvent};
 use std::io::Write;
 
 /// Header maximum lengths (§1.1, from Vector's CEF encoder).
@@ -141,8 +141,8 @@ impl Extensions<'_> {
 
     fn int(&mut self, key: &str, value: i64) {
         self.key(key);
-        // Writing to a Vec cannot fail.
-        let _ = write!(self.out, "{value}");
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
     /// `csN` with its label.
@@ -201,7 +201,7 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
     x.int("rt", ev.timestamp_ms);
     x.int("end", ev.timestamp_ms);
     x.str("act", action, MAX_ACT);
-    x.opt("cat", Some(&class.cef_category), MAX_CAT);
+    x.opt("cat", Some(class.cef_category.as_ref()), MAX_CAT);
     x.opt("outcome", outcome(result), MAX_OUTCOME);
     x.opt("reason", result.filter(|r| *r != "succeed"), MAX_REASON);
     x.opt("suser", ev.actor_email().as_deref(), MAX_SUSER);
@@ -212,7 +212,12 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
     let details = ev.details().map(|d| match d {
         // A string is carried as is rather than as a quoted JSON string.
         serde_json::Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
-        other => std::borrow::Cow::Owned(other.to_string()),
+        // The same text as `to_string`, without serde's formatter machinery.
+        other => {
+            let mut text = Vec::with_capacity(128);
+            write_json(other, &mut text);
+            std::borrow::Cow::Owned(String::from_utf8_lossy(&text).into_owned())
+        }
     });
     x.custom(4, "details", details.as_deref());
     x.custom(5, "source", ev.source().as_deref());

@@ -29,7 +29,6 @@ pub const HEADER: &str = "actor,action,timestamp,result,source,repositoryName,de
 
 /// Appends the CSV row for `event` to `out` (no trailing line break).
 pub fn encode(event: &IdentifiedEvent, out: &mut Vec<u8>) {
-    let raw = &event.event.raw;
     let mut scratch = Vec::new();
     for (i, column) in COLUMNS.iter().enumerate() {
         if i > 0 {
@@ -37,7 +36,7 @@ pub fn encode(event: &IdentifiedEvent, out: &mut Vec<u8>) {
         }
         let value = match *column {
             "details" => event.event.details(),
-            key => raw.get(key),
+            key => event.event.field(key),
         };
         match value {
             None | Some(Value::Null) => {}

@@ -13,7 +13,7 @@
 
 use super::catalog;
 use super::FormatOptions;
-use crate::event::{write_json, write_json_map, write_json_str, IdentifiedEvent};
+use crate::event::{write_json, write_json_map, write_json_str, AuditEvent, IdentifiedEvent};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::io::Write;
@@ -61,23 +61,50 @@ pub const ECS_FIELDS_USED: &[&str] = &[
 pub const ECS_FIELDS_CSV: &str = include_str!("ecs_fields.csv");
 
 /// RFC 3339 with milliseconds and `Z`; epoch milliseconds (which Elasticsearch's default date
-/// format also accepts) for instants outside years 0-9999, which RFC 3339 cannot write.
+/// format also accepts) for instants outside years 0-9999, which RFC 3339 cannot write. The
+/// same text as chrono's `to_rfc3339_opts(Millis, true)` (a test compares them), written
+/// without chrono's formatting machinery: every document has two dates.
 fn write_date(out: &mut Vec<u8>, ms: i64) {
-    use chrono::Datelike;
-    match chrono::DateTime::from_timestamp_millis(ms) {
-        Some(t) if (0..=9999).contains(&t.year()) => {
-            // The text has nothing to escape.
-            out.push(b'"');
-            out.extend_from_slice(
-                t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                    .as_bytes(),
-            );
-            out.push(b'"');
-        }
-        _ => {
-            let _ = write!(out, "{ms}");
+    const DAY_MS: i64 = 86_400_000;
+    let (year, month, day) = civil_from_days(ms.div_euclid(DAY_MS));
+    if !(0..=9999).contains(&year) {
+        let _ = write!(out, "{ms}");
+        return;
+    }
+    let of_day = ms.rem_euclid(DAY_MS);
+    let (hour, minute) = (of_day / 3_600_000, of_day / 60_000 % 60);
+    let (second, milli) = (of_day / 1000 % 60, of_day % 1000);
+    // Each part after the character that precedes it; the text has nothing to escape.
+    let parts = [
+        (b'"', year, 4),
+        (b'-', month, 2),
+        (b'-', day, 2),
+        (b'T', hour, 2),
+        (b':', minute, 2),
+        (b':', second, 2),
+        (b'.', milli, 3),
+    ];
+    for (before, value, width) in parts {
+        out.push(before);
+        for p in (0..width).rev() {
+            out.push(b'0' + (value / 10i64.pow(p) % 10) as u8);
         }
     }
+    out.extend_from_slice(b"Z\"");
+}
+
+/// The proleptic Gregorian (year, month, day) of a day counted from 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 fn nonempty(v: Option<&str>) -> Option<&str> {
@@ -152,7 +179,6 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
     let ev = &event.event;
     let action = ev.action();
     let (result, actor_email, actor_role) = (ev.result(), ev.actor_email(), ev.actor_role());
-    let (repository, entity_id, source) = (ev.repository(), ev.entity_id(), ev.source());
     let description = ev.description();
     let class = catalog::classify(action, result.as_deref());
     let email = nonempty(actor_email.as_deref());
@@ -222,7 +248,14 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
     ds.close();
     doc.strs("tags", &["codacy", "audit"]);
 
-    // Codacy's own fields, as received (empty strings included).
+    write_codacy(&mut doc, ev, result.as_deref(), actor_role.as_deref());
+    doc.close();
+}
+
+/// `codacy.audit.*`: Codacy's own fields, as received (empty strings included); nothing when the
+/// event has none of them.
+fn write_codacy(doc: &mut Obj, ev: &AuditEvent, result: Option<&str>, actor_role: Option<&str>) {
+    let (repository, entity_id, source) = (ev.repository(), ev.entity_id(), ev.source());
     let details = ev.details();
     let has_audit = repository.is_some()
         || entity_id.is_some()
@@ -230,28 +263,28 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
         || result.is_some()
         || actor_role.is_some()
         || details.is_some();
-    if has_audit {
-        let mut codacy = Obj::open(doc.key("codacy"));
-        let mut audit = Obj::open(codacy.key("audit"));
-        audit.opt("repository", repository.as_deref());
-        audit.opt("entity_id", entity_id.as_deref());
-        audit.opt("source", source.as_deref());
-        audit.opt("result", result.as_deref());
-        audit.opt("role", actor_role.as_deref());
-        match details {
-            Some(d @ Value::Object(_)) => write_json(d, audit.key("details")),
-            Some(Value::String(s)) => audit.str("details_text", s),
-            Some(other) => {
-                let mut text = Vec::with_capacity(64);
-                write_json(other, &mut text);
-                audit.str("details_text", &String::from_utf8_lossy(&text));
-            }
-            None => {}
-        }
-        audit.close();
-        codacy.close();
+    if !has_audit {
+        return;
     }
-    doc.close();
+    let mut codacy = Obj::open(doc.key("codacy"));
+    let mut audit = Obj::open(codacy.key("audit"));
+    audit.opt("repository", repository.as_deref());
+    audit.opt("entity_id", entity_id.as_deref());
+    audit.opt("source", source.as_deref());
+    audit.opt("result", result);
+    audit.opt("role", actor_role);
+    match details {
+        Some(d @ Value::Object(_)) => write_json(d, audit.key("details")),
+        Some(Value::String(s)) => audit.str("details_text", s),
+        Some(other) => {
+            let mut text = Vec::with_capacity(64);
+            write_json(other, &mut text);
+            audit.str("details_text", &String::from_utf8_lossy(&text));
+        }
+        None => {}
+    }
+    audit.close();
+    codacy.close();
 }
 
 /// The ECS document for `event` as a JSON value.
@@ -416,134 +449,5 @@ fn check_type(path: &str, v: &Value, def: FieldDef, problems: &mut Vec<String>) 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::{identify, AuditEvent, OrgRef, Provider};
-    use serde_json::json;
-    use std::sync::Arc;
-
-    fn doc(v: Value, include_original: bool) -> Value {
-        let org = Arc::new(OrgRef::new(Provider::Gh, "acme"));
-        let ev = identify(
-            &org,
-            vec![AuditEvent::from_value(v).unwrap()],
-            1_700_000_000_000,
-        )
-        .remove(0);
-        let opts = FormatOptions {
-            ecs_namespace: "prod".into(),
-            include_original,
-            hostname: "h".into(),
-            timestamp_field: false,
-        };
-        let mut out = Vec::new();
-        encode(&ev, &opts, &mut out);
-        serde_json::from_slice(&out).unwrap()
-    }
-
-    #[test]
-    fn the_subset_defines_every_field_used_and_nothing_else() {
-        let defs = field_defs();
-        for f in ECS_FIELDS_USED {
-            assert!(defs.contains_key(f), "{f} missing from ecs_fields.csv");
-        }
-        assert_eq!(defs.len(), ECS_FIELDS_USED.len());
-        assert!(defs["event.category"].array);
-        assert_eq!(defs["event.severity"].field_type, "long");
-    }
-
-    #[test]
-    fn maps_the_sample_event() {
-        let d = doc(
-            json!({"actor": {"email": "a@b.com", "role": "organizationAdmin"},
-                   "action": "repositories.integrations.providersettings.update",
-                   "result": "succeed", "timestamp": "2024-07-01T09:45:30.656Z", "source": "UI",
-                   "repositoryName": "service-repo", "entityId": "42", "details": {"k": [1]}}),
-            false,
-        );
-        assert_eq!(d["@timestamp"], "2024-07-01T09:45:30.656Z");
-        assert_eq!(d["event"]["created"], "2023-11-14T22:13:20.000Z");
-        assert_eq!(d["event"]["category"], json!(["configuration"]));
-        assert_eq!(d["event"]["type"], json!(["change"]));
-        assert_eq!(d["event"]["outcome"], "success");
-        assert_eq!(
-            d["message"],
-            "Git provider integration settings for the repository updated"
-        );
-        assert_eq!(d["user"]["roles"], json!(["organizationAdmin"]));
-        assert_eq!(d["related"]["user"], json!(["a@b.com"]));
-        assert_eq!(d["organization"], json!({"id": "gh/acme", "name": "acme"}));
-        assert_eq!(d["data_stream"]["namespace"], "prod");
-        assert_eq!(d["codacy"]["audit"]["details"], json!({"k": [1]}));
-        assert_eq!(d["event"].get("original"), None);
-        assert_eq!(check_document(&d), Vec::<String>::new());
-    }
-
-    #[test]
-    fn original_only_on_request_and_details_split_by_shape() {
-        let raw = json!({"timestamp": 5, "action": "x.y", "details": "text", "z": 1});
-        let d = doc(raw.clone(), true);
-        let original: Value =
-            serde_json::from_str(d["event"]["original"].as_str().unwrap()).unwrap();
-        assert_eq!(original, raw);
-        assert_eq!(d["codacy"]["audit"]["details_text"], "text");
-        assert_eq!(d["codacy"]["audit"].get("details"), None);
-        let d = doc(
-            json!({"timestamp": 5, "action": "x.y", "details": [1, 2]}),
-            false,
-        );
-        assert_eq!(d["codacy"]["audit"]["details_text"], "[1,2]");
-        assert_eq!(check_document(&d), Vec::<String>::new());
-    }
-
-    #[test]
-    fn failed_and_odd_results() {
-        let d = doc(
-            json!({"timestamp": 5, "action": "user.login", "result": "rejected", "actor": "a@b"}),
-            false,
-        );
-        assert_eq!(d["event"]["outcome"], "failure");
-        assert_eq!(d["event"]["category"], json!(["authentication"]));
-        assert_eq!(d["codacy"]["audit"]["result"], "rejected");
-        assert_eq!(d["user"]["email"], "a@b");
-        let d = doc(
-            json!({"timestamp": 5, "action": "x.y", "result": "odd"}),
-            false,
-        );
-        assert_eq!(d["event"]["outcome"], "unknown");
-        let d = doc(json!({"timestamp": 5, "action": "x.y"}), false);
-        assert_eq!(d["event"].get("outcome"), None);
-        assert_eq!(d["message"], "x.y");
-        assert_eq!(d.get("user"), None);
-    }
-
-    #[test]
-    fn far_future_timestamps_stay_valid() {
-        let d = doc(
-            json!({"timestamp": 300_000_000_000_000i64, "action": "a"}),
-            false,
-        );
-        assert_eq!(d["@timestamp"], json!(300_000_000_000_000i64));
-        assert_eq!(check_document(&d), Vec::<String>::new());
-    }
-
-    #[test]
-    fn the_checker_catches_mistakes() {
-        let mut d = doc(json!({"timestamp": 5, "action": "a.create"}), false);
-        assert!(check_document(&d).is_empty());
-        d["event"]["type"] = json!(["admin"]);
-        d["user"] = json!({"nickname": "x", "email": ["a", "b"]});
-        d["event"]["created"] = json!("yesterday");
-        d["event"]["outcome"] = json!("ok");
-        let problems = check_document(&d).join("\n");
-        for needle in [
-            "user.nickname is not an ECS 8.17 field",
-            "user.email is not an array field",
-            "event.created = \"yesterday\"",
-            "event.outcome \"ok\"",
-            "\"admin\" is not expected",
-        ] {
-            assert!(problems.contains(needle), "{needle} not in {problems}");
-        }
-    }
-}
+#[path = "ecs_tests.rs"]
+mod tests;
