@@ -1,17 +1,17 @@
 //! `format = "cef"`: one ArcSight Common Event Format line per event.
 //!
 //! `CEF:0|Codacy|Codacy|<agent version>|<action>|<name>|<severity>|<extensions>`
-//! (siem-formats.md §1.1). Rules, all from siem-formats.md §1:
-//! - header fields escape `\` and `|`; CR and LF (a CRLF pair counts as one) become a space (§1.2);
+//! (ArcSight "Implementing ArcSight CEF" revision 25, the CEF specification). Rules, all from it:
+//! - header fields escape `\` and `|`; CR and LF (a CRLF pair counts as one) become a space;
 //! - extension values escape `\` first, then `=`; CR and LF become the two characters `\r` / `\n`
 //!   each, so a CRLF round-trips exactly as `\r\n` (lossless, unlike Logstash's CRLF -> `\n`);
-//!   pipes and spaces stay as they are (§1.2);
-//! - lengths (§1.1 header, §1.5 extensions) are enforced on the value *before* escaping, in UTF-8
+//!   pipes and spaces stay as they are;
+//! - lengths (of header fields and of extension keys) are enforced on the value *before* escaping, in UTF-8
 //!   bytes and cut at a character boundary, so an escape sequence is never split and the value a
 //!   parser recovers is a prefix of the original. Bytes are at least characters, so this also
 //!   meets a limit counted in characters;
-//! - integer severity 0-10 (§1.3); timestamps as epoch milliseconds (§1.4);
-//! - custom strings `cs1..cs6` with labels as proposed in §1.6.
+//! - integer severity 0-10; timestamps as epoch milliseconds (`rt`, `end`);
+//! - custom strings `cs1..cs6` with labels (`cs1Label`..`cs6Label`).
 //!
 //! Fields absent from (or empty in) the event are omitted, never invented.
 
@@ -20,14 +20,14 @@ use super::FormatOptions;
 use crate::event::{write_json, IdentifiedEvent};
 use std::io::Write;
 
-/// Header maximum lengths (§1.1, from Vector's CEF encoder).
+/// Header maximum lengths (the CEF specification, as Vector.s CEF encoder applies them).
 pub const MAX_VENDOR: usize = 63;
 pub const MAX_PRODUCT: usize = 63;
 pub const MAX_VERSION: usize = 31;
 pub const MAX_EVENT_CLASS_ID: usize = 1023;
 pub const MAX_NAME: usize = 512;
 
-/// Extension maximum lengths (§1.5; [U] rows are unverified values of the spec, used as given).
+/// Extension maximum lengths (the CEF specification's extension dictionary; [U] rows could not be verified and are used as given).
 pub const MAX_ACT: usize = 63;
 pub const MAX_OUTCOME: usize = 63;
 pub const MAX_REASON: usize = 1023;
@@ -109,7 +109,7 @@ pub fn push_value(out: &mut Vec<u8>, value: &str, max: usize) {
     out.extend_from_slice(&bytes[start..]);
 }
 
-/// Writes ` key=value` pairs; keys are compile-time constants made of `[A-Za-z0-9]` (§1.2).
+/// Writes ` key=value` pairs; keys are compile-time constants made of `[A-Za-z0-9]` (as CEF requires).
 struct Extensions<'a> {
     out: &'a mut Vec<u8>,
     first: bool,
@@ -164,7 +164,7 @@ const CS_KEYS: [(&str, &str); 6] = [
     ("cs6", "cs6Label"),
 ];
 
-/// `succeed` -> `success`, `failed`/`rejected` -> `failure` (§1.5 `outcome`); anything else has no
+/// `succeed` -> `success`, `failed`/`rejected` -> `failure` (the CEF `outcome` key); anything else has no
 /// outcome (its raw value still goes to `reason`).
 pub fn outcome(result: Option<&str>) -> Option<&'static str> {
     match result? {
@@ -197,7 +197,7 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
     out.push(b'|');
 
     let mut x = Extensions { out, first: true };
-    // §1.4: rt and end both carry the Codacy timestamp, as epoch milliseconds.
+    // rt and end both carry the Codacy timestamp, as epoch milliseconds.
     x.int("rt", ev.timestamp_ms);
     x.int("end", ev.timestamp_ms);
     x.str("act", action, MAX_ACT);
@@ -205,7 +205,7 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
     x.opt("outcome", outcome(result), MAX_OUTCOME);
     x.opt("reason", result.filter(|r| *r != "succeed"), MAX_REASON);
     x.opt("suser", ev.actor_email().as_deref(), MAX_SUSER);
-    // §1.6 slots.
+    // The custom string slots.
     x.custom(1, "repository", ev.repository().as_deref());
     x.custom(2, "actorRole", ev.actor_role().as_deref());
     x.custom(3, "entityId", ev.entity_id().as_deref());
@@ -222,7 +222,7 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
     x.custom(4, "details", details.as_deref());
     x.custom(5, "source", ev.source().as_deref());
     x.custom(6, "organization", Some(&event.org.key()));
-    // §7: externalId = first 40 hex characters of the event id.
+    // externalId = first 40 hex characters of the event id.
     x.str("externalId", event.id.as_str(), MAX_EXTERNAL_ID);
     x.opt("dvchost", Some(&options.hostname), MAX_DVCHOST);
     x.str("deviceProcessName", super::AGENT_NAME, MAX_PROCESS_NAME);

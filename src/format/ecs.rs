@@ -1,14 +1,14 @@
 //! `format = "ecs"`: one Elastic Common Schema 8.17 document per event.
 //!
-//! Field choices follow siem-formats.md §2.2 and the sample document in §2.5; category/type come
-//! from the action catalog (§2.4). Every field outside `codacy.*` is an ECS 8.17 field with a
+//! Field choices follow the ECS 8.17 field reference (event, user, source, organization and
+//! related fieldsets); category/type come from the action catalog (`crate::format::catalog`). Every field outside `codacy.*` is an ECS 8.17 field with a
 //! matching type: `ecs_fields.csv` next to this file holds the rows of ECS's `fields.csv` (v8.17.0)
 //! for exactly the fields in [`ECS_FIELDS_USED`], and [`check_document`] validates a document
 //! against it (the tests run it on every output).
 //!
 //! Codacy-specific data lives under `codacy.audit.*`. `details` is split by shape so that one index
 //! never sees both an object and a string under the same name (a mapping conflict Elasticsearch
-//! would reject): an object goes to `codacy.audit.details` (map it as `flattened`, §2.2), any other
+//! would reject): an object goes to `codacy.audit.details` (map it as `flattened`), any other
 //! value to `codacy.audit.details_text` (a string as is, arrays/numbers/booleans as compact JSON).
 
 use super::catalog;
@@ -19,9 +19,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::OnceLock;
 
-/// `ecs.version` (§2: pinned to 8.17.0).
+/// `ecs.version` (pinned to 8.17.0).
 pub const ECS_VERSION: &str = "8.17.0";
-/// `event.module`; `event.dataset` and `data_stream.dataset` are [`DATASET`] (§2.2: they must be equal).
+/// `event.module`; `event.dataset` and `data_stream.dataset` are [`DATASET`] (ECS: they must be equal).
 pub const MODULE: &str = "codacy";
 pub const DATASET: &str = "codacy.audit";
 
@@ -111,7 +111,7 @@ fn nonempty(v: Option<&str>) -> Option<&str> {
     v.filter(|s| !s.is_empty())
 }
 
-/// `succeed` -> success, `failed`/`rejected` -> failure (§2.2), another value -> unknown;
+/// `succeed` -> success, `failed`/`rejected` -> failure (ECS event.outcome), another value -> unknown;
 /// no result -> no outcome.
 pub fn outcome(result: Option<&str>) -> Option<&'static str> {
     match result? {
@@ -217,7 +217,7 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
     }
     e.close();
 
-    // §2.2: only an email is available, so it is both the name and the email.
+    // Only an email is available, so it is both the name and the email.
     if email.is_some() || role.is_some() {
         let mut user = Obj::open(doc.key("user"));
         user.opt("email", email);
@@ -348,7 +348,7 @@ pub fn field_defs() -> &'static HashMap<&'static str, FieldDef> {
 
 /// Checks a document against ECS 8.17: every leaf outside `codacy.*` is a field of the subset
 /// with a value of its type (arrays only where ECS normalises to an array), and the
-/// categorisation fields hold allowed values (§2.1). Returns every problem found.
+/// categorisation fields hold allowed values (ECS `schemas/event.yml`). Returns every problem found.
 pub fn check_document(doc: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     match doc {

@@ -1,7 +1,7 @@
 //! `preview`: encode Codacy events from a file or stdin the way the agent would, without sending
 //! anything. Useful to check a SIEM parser against real output before going live.
 //!
-//! Accepted input (detected from the content, codacy-api.md "Response shapes"):
+//! Accepted input (detected from the content; the shapes Codacy's audit endpoint has returned):
 //! - a JSON array of events (`[...]`);
 //! - a v3 page `{"data": [...], "pagination": {...}}`;
 //! - NDJSON: one event per line (pretty-printed objects one after another work too).

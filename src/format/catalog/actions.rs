@@ -27,10 +27,10 @@ const fn a(
 }
 
 /// Every action in Codacy's documentation, in the order of its tables (User, Organization,
-/// Repository). ECS category/type per siem-formats.md §2.4.
+/// Repository). ECS category/type as mapped by this project.
 pub static ACTIONS: &[ActionInfo] = &[
     // --- User
-    // §2.4: user.login (succeed) -> [authentication, session] / [start, info]; the failed/rejected
+    // user.login (succeed) -> [authentication, session] / [start, info]; the failed/rejected
     // variant is handled in `classify`.
     a(
         "user.login",
@@ -41,7 +41,7 @@ pub static ACTIONS: &[ActionInfo] = &[
         2,
         7,
     ),
-    // §2.4: tokens create/delete -> iam / [admin, creation|deletion]; read -> iam / [admin, info].
+    // tokens create/delete -> iam / [admin, creation|deletion]; read -> iam / [admin, info].
     a(
         "user.tokens.create",
         "Create account API token",
@@ -97,8 +97,8 @@ pub static ACTIONS: &[ActionInfo] = &[
         4,
         6,
     ),
-    // Not named in §2.4; it changes who may configure analysis, so it is a permission change:
-    // iam / [admin, change] (iam expects both, §2.1; Bitbucket's permission events, §2.3).
+    // Not in the mapping table; it changes who may configure analysis, so it is a permission change:
+    // iam / [admin, change] (ECS iam expects both, as Bitbucket.s permission events do).
     a(
         "organizations.analysisconfigurationminimumpermission.update",
         "Update repository management permissions",
@@ -108,7 +108,7 @@ pub static ACTIONS: &[ActionInfo] = &[
         6,
         7,
     ),
-    // §2.4: manager role changes -> iam / [user, admin, change].
+    // manager role changes -> iam / [user, admin, change].
     a(
         "organizations.security.managers.create",
         "Assign organization manager role",
@@ -265,7 +265,7 @@ pub static ACTIONS: &[ActionInfo] = &[
         5,
         7,
     ),
-    // §2.4: configuration / [access], "worth a higher risk score" (data leaves Codacy).
+    // configuration / [access], "worth a higher risk score" (data leaves Codacy).
     a(
         "organizations.security.items.export",
         "Export security items",
@@ -276,7 +276,7 @@ pub static ACTIONS: &[ActionInfo] = &[
         9,
     ),
     // --- Repository
-    // Codacy: "New repository hook created", so creation (§2.4 allows creation for
+    // Codacy: "New repository hook created", so creation (the mapping allows creation for
     // repositories.integrations.*).
     a(
         "repositories.integrations.postcommithook",
@@ -350,7 +350,7 @@ pub static ACTIONS: &[ActionInfo] = &[
         3,
         5,
     ),
-    // §2.4: quality-gate bypass, "High severity".
+    // quality-gate bypass, "High severity".
     a(
         "repositories.pullrequests.bypass",
         "Bypass pull request",
@@ -387,7 +387,7 @@ pub static ACTIONS: &[ActionInfo] = &[
         3,
         5,
     ),
-    // §2.4: a request, not a state change -> configuration / [info].
+    // a request, not a state change -> configuration / [info].
     a(
         "repositories.reanalyzecommit",
         "Reanalyze commit",

@@ -3,10 +3,10 @@
 //! Sources:
 //! - actions, human names ("Event" column) and descriptions: Codacy's documentation page "Audit
 //!   logs for organizations" (the table of actions is in `actions`);
-//! - ECS `event.category` / `event.type`: the mapping table in `siem-formats.md` §2.4, restricted to
-//!   the expected category/type pairs of ECS 8.17 (§2.1); actions §2.4 does not name take the
-//!   verb-suffix rule at the end of §2.4;
-//! - severity: CEF integer 0-10 (§1.3: 0-3 Low, 4-6 Medium, 7-8 High, 9-10 Very-High). The values
+//! - ECS `event.category` / `event.type`: this project's mapping of each action, restricted to the
+//!   expected category/type pairs of ECS 8.17 (`schemas/event.yml`); actions not in the table
+//!   take the verb-suffix rule of [`classify`];
+//! - severity: CEF integer 0-10 (the CEF specification: 0-3 Low, 4-6 Medium, 7-8 High, 9-10 Very-High). The values
 //!   are this project's judgement: credentials, privilege changes, data export and quality-gate
 //!   bypass rank highest; a failed or rejected attempt ranks higher than a successful one.
 
@@ -87,7 +87,7 @@ fn index() -> &'static Index {
     })
 }
 
-/// Whether a `result` value means the attempt did not succeed (codacy-api.md: `succeed`,
+/// Whether a `result` value means the attempt did not succeed (Codacy's audit log API: `succeed`,
 /// `failed`, `rejected`).
 pub fn is_failure(result: Option<&str>) -> bool {
     matches!(result, Some("failed") | Some("rejected"))
@@ -101,7 +101,7 @@ pub fn classify(action: &str, result: Option<&str>) -> Classification {
     match index.get(action).map(|&i| (&ACTIONS[i], i)) {
         Some((info, i)) => {
             let (categories, types) = if info.action == "user.login" && failed {
-                // §2.4: a failed login is no session start: [authentication] / [info].
+                // A failed login is no session start: [authentication] / [info].
                 (&["authentication"][..], &["info"][..])
             } else {
                 (info.categories, info.types)
@@ -121,8 +121,8 @@ pub fn classify(action: &str, result: Option<&str>) -> Classification {
             }
         }
         None => {
-            // §2.4 suffix rule: *.create -> creation, *.delete -> deletion, *.read -> access
-            // (configuration expects access, §2.1), anything else -> change.
+            // The suffix rule: *.create -> creation, *.delete -> deletion, *.read -> access
+            // (ECS configuration expects access), anything else -> change.
             let verb = action.rsplit('.').next().unwrap_or(action);
             let (types, severity): (&'static [&'static str], u8) = match verb {
                 "create" => (&["creation"], 3),
@@ -144,7 +144,7 @@ pub fn classify(action: &str, result: Option<&str>) -> Classification {
 }
 
 /// CEF `cat`: the action's group, i.e. the action without its verb and at most two levels deep,
-/// slash-separated (siem-formats.md §1.5 "action group, e.g. `repositories/tokens`"; §1.9 gives
+/// slash-separated (the CEF `cat` key, "action group, e.g. `repositories/tokens`"; the CEF guide gives
 /// `repositories/integrations` for `repositories.integrations.providersettings.update`).
 /// `repositories.tokens.create` -> `repositories/tokens`, `user.login` -> `user`.
 pub fn cef_category(action: &str) -> String {
@@ -278,7 +278,7 @@ pub fn csv() -> String {
 }
 
 /// ECS 8.17 `event.category` values and the `event.type` values each one expects
-/// (siem-formats.md §2.1, from ecs `schemas/event.yml` v8.17.0). Categories without expected
+/// (from ECS `schemas/event.yml` v8.17.0). Categories without expected
 /// types are listed with an empty slice.
 pub const ECS_EXPECTED_TYPES: &[(&str, &[&str])] = &[
     (
@@ -320,7 +320,7 @@ pub const ECS_EXPECTED_TYPES: &[(&str, &[&str])] = &[
     ("web", &["access", "error", "info"]),
 ];
 
-/// ECS 8.17 `event.type` allowed values (siem-formats.md §2.1).
+/// ECS 8.17 `event.type` allowed values (`schemas/event.yml`).
 pub const ECS_TYPES: &[&str] = &[
     "access",
     "admin",

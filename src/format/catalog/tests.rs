@@ -1,8 +1,8 @@
 use super::*;
 use std::collections::BTreeSet;
 
-/// Every action named in codacy-api.md ("Audit actions") and in Codacy's docs table
-/// (codacy-docs/001_*), expanded from the `.update`-style shorthand.
+/// Every action named in Codacy's API reference ("Audit actions") and in the table of Codacy's
+/// documentation page "Audit logs for organizations", expanded from the `.update`-style shorthand.
 const DOCUMENTED: &[&str] = &[
     "user.login",
     "user.tokens.create",
@@ -108,7 +108,7 @@ fn security_relevant_actions_rank_higher_than_routine_ones() {
     }
     assert!(classify("organizations.security.managers.create", None).severity >= 7);
     assert!(classify("repositories.pullrequests.bypass", None).severity >= 7);
-    // A failed or rejected login is High (§1.3: 7-8), a successful one Low.
+    // A failed or rejected login is High (CEF 7-8), a successful one Low.
     assert!(classify("user.login", Some("succeed")).severity <= 3);
     assert!(classify("user.login", Some("failed")).severity >= 7);
     assert!(classify("user.login", Some("rejected")).severity >= 7);
