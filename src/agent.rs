@@ -304,11 +304,11 @@ impl Agent {
         for org in &old.organizations {
             for name in self.sinks.keys() {
                 if !new_sinks.contains_key(name) || !new.organizations.contains(org) {
-                    self.metrics.unregister(&org.key(), name);
+                    self.metrics.forget(&org.key(), name);
                 }
             }
             if !new.organizations.contains(org) {
-                self.metrics.unregister(&org.key(), "");
+                self.metrics.forget(&org.key(), "");
             }
         }
         let removed: Vec<Arc<SinkHandle>> = self

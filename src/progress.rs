@@ -159,10 +159,6 @@ impl WalkProgress {
                 "backfill in progress");
         }
     }
-
-    pub fn events(&self) -> u64 {
-        self.events
-    }
 }
 
 impl Drop for WalkProgress {

@@ -40,11 +40,6 @@ impl Notifier {
         )
     }
 
-    /// A notifier that never sends anything (tests, `check`, foreground runs).
-    pub fn disabled() -> Self {
-        Self::from_vars(None, None, None, 0)
-    }
-
     /// The environment as values, so the parsing rules can be tested without touching the process env.
     pub fn from_vars(
         notify_socket: Option<OsString>,
@@ -76,11 +71,6 @@ impl Notifier {
         }
     }
 
-    /// Whether a notification socket is configured (i.e. we run under systemd with `Type=notify`).
-    pub fn is_enabled(&self) -> bool {
-        self.target.is_some()
-    }
-
     /// How often to call [`Notifier::watchdog`]: half of `WatchdogSec=`, as `sd_watchdog_enabled(3)`
     /// recommends. `None` when the unit has no watchdog.
     pub fn watchdog_interval(&self) -> Option<Duration> {
@@ -106,25 +96,6 @@ impl Notifier {
     pub fn watchdog(&self) {
         if self.watchdog_timeout.is_some() {
             self.send("WATCHDOG=1");
-        }
-    }
-
-    /// Sleeps for `dur` (tokio timer, so paused-time tests stay instant) while pinging the
-    /// watchdog every [`Notifier::watchdog_interval`], so a poll interval longer than
-    /// `WatchdogSec=` does not get a healthy idle agent killed. Cancel-safe: drop it to stop early.
-    pub async fn sleep_with_watchdog(&self, dur: Duration) {
-        let Some(every) = self.watchdog_interval().filter(|e| !e.is_zero()) else {
-            tokio::time::sleep(dur).await;
-            return;
-        };
-        let deadline = tokio::time::Instant::now() + dur;
-        loop {
-            self.watchdog();
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return;
-            }
-            tokio::time::sleep_until((now + every).min(deadline)).await;
         }
     }
 
@@ -186,7 +157,7 @@ mod tests {
         let path = dir.path().join("notify");
         let server = UnixDatagram::bind(&path).unwrap();
         let n = Notifier::from_vars(Some(path.into_os_string()), Some("20000000"), None, 1);
-        assert!(n.is_enabled());
+        assert!(n.target.is_some());
         n.ready();
         assert_eq!(recv(&server), "READY=1");
         n.status("polling 2 organizations\nlag 3s");
@@ -224,34 +195,16 @@ mod tests {
         assert_eq!(ours.watchdog_interval(), Some(Duration::from_secs(15)));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_long_sleep_keeps_pinging_the_watchdog() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("notify");
-        let server = UnixDatagram::bind(&path).unwrap();
-        server.set_nonblocking(true).unwrap();
-        // WatchdogSec=10s: ping every 5s; a 22s sleep pings at 0, 5, 10, 15, 20 and at the end.
-        let n = Notifier::from_vars(Some(path.into_os_string()), Some("10000000"), None, 1);
-        let start = tokio::time::Instant::now();
-        n.sleep_with_watchdog(Duration::from_secs(22)).await;
-        assert_eq!(start.elapsed(), Duration::from_secs(22));
-        let mut pings = 0;
-        let mut buf = [0u8; 64];
-        while let Ok(len) = server.recv(&mut buf) {
-            assert_eq!(&buf[..len], b"WATCHDOG=1");
-            pings += 1;
-        }
-        assert_eq!(pings, 6);
-    }
-
     #[test]
     fn without_notify_socket_everything_is_a_no_op() {
         let n = Notifier::from_vars(None, None, None, 1);
-        assert!(!n.is_enabled());
+        assert!(n.target.is_none());
         n.ready();
         n.status("x");
         n.stopping();
-        assert!(!Notifier::from_vars(Some(OsString::new()), None, None, 1).is_enabled());
+        assert!(Notifier::from_vars(Some(OsString::new()), None, None, 1)
+            .target
+            .is_none());
     }
 
     #[test]

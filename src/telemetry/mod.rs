@@ -286,23 +286,17 @@ impl Metrics {
             .or_insert(now_ms);
     }
 
-    /// A pipeline stopped for good (organization or sink removed): forget its status and gauges.
-    pub fn unregister(&self, org: &str, sink: &str) {
-        self.forget(org, sink);
-    }
-
     /// Registered pipelines and when they started (epoch ms).
     pub fn registered(&self) -> BTreeMap<(String, String), i64> {
         self.lock().registered.clone()
     }
 
-    /// `/health` as of `now_ms`; see the module docs for the policy.
     /// Status of every pipeline seen so far, keyed by (organization, sink).
     pub fn statuses(&self) -> BTreeMap<(String, String), PipelineStatus> {
         self.lock().status.clone()
     }
 
-    /// Forgets a pipeline's status and gauges (a removed organization or sink).
+    /// A pipeline stopped for good (organization or sink removed): forgets its status and gauges.
     pub fn forget(&self, org: &str, sink: &str) {
         let mut inner = self.lock();
         inner.status.remove(&(org.to_string(), sink.to_string()));

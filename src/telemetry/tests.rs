@@ -108,7 +108,7 @@ fn a_fatal_error_is_unhealthy_at_once_until_the_next_success() {
 }
 
 #[test]
-fn one_bad_pipeline_makes_the_whole_answer_unhealthy_and_unregister_forgets_it() {
+fn one_bad_pipeline_makes_the_whole_answer_unhealthy_and_forgetting_it_drops_it() {
     let m = Metrics::new();
     m.register("gh/a", "s1", 0);
     m.register("gh/b", "s1", 0);
@@ -117,7 +117,7 @@ fn one_bad_pipeline_makes_the_whole_answer_unhealthy_and_unregister_forgets_it()
     assert_eq!(h.status, HealthState::Unhealthy);
     assert_eq!(h.reasons.len(), 1);
     assert!(h.reasons[0].contains("gh/b"));
-    m.unregister("gh/b", "s1");
+    m.forget("gh/b", "s1");
     assert_eq!(m.health(10 * MIN, &policy()).status, HealthState::Ok);
     assert!(!m.render(0).contains("organization=\"gh/b\""));
 }
