@@ -6,11 +6,12 @@ use crate::clock::Backoff;
 use crate::format::envelope::bulk_create;
 use crate::sink::http::transport::startup_error;
 use crate::sink::http::{
-    classify_status, join, Batch, BodyFraming, HttpTransport, Resend, StatusClass,
+    classify_status, join, Batch, HttpConfig, HttpTransport, Resend, StatusClass,
 };
 use crate::sink::{Record, Sink, SinkContext, SinkError};
 use async_trait::async_trait;
 use reqwest::header::HeaderMap;
+use reqwest::Method;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ impl ElasticsearchSink {
     pub fn new(config: ElasticsearchConfig, ctx: SinkContext) -> Result<Self, SinkError> {
         let fail = |e| startup_error(super::TYPE.name, &ctx.name, e);
         validate_data_stream(config.data_stream()).map_err(fail)?;
-        let auth = config.auth().map_err(fail)?;
+        let auth = config.credentials().map_err(fail)?;
         let (transport, base) = HttpTransport::open(
             super::TYPE.name,
             &ctx,
@@ -71,34 +72,19 @@ impl ElasticsearchSink {
 #[async_trait]
 impl Sink for ElasticsearchSink {
     async fn deliver(&self, batch: &[Record]) -> Result<(), SinkError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
         let items: Vec<Vec<u8>> = batch.iter().map(|r| self.item(r)).collect();
         let url = join(&self.base, "/_bulk");
-        let request = Batch {
-            url: &url,
-            content_type: "application/x-ndjson",
-            parts: &items,
-            framing: BodyFraming::Concat,
-            resend: Some(self.resend),
-        };
-        let rejects = self
-            .transport
-            .deliver(&request, &mut |reply, _| {
-                classify_bulk_reply(reply, &self.data_stream, &self.ctx.name)
-            })
-            .await?;
+        let mut classify =
+            |reply: &_| classify_bulk_reply(reply, &self.data_stream, &self.ctx.name);
+        let request = Batch::concat(&url, "application/x-ndjson", &items).resending(self.resend);
+        let rejects = self.transport.deliver(&request, &mut classify).await?;
         rejects.write(&self.ctx, batch).await
     }
 
     /// `GET /` with the credentials: cluster name and version.
     async fn check(&self) -> Result<String, SinkError> {
-        let url = join(&self.base, "/");
-        let reply = self
-            .transport
-            .call(reqwest::Method::GET, &url, true)
-            .await?;
+        let root = join(&self.base, "/");
+        let reply = self.transport.call(Method::GET, &root, true).await?;
         let (shown, status) = (&reply.url, reply.status);
         match classify_status(status) {
             StatusClass::Accepted => {

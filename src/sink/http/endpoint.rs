@@ -28,11 +28,13 @@ pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dura
 }
 
 /// `compression = "none" | "gzip"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
+    /// Bodies go as they are.
     #[default]
     None,
+    /// Bodies are gzipped and sent with `Content-Encoding: gzip`.
     Gzip,
 }
 

@@ -4,6 +4,7 @@
 //!
 //! - [`endpoint`]: the keys the three share (`url`, `batch_max_bytes`, `compression`, `timeout`,
 //!   `allow_insecure_http`, `tls_*`) and their checks.
+//! - [`config`]: [`HttpConfig`], from which each HTTP sink's `SinkConfig` follows.
 //! - [`auth`]: credentials, read through [`crate::secret::SecretSource`], and the
 //!   `Authorization` header.
 //! - [`transport`]: the client (rustls via [`crate::tls`], no redirects so credentials never
@@ -12,10 +13,12 @@
 //!   sink's own classifier of replies.
 
 pub mod auth;
+pub mod config;
 pub mod endpoint;
 pub mod transport;
 
 pub use auth::{Auth, AuthConfig};
+pub use config::HttpConfig;
 pub use endpoint::{
     display_url, join, Compression, Endpoint, DEFAULT_BATCH_MAX_BYTES, DEFAULT_TIMEOUT,
 };

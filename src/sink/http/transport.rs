@@ -109,7 +109,26 @@ pub struct Batch<'a, P> {
     pub resend: Option<Resend>,
 }
 
-impl<P: AsRef<[u8]> + Sync> Batch<'_, P> {
+impl<'a, P: AsRef<[u8]> + Sync> Batch<'a, P> {
+    /// Parts sent back to back, nothing resent within a delivery.
+    pub fn concat(url: &'a str, content_type: &'a str, parts: &'a [P]) -> Self {
+        Batch {
+            url,
+            content_type,
+            parts,
+            framing: BodyFraming::Concat,
+            resend: None,
+        }
+    }
+
+    /// Resends what replies ask to retry, as `resend` says.
+    pub fn resending(self, resend: Resend) -> Self {
+        Batch {
+            resend: Some(resend),
+            ..self
+        }
+    }
+
     /// The body of a request holding the parts `group`.
     fn body(&self, group: &[usize]) -> Vec<u8> {
         let parts = group.iter().map(|&i| self.parts[i].as_ref());
@@ -211,15 +230,14 @@ impl HttpTransport {
         send(req, url, &self.redactor).await
     }
 
-    /// Sends `batch` in requests of at most `batch_max_bytes`, each judged by `classify`
-    /// (given the reply and the number of records in its request). The records refused for
+    /// Sends `batch` in requests of at most `batch_max_bytes`, each reply judged by `classify`. The records refused for
     /// good are returned, to be dead-lettered once the whole batch is otherwise accepted: a
     /// batch that ends in a transient error is offered again, and its rejects would otherwise
     /// be dead-lettered twice.
     pub async fn deliver<P: AsRef<[u8]> + Sync>(
         &self,
         batch: &Batch<'_, P>,
-        classify: &mut (dyn FnMut(&Reply, usize) -> Outcome + Send),
+        classify: &mut (dyn FnMut(&Reply) -> Outcome + Send),
     ) -> Result<Rejects, SinkError> {
         let sizes: Vec<usize> = (0..batch.parts.len()).map(|i| batch.size(i)).collect();
         let mut rejects = Rejects::default();
@@ -239,7 +257,7 @@ impl HttpTransport {
         &self,
         batch: &Batch<'_, P>,
         mut group: Vec<usize>,
-        classify: &mut (dyn FnMut(&Reply, usize) -> Outcome + Send),
+        classify: &mut (dyn FnMut(&Reply) -> Outcome + Send),
         work: &mut Vec<Vec<usize>>,
         rejects: &mut Rejects,
     ) -> Result<(), SinkError> {
@@ -248,7 +266,7 @@ impl HttpTransport {
             let reply = self
                 .post(batch.url, batch.content_type, batch.body(&group))
                 .await?;
-            let retry = match classify(&reply, group.len()) {
+            let retry = match classify(&reply) {
                 Outcome::Accepted => return Ok(()),
                 Outcome::Fail(e) => return Err(e),
                 Outcome::RejectAll(reason) => {

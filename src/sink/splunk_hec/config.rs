@@ -3,14 +3,13 @@
 
 use super::sink::SplunkHecSink;
 use crate::config::FieldError;
-use crate::format::Format;
-use crate::secret::{Redactor, SecretSource};
+use crate::secret::SecretSource;
 use crate::sink::http::auth::source_of;
-use crate::sink::http::endpoint::{de_duration, parse_table};
-use crate::sink::http::{display_url, Auth, Endpoint};
-use crate::sink::registry::{SinkCommon, SinkConfig, SinkType};
+use crate::sink::http::config::{from_json, sink_type};
+use crate::sink::http::endpoint::de_duration;
+use crate::sink::http::{display_url, Auth, Endpoint, HttpConfig};
+use crate::sink::registry::{SinkCommon, SinkType};
 use crate::sink::{Sink, SinkContext, SinkError};
-use async_trait::async_trait;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,87 +19,50 @@ use std::time::Duration;
 pub const DEFAULT_ACK_POLL_INTERVAL: Duration = Duration::from_secs(10);
 /// Default give-up time for indexer acknowledgements (Vector: 30 polls of 10 s).
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(300);
+/// The keys that say where the HEC token is read from.
+const TOKEN_KEYS: (&str, &str) = ("token_file", "token_env");
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+pub const TYPE: SinkType = sink_type::<SplunkHecConfig>("splunk_hec", true);
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SplunkHecConfig {
     /// `url` is the base URL, e.g. `https://splunk.example.com:8088` (the collector paths are
     /// appended); also `batch_max_bytes`, `compression`, `timeout`, `allow_insecure_http`,
     /// `tls_*`.
     #[serde(skip)]
     pub endpoint: Endpoint,
-    #[serde(default)]
     pub token_file: Option<PathBuf>,
-    #[serde(default)]
     pub token_env: Option<String>,
     /// Default `codacy:audit`.
-    #[serde(default)]
     pub sourcetype: Option<String>,
     /// Default: the token's default index.
-    #[serde(default)]
     pub index: Option<String>,
     /// Default `codacy`.
-    #[serde(default)]
     pub source: Option<String>,
     /// Default: `hostname`, else this machine's host name.
-    #[serde(default)]
     pub host: Option<String>,
-    #[serde(default)]
     pub indexer_acknowledgement: bool,
-    #[serde(default, deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration")]
     pub ack_poll_interval: Option<Duration>,
-    #[serde(default, deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration")]
     pub ack_timeout: Option<Duration>,
     /// The common `hostname` key (left in this table for it), the default `host`.
-    #[serde(default)]
     pub hostname: Option<String>,
 }
 
-pub const TYPE: SinkType = SinkType {
-    name: "splunk_hec",
-    carries_host: true,
-    parse: |table, _| Ok(Box::new(SplunkHecConfig::from_json(table.into())?)),
-};
-
-#[async_trait]
-impl SinkConfig for SplunkHecConfig {
-    fn validate(&self, common: &mut SinkCommon) -> Result<(), FieldError> {
-        self.validate_keys(common.format)
+impl HttpConfig for SplunkHecConfig {
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
-    /// The HEC token (none when it cannot be read: then nothing is sent).
-    fn redactor(&self) -> Redactor {
-        let token = self.token().and_then(|t| t.read());
-        token.map(|t| t.redactor()).unwrap_or_default()
+    fn endpoint_mut(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
     }
 
-    fn cleartext_url(&self) -> Option<String> {
-        self.endpoint.cleartext_url()
-    }
-
-    async fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, SinkError> {
-        Ok(Arc::new(SplunkHecSink::new(self.clone(), ctx)?))
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
-
-impl SplunkHecConfig {
-    /// Parses the sink's table (the shared keys into `endpoint`).
-    pub fn from_json(table: serde_json::Value) -> Result<Self, FieldError> {
-        let (endpoint, own) = parse_table::<SplunkHecConfig>(table)?;
-        Ok(SplunkHecConfig { endpoint, ..own })
-    }
-
-    /// Where the HEC token comes from: `Authorization: Splunk <token>`.
-    pub(super) fn token(&self) -> Result<Auth<SecretSource>, FieldError> {
-        let source = source_of(
-            &self.token_file,
-            &self.token_env,
-            ("token_file", "token_env"),
-        )?;
+    /// The HEC token: `Authorization: Splunk <token>`.
+    fn credentials(&self) -> Result<Auth<SecretSource>, FieldError> {
+        let source = source_of(&self.token_file, &self.token_env, TOKEN_KEYS)?;
         let secret = source.ok_or_else(|| {
             FieldError::whole("no HEC token: set `token_file` (a file holding the token from Settings > Data inputs > HTTP Event Collector) or `token_env`")
         })?;
@@ -108,6 +70,22 @@ impl SplunkHecConfig {
             scheme: "Splunk",
             secret,
         })
+    }
+
+    fn open(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(Arc::new(SplunkHecSink::new(self.clone(), ctx)?))
+    }
+
+    /// Every format works: json and ecs as JSON object events, cef as a string event.
+    fn check(&self, _common: &mut SinkCommon) -> Result<(), FieldError> {
+        self.validate_keys()
+    }
+}
+
+impl SplunkHecConfig {
+    /// Parses the sink's table (the shared keys into `endpoint`).
+    pub fn from_json(table: serde_json::Value) -> Result<Self, FieldError> {
+        from_json(table)
     }
 
     /// `(poll interval, give-up time)` when indexer acknowledgement is on.
@@ -120,8 +98,8 @@ impl SplunkHecConfig {
         })
     }
 
-    /// Every format works: json and ecs as JSON object events, cef as a string event.
-    pub fn validate_keys(&self, _format: Format) -> Result<(), FieldError> {
+    /// Checks the keys (every format works, so they are all there is to check).
+    pub fn validate_keys(&self) -> Result<(), FieldError> {
         let url = self.endpoint.validate()?;
         if url.path().contains("/services/collector") {
             return Err(FieldError::whole(format!(
@@ -142,7 +120,7 @@ impl SplunkHecConfig {
             }
         }
         self.validate_ack()?;
-        self.token()?;
+        self.credentials()?;
         Ok(())
     }
 

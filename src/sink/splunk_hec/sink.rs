@@ -5,10 +5,11 @@ use super::codes::{classify_code, classify_event_reply, fatal_for, HecAction, He
 use super::config::SplunkHecConfig;
 use crate::format::envelope::{hec_event, HecEvent, HecMeta};
 use crate::sink::http::transport::startup_error;
-use crate::sink::http::{join, Batch, BodyFraming, HttpTransport};
+use crate::sink::http::{join, Batch, HttpConfig, HttpTransport};
 use crate::sink::{Record, Sink, SinkContext, SinkError};
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::Method;
 use std::time::Duration;
 
 pub(super) const EVENT_PATH: &str = "/services/collector/event";
@@ -26,7 +27,7 @@ pub struct SplunkHecSink {
 impl SplunkHecSink {
     pub fn new(config: SplunkHecConfig, ctx: SinkContext) -> Result<SplunkHecSink, SinkError> {
         let fail = |e| startup_error(super::TYPE.name, &ctx.name, e);
-        let token = config.token().map_err(fail)?;
+        let token = config.credentials().map_err(fail)?;
         let mut headers = HeaderMap::new();
         let ack = config.ack();
         if ack.is_some() {
@@ -82,26 +83,14 @@ impl SplunkHecSink {
 #[async_trait]
 impl Sink for SplunkHecSink {
     async fn deliver(&self, batch: &[Record]) -> Result<(), SinkError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
         let envelopes: Vec<Vec<u8>> = batch.iter().map(|r| self.envelope(r)).collect();
         let url = join(&self.base, EVENT_PATH);
-        let request = Batch {
-            url: &url,
-            content_type: "application/json",
-            parts: &envelopes,
-            framing: BodyFraming::Concat,
-            resend: None,
-        };
         let mut ack_ids = Vec::new();
         let acknowledged = self.ack.is_some();
-        let rejects = self
-            .transport
-            .deliver(&request, &mut |reply, _| {
-                classify_event_reply(reply, acknowledged.then_some(&mut ack_ids))
-            })
-            .await?;
+        let mut classify =
+            |reply: &_| classify_event_reply(reply, acknowledged.then_some(&mut ack_ids));
+        let request = Batch::concat(&url, "application/json", &envelopes);
+        let rejects = self.transport.deliver(&request, &mut classify).await?;
         self.wait_for_acks(ack_ids).await?;
         rejects.write(&self.ctx, batch).await
     }
@@ -110,10 +99,7 @@ impl Sink for SplunkHecSink {
     /// and 1-4 to a bad one, so the token is checked without indexing anything.
     async fn check(&self) -> Result<String, SinkError> {
         let health = join(&self.base, "/services/collector/health");
-        let reply = self
-            .transport
-            .call(reqwest::Method::GET, &health, false)
-            .await?;
+        let reply = self.transport.call(Method::GET, &health, false).await?;
         let parsed = HecReply::of(&reply);
         if reply.status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
             return Err(SinkError::transient(format!(

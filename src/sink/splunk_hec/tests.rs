@@ -2,6 +2,7 @@ use super::ack::random_uuid;
 use super::codes::fatal_for;
 use super::*;
 use crate::format::Format;
+use crate::sink::http::HttpConfig;
 use crate::sink::SinkContext;
 
 #[test]
@@ -40,23 +41,23 @@ fn config_validation() {
     let good = parse(serde_json::json!({"url": "https://splunk.example.com:8088",
         "token_file": tok, "sourcetype": "codacy:audit", "index": "security",
         "indexer_acknowledgement": true, "ack_poll_interval": "1s", "ack_timeout": "1m"}));
-    good.validate_keys(Format::Json).unwrap();
-    good.validate_keys(Format::Cef).unwrap();
+    good.validate_keys().unwrap();
+    assert!(good.record_formats().contains(&Format::Cef));
     let e = parse(serde_json::json!({"url": "https://s:8088"}))
-        .validate_keys(Format::Json)
+        .validate_keys()
         .unwrap_err()
         .to_string();
     assert!(e.contains("token_file"), "{e}");
     let e = parse(
         serde_json::json!({"url": "https://s:8088/services/collector/event", "token_file": tok}),
     )
-    .validate_keys(Format::Json)
+    .validate_keys()
     .unwrap_err()
     .to_string();
     assert!(e.contains("base URL"), "{e}");
     let e =
         parse(serde_json::json!({"url": "https://s:8088", "token_file": tok, "ack_timeout": "1m"}))
-            .validate_keys(Format::Json)
+            .validate_keys()
             .unwrap_err()
             .to_string();
     assert!(e.contains("indexer_acknowledgement"), "{e}");
@@ -64,14 +65,11 @@ fn config_validation() {
     let missing = parse(
         serde_json::json!({"url": "https://s:8088", "token_file": dir.path().join("missing")}),
     );
-    missing.validate_keys(Format::Json).unwrap();
+    missing.validate_keys().unwrap();
     let ctx = SinkContext::for_test(dir.path(), "splunk");
     let e = SplunkHecSink::new(missing, ctx).err().unwrap();
-    assert!(
-        e.message.contains("token_file") && e.message.contains("missing"),
-        "{}",
-        e.message
-    );
+    let m = &e.message;
+    assert!(m.contains("token_file") && m.contains("missing"), "{m}");
 }
 
 #[test]

@@ -3,16 +3,17 @@
 use super::sink::HttpSink;
 use crate::config::FieldError;
 use crate::format::Format;
-use crate::secret::{Redactor, SecretSource};
-use crate::sink::http::endpoint::parse_table;
-use crate::sink::http::{Auth, AuthConfig, Endpoint};
-use crate::sink::registry::{SinkCommon, SinkConfig, SinkType};
+use crate::secret::SecretSource;
+use crate::sink::http::config::{from_json, sink_type};
+use crate::sink::http::{Auth, AuthConfig, Endpoint, HttpConfig};
+use crate::sink::registry::{SinkCommon, SinkType};
 use crate::sink::{Sink, SinkContext, SinkError};
-use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+pub const TYPE: SinkType = sink_type::<HttpSinkConfig>("http", false);
 
 /// How a batch is laid out in the request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -25,64 +26,22 @@ pub enum Encoding {
     JsonArray,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpSinkConfig {
     /// `url`, `batch_max_bytes`, `compression`, `timeout`, `allow_insecure_http`, `tls_*`.
     #[serde(skip)]
     pub endpoint: Endpoint,
-    #[serde(default)]
     pub encoding: Encoding,
     /// Extra request headers (not `Authorization`: use `auth`, whose secrets come from files).
-    #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    #[serde(default)]
     pub auth: Option<AuthConfig>,
-}
-
-pub const TYPE: SinkType = SinkType {
-    name: "http",
-    carries_host: false,
-    parse: |table, _| Ok(Box::new(HttpSinkConfig::from_json(table.into())?)),
-};
-
-#[async_trait]
-impl SinkConfig for HttpSinkConfig {
-    fn validate(&self, common: &mut SinkCommon) -> Result<(), FieldError> {
-        self.validate_keys(common.format)
-    }
-
-    /// The credentials this sink sends (none when they cannot be read: then nothing is sent).
-    fn redactor(&self) -> Redactor {
-        let auth = self.auth_sources().and_then(|a| a.read());
-        auth.map(|a| a.redactor()).unwrap_or_default()
-    }
-
-    fn cleartext_url(&self) -> Option<String> {
-        self.endpoint.cleartext_url()
-    }
-
-    async fn build(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, SinkError> {
-        Ok(Arc::new(HttpSink::new(self.clone(), ctx)?))
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 impl HttpSinkConfig {
     /// Parses the sink's table (the shared keys into `endpoint`).
     pub fn from_json(table: serde_json::Value) -> Result<Self, FieldError> {
-        let (endpoint, own) = parse_table::<HttpSinkConfig>(table)?;
-        Ok(HttpSinkConfig { endpoint, ..own })
-    }
-
-    /// Where the credentials come from (none without `auth`).
-    pub(super) fn auth_sources(&self) -> Result<Auth<SecretSource>, FieldError> {
-        self.auth
-            .as_ref()
-            .map_or(Ok(Auth::None), AuthConfig::sources)
+        from_json(table)
     }
 
     /// Headers as configured, checked.
@@ -117,7 +76,32 @@ impl HttpSinkConfig {
             ));
         }
         self.header_map()?;
-        self.auth_sources()?;
+        self.credentials()?;
         Ok(())
+    }
+}
+
+impl HttpConfig for HttpSinkConfig {
+    /// `auth`, if any.
+    fn credentials(&self) -> Result<Auth<SecretSource>, FieldError> {
+        self.auth
+            .as_ref()
+            .map_or(Ok(Auth::None), AuthConfig::sources)
+    }
+
+    fn check(&self, common: &mut SinkCommon) -> Result<(), FieldError> {
+        self.validate_keys(common.format)
+    }
+
+    fn open(&self, ctx: SinkContext) -> Result<Arc<dyn Sink>, SinkError> {
+        Ok(Arc::new(HttpSink::new(self.clone(), ctx)?))
+    }
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn endpoint_mut(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
     }
 }

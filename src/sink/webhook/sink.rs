@@ -4,7 +4,7 @@ use super::config::{Encoding, HttpSinkConfig};
 use crate::format::framing;
 use crate::sink::http::transport::startup_error;
 use crate::sink::http::{
-    classify_status, Batch, BodyFraming, HttpTransport, Outcome, Reply, StatusClass,
+    classify_status, Batch, BodyFraming, HttpConfig, HttpTransport, Outcome, Reply, StatusClass,
 };
 use crate::sink::{Payload, Record, Sink, SinkContext, SinkError};
 use async_trait::async_trait;
@@ -22,7 +22,7 @@ impl HttpSink {
     pub fn new(config: HttpSinkConfig, ctx: SinkContext) -> Result<HttpSink, SinkError> {
         let fail = |e| startup_error(super::TYPE.name, &ctx.name, e);
         let headers = config.header_map().map_err(fail)?;
-        let auth = config.auth_sources().map_err(fail)?;
+        let auth = config.credentials().map_err(fail)?;
         let (transport, url) =
             HttpTransport::open(super::TYPE.name, &ctx, &config.endpoint, &auth, headers)?;
         Ok(HttpSink {
@@ -94,21 +94,12 @@ fn classify(reply: &Reply) -> Outcome {
 #[async_trait]
 impl Sink for HttpSink {
     async fn deliver(&self, batch: &[Record]) -> Result<(), SinkError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
         let (parts, framing, content_type) = self.parts(batch);
         let request = Batch {
-            url: &self.url,
-            content_type,
-            parts: &parts,
             framing,
-            resend: None,
+            ..Batch::concat(&self.url, content_type, &parts)
         };
-        let rejects = self
-            .transport
-            .deliver(&request, &mut |reply, _| classify(reply))
-            .await?;
+        let rejects = self.transport.deliver(&request, &mut classify).await?;
         rejects.write(&self.ctx, batch).await
     }
 
