@@ -5,7 +5,7 @@ pub mod catalog;
 pub mod cef;
 pub mod csv;
 pub mod ecs;
-pub mod envelope;
+pub(crate) mod envelope;
 pub mod framing;
 pub mod json;
 

@@ -24,15 +24,15 @@ pub const TYPE: SinkType = sink_type::<ElasticsearchConfig>("elasticsearch", fal
 #[serde(default, deny_unknown_fields)]
 pub struct ElasticsearchConfig {
     /// File holding the API key's `encoded` value (base64 of `id:api_key`).
-    pub api_key_file: Option<PathBuf>,
-    pub api_key_env: Option<String>,
+    pub(crate) api_key_file: Option<PathBuf>,
+    pub(crate) api_key_env: Option<String>,
     /// Basic auth (`user` + `password_file`) or a bearer token, instead of an API key.
-    pub auth: Option<AuthConfig>,
-    pub data_stream: Option<String>,
+    pub(crate) auth: Option<AuthConfig>,
+    pub(crate) data_stream: Option<String>,
     /// `url`, e.g. `https://es.example.com:9200` (a path prefix behind a proxy is kept); also
     /// `batch_max_bytes`, `compression`, `timeout`, `allow_insecure_http`, `tls_*`.
     #[serde(skip)]
-    pub endpoint: Endpoint,
+    pub(crate) endpoint: Endpoint,
 }
 
 /// Data stream naming: `<type>-<dataset>-<namespace>`, lowercase, no `-` inside dataset or

@@ -22,9 +22,8 @@ mod bulk;
 mod config;
 mod sink;
 
-pub use bulk::{classify_item, ItemOutcome};
-pub use config::{validate_data_stream, ElasticsearchConfig, DEFAULT_DATA_STREAM, TYPE};
-pub use sink::{ElasticsearchSink, DEFAULT_ITEM_BACKOFF, DEFAULT_ITEM_RETRIES};
+pub use config::{ElasticsearchConfig, TYPE};
+pub use sink::ElasticsearchSink;
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-use super::bulk::item_result;
+use super::bulk::{classify_item, item_result, ItemOutcome};
+use super::config::validate_data_stream;
 use super::*;
 use crate::format::Format;
 use serde_json::Value;

@@ -93,11 +93,6 @@ impl AuthConfig {
             )),
         }
     }
-
-    /// The credentials, read now. Errors name the key and the file, never the secret.
-    pub fn load(&self) -> Result<Auth, FieldError> {
-        self.sources()?.read()
-    }
 }
 
 impl Auth<SecretSource> {

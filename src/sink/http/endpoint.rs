@@ -9,10 +9,10 @@ use serde_json::{Map, Value};
 use std::time::Duration;
 
 /// Default request timeout (`timeout`).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `batch_max_bytes`: 1 MiB of uncompressed body per request (Vector's HEC default is
 /// about the same, and it stays far below Elasticsearch's 100 MB `http.max_content_length`).
-pub const DEFAULT_BATCH_MAX_BYTES: usize = 1024 * 1024;
+const DEFAULT_BATCH_MAX_BYTES: usize = 1024 * 1024;
 
 /// Parses a humantime duration ("30s", "2m") for `deserialize_with`.
 pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

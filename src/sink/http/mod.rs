@@ -12,17 +12,15 @@
 //!   delivery loop (split by bytes, halve on request, resend, collect rejects) driven by the
 //!   sink's own classifier of replies.
 
-pub mod auth;
-pub mod config;
-pub mod endpoint;
-pub mod transport;
+pub(crate) mod auth;
+pub(crate) mod config;
+pub(crate) mod endpoint;
+pub(crate) mod transport;
 
-pub use auth::{Auth, AuthConfig};
-pub use config::HttpConfig;
-pub use endpoint::{
-    display_url, join, Compression, Endpoint, DEFAULT_BATCH_MAX_BYTES, DEFAULT_TIMEOUT,
-};
-pub use transport::{
+pub(crate) use auth::{Auth, AuthConfig};
+pub(crate) use config::HttpConfig;
+pub(crate) use endpoint::{display_url, join, Endpoint};
+pub(crate) use transport::{
     classify_status, Batch, BodyFraming, HttpTransport, Outcome, RecordOutcome, Reply, Resend,
     StatusClass,
 };

@@ -128,7 +128,8 @@ fn auth_config_messages_and_redaction() {
         password_file: Some(p.clone()),
         ..Default::default()
     };
-    let auth = basic.load().unwrap();
+    let load = |c: &AuthConfig| c.sources().and_then(|a| a.read());
+    let auth = load(&basic).unwrap();
     assert!(!format!("{auth:?}").contains("s3cret"));
     let h = auth.header().unwrap().unwrap();
     assert!(h.is_sensitive());
@@ -140,7 +141,7 @@ fn auth_config_messages_and_redaction() {
             .redact("authorization: Basic ZWxhc3RpYzpzM2NyZXQ= (s3cret)"),
         "authorization: Basic [redacted] ([redacted])"
     );
-    let refusal = |c: AuthConfig| c.load().unwrap_err().to_string();
+    let refusal = |c: AuthConfig| load(&c).unwrap_err().to_string();
     let no_pw = AuthConfig {
         user: Some("elastic".into()),
         ..Default::default()

@@ -269,10 +269,6 @@ impl HttpTransport {
             let retry = match classify(&reply) {
                 Outcome::Accepted => return Ok(()),
                 Outcome::Fail(e) => return Err(e),
-                Outcome::RejectAll(reason) => {
-                    group.iter().for_each(|&i| rejects.add(i, reason.clone()));
-                    return Ok(());
-                }
                 Outcome::Split { note, reason } if group.len() > 1 => {
                     tracing::info!(sink = %self.sink, records = group.len(), %reason, "{note}");
                     let second = group.split_off(group.len() / 2);
@@ -280,7 +276,7 @@ impl HttpTransport {
                     work.push(group);
                     return Ok(());
                 }
-                Outcome::Split { reason, .. } => {
+                Outcome::RejectAll(reason) | Outcome::Split { reason, .. } => {
                     group.iter().for_each(|&i| rejects.add(i, reason.clone()));
                     return Ok(());
                 }
@@ -289,13 +285,10 @@ impl HttpTransport {
             let Some((last_reason, retry)) = retry else {
                 return Ok(());
             };
-            let resend = batch.resend.filter(|r| attempt < r.times).ok_or_else(|| {
-                let (times, after) = batch.resend.map_or((0, ""), |r| (r.times, r.after_giving_up));
-                SinkError::transient(format!(
-                    "{}: {} records still refused after {times} resends (last: {last_reason}); the batch will be offered again{after}",
-                    reply.url, retry.len()
-                ))
-            })?;
+            let resend = match batch.resend {
+                Some(resend) if attempt < resend.times => resend,
+                _ => return Err(give_up(batch.resend, &reply, retry.len(), &last_reason)),
+            };
             tracing::info!(sink = %self.sink, records = retry.len(), reason = %last_reason,
                 "resending records the destination could not take yet");
             tokio::time::sleep(resend.backoff.delay(attempt)).await;
@@ -303,6 +296,15 @@ impl HttpTransport {
             group = retry;
         }
     }
+}
+
+/// The error when records a reply asked to retry are still refused after every resend.
+fn give_up(resend: Option<Resend>, reply: &Reply, records: usize, last_reason: &str) -> SinkError {
+    let (times, after) = resend.map_or((0, ""), |r| (r.times, r.after_giving_up));
+    SinkError::transient(format!(
+        "{}: {records} records still refused after {times} resends (last: {last_reason}); the batch will be offered again{after}",
+        reply.url
+    ))
 }
 
 /// Files the per-record verdicts of a reply: rejects into `rejects`; the records to resend (and
@@ -496,10 +498,16 @@ impl Rejects {
         }
         tracing::warn!(sink = %ctx.name, rejected = self.0.len(), batch = batch.len(),
             path = %ctx.dead_letter.path().display(), "records rejected for good by the destination");
+        // The parts sent were made from `batch`, one per record: an index outside it is a bug,
+        // and acknowledging the batch would lose that record.
+        if let Some((i, _)) = self.0.iter().find(|(i, _)| *i >= batch.len()) {
+            return Err(SinkError::fatal(format!(
+                "rejected record {i} is not in the batch of {}; nothing was acknowledged",
+                batch.len()
+            )));
+        }
         for (i, reason) in self.0 {
-            if let Some(r) = batch.get(i) {
-                ctx.dead_letter(r, &reason).await?;
-            }
+            ctx.dead_letter(&batch[i], &reason).await?;
         }
         Ok(())
     }

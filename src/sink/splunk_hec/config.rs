@@ -31,24 +31,24 @@ pub struct SplunkHecConfig {
     /// appended); also `batch_max_bytes`, `compression`, `timeout`, `allow_insecure_http`,
     /// `tls_*`.
     #[serde(skip)]
-    pub endpoint: Endpoint,
-    pub token_file: Option<PathBuf>,
-    pub token_env: Option<String>,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) token_file: Option<PathBuf>,
+    pub(crate) token_env: Option<String>,
     /// Default `codacy:audit`.
-    pub sourcetype: Option<String>,
+    pub(crate) sourcetype: Option<String>,
     /// Default: the token's default index.
-    pub index: Option<String>,
+    pub(crate) index: Option<String>,
     /// Default `codacy`.
-    pub source: Option<String>,
+    pub(crate) source: Option<String>,
     /// Default: `hostname`, else this machine's host name.
-    pub host: Option<String>,
-    pub indexer_acknowledgement: bool,
+    pub(crate) host: Option<String>,
+    pub(crate) indexer_acknowledgement: bool,
     #[serde(deserialize_with = "de_duration")]
-    pub ack_poll_interval: Option<Duration>,
+    pub(crate) ack_poll_interval: Option<Duration>,
     #[serde(deserialize_with = "de_duration")]
-    pub ack_timeout: Option<Duration>,
+    pub(crate) ack_timeout: Option<Duration>,
     /// The common `hostname` key (left in this table for it), the default `host`.
-    pub hostname: Option<String>,
+    pub(crate) hostname: Option<String>,
 }
 
 impl HttpConfig for SplunkHecConfig {

@@ -21,8 +21,7 @@ mod codes;
 mod config;
 mod sink;
 
-pub use codes::{classify_code, HecAction};
-pub use config::{SplunkHecConfig, DEFAULT_ACK_POLL_INTERVAL, DEFAULT_ACK_TIMEOUT, TYPE};
+pub use config::{SplunkHecConfig, TYPE};
 pub use sink::SplunkHecSink;
 
 #[cfg(test)]

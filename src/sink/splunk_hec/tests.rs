@@ -1,5 +1,5 @@
 use super::ack::random_uuid;
-use super::codes::fatal_for;
+use super::codes::{classify_code, fatal_for, HecAction};
 use super::*;
 use crate::format::Format;
 use crate::sink::http::HttpConfig;

@@ -18,7 +18,7 @@ pub const TYPE: SinkType = sink_type::<HttpSinkConfig>("http", false);
 /// How a batch is laid out in the request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Encoding {
+pub(crate) enum Encoding {
     /// One record per line, each line ending in `\n` (`application/x-ndjson`).
     #[default]
     Ndjson,
@@ -31,11 +31,11 @@ pub enum Encoding {
 pub struct HttpSinkConfig {
     /// `url`, `batch_max_bytes`, `compression`, `timeout`, `allow_insecure_http`, `tls_*`.
     #[serde(skip)]
-    pub endpoint: Endpoint,
-    pub encoding: Encoding,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) encoding: Encoding,
     /// Extra request headers (not `Authorization`: use `auth`, whose secrets come from files).
-    pub headers: BTreeMap<String, String>,
-    pub auth: Option<AuthConfig>,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) auth: Option<AuthConfig>,
 }
 
 impl HttpSinkConfig {

@@ -15,7 +15,7 @@
 mod config;
 mod sink;
 
-pub use config::{Encoding, HttpSinkConfig, TYPE};
+pub use config::{HttpSinkConfig, TYPE};
 pub use sink::HttpSink;
 
 #[cfg(test)]

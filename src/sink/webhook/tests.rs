@@ -1,6 +1,7 @@
+use super::config::Encoding;
 use super::*;
 use crate::format::Format;
-use crate::sink::http::Compression;
+use crate::sink::http::endpoint::Compression;
 use crate::sink::SinkContext;
 use std::time::Duration;
 
