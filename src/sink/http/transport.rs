@@ -11,8 +11,9 @@ use crate::format::framing;
 use crate::httputil::{body_excerpt, parse_retry_after, read_body};
 use crate::secret::{Redactor, SecretSource};
 use crate::sink::{Record, SinkContext, SinkError};
-use reqwest::header::RETRY_AFTER;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use reqwest::header::{
+    HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
+};
 use reqwest::{Method, StatusCode};
 use std::io::Write;
 use std::time::{Duration, SystemTime};
