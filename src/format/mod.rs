@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod cef;
 pub mod csv;
 pub mod ecs;
+pub(crate) mod envelope;
 pub mod framing;
 pub mod json;
 
