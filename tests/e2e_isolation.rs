@@ -148,20 +148,18 @@ async fn each_new_event_reaches_the_file_promptly(
     }
 }
 
-/// A Kafka broker that is down (nothing listening; librdkafka retries for `message_timeout`,
-/// 5 minutes by default) beside a file sink.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kafka_broker_that_is_down_does_not_delay_its_sibling() {
-    let (sim, org) = acme_with_backlog(20, 2);
-    let server = sim.serve().await.unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+/// The real binary with a file sink `a` and a Kafka sink `bus` on `brokers` (its log in
+/// `agent.log`), once the file has the 20-event backlog: the state directory, the telemetry
+/// address and the agent.
+async fn run_beside_kafka(
+    base_url: &str,
+    org: &OrgRef,
+    brokers: &str,
+) -> (tempfile::TempDir, std::net::SocketAddr, std::process::Child) {
     let dir = tempfile::tempdir().unwrap();
-    let mut text = config_text(&server.base_url, dir.path(), &[&org], &[("a", "json")], "");
+    let mut text = config_text(base_url, dir.path(), &[org], &[("a", "json")], "");
     text.push_str(&format!(
-        "\n[[sinks]]\nname = \"bus\"\ntype = \"kafka\"\nbrokers = \"{closed}\"\ntopic = \"codacy-audit\"\n"
+        "\n[[sinks]]\nname = \"bus\"\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"codacy-audit\"\n"
     ));
     let (text, telemetry) = with_telemetry(&text);
     let cfg_path = dir.path().join("config.toml");
@@ -172,6 +170,22 @@ async fn a_kafka_broker_that_is_down_does_not_delay_its_sibling() {
         read_ndjson(&file).len() == 20
     })
     .await;
+    (dir, telemetry, child)
+}
+
+/// A Kafka broker that is down (nothing listening; librdkafka retries for `message_timeout`,
+/// 5 minutes by default) beside a file sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_broker_that_is_down_does_not_delay_its_sibling() {
+    let (sim, org) = acme_with_backlog(20, 2);
+    let server = sim.serve().await.unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (dir, telemetry, child) =
+        run_beside_kafka(&server.base_url, &org, &closed.to_string()).await;
+    let file = dir.path().join("a.ndjson");
     each_new_event_reaches_the_file_promptly(&sim, &org, &file, 20).await;
     // /health names the stuck lane and the destination's own account of why.
     let health = reqwest::get(format!("http://{telemetry}/health"))
@@ -251,20 +265,8 @@ async fn a_kafka_cluster_with_its_brokers_down_does_not_delay_its_sibling() {
     let brokers = mock.bootstrap_servers();
     let (sim, org) = acme_with_backlog(20, 3);
     let server = sim.serve().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut text = config_text(&server.base_url, dir.path(), &[&org], &[("a", "json")], "");
-    text.push_str(&format!(
-        "\n[[sinks]]\nname = \"bus\"\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"codacy-audit\"\n"
-    ));
-    let (text, telemetry) = with_telemetry(&text);
-    let cfg_path = dir.path().join("config.toml");
-    std::fs::write(&cfg_path, text).unwrap();
-    let child = spawn_run(&cfg_path, Some(&dir.path().join("agent.log")));
+    let (dir, telemetry, child) = run_beside_kafka(&server.base_url, &org, &brokers).await;
     let file = dir.path().join("a.ndjson");
-    wait_until("the backlog in the file", Duration::from_secs(20), || {
-        read_ndjson(&file).len() == 20
-    })
-    .await;
     // Both lanes are connected and caught up before the outage.
     assert_eq!(kafka_ids(&brokers, "codacy-audit", 20).await.len(), 20);
     for id in 1..=BROKERS {
