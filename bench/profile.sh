@@ -47,13 +47,12 @@ wait_for() { # wait_for SECONDS CMD...
     done
 }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-serve() { # serve DIR ARGS...: the bench simulator; prints its base URL
+serve() { # serve DIR ARGS...: starts the bench simulator; its URL in DIR/base_url
     local dir="$1"; shift
     mkdir -p "$dir"
     "$HELPER" serve "$@" --dir "$dir" >"$dir/log" 2>&1 &
     PIDS+=($!)
     wait_for 600 test -s "$dir/base_url"
-    cat "$dir/base_url"
 }
 config() { # config FILE BASE_URL ORGS AGENT_EXTRA SINKS_TOML
     {
@@ -68,7 +67,7 @@ config() { # config FILE BASE_URL ORGS AGENT_EXTRA SINKS_TOML
 file_sink() { printf '[[sinks]]\nname = "%s"\ntype = "file"\nformat = "%s"\npath = "%s"\n' "$1" "$2" "$3"; }
 
 if [ "$MODE" = cpu ]; then
-    URL=$(serve "$WORK/sim" --events "$EVENTS" --orgs 1)
+    serve "$WORK/sim" --events "$EVENTS" --orgs 1; URL=$(cat "$WORK/sim/base_url")
     SINKS3="$(file_sink archive json "$WORK/three/out.ndjson")
 $(file_sink archive-cef cef "$WORK/three/out.cef")"
     if command -v rsyslogd >/dev/null; then
@@ -104,7 +103,7 @@ if [ "$MODE" = mem ]; then
     # 30 s with nothing new. RSS is read after the first interval (the first polls are spread
     # over it) and another 30 s; then again with jemalloc returning freed pages at once, which
     # leaves about the live heap plus the mapped binary.
-    URL=$(serve "$WORK/sim" --events 0 --orgs "$ORGS" --events-per-org 4)
+    serve "$WORK/sim" --events 0 --orgs "$ORGS" --events-per-org 4; URL=$(cat "$WORK/sim/base_url")
     mkdir -p "$WORK/run/state"
     config "$WORK/run/config.toml" "$URL" "$ORGS" 'poll_interval = "30s"' "$(file_sink out json "$WORK/run/out.ndjson")"
     sed -i 's/initial_lookback = "365d"/initial_lookback = "2h"/' "$WORK/run/config.toml"
