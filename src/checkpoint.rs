@@ -60,11 +60,18 @@ impl Cursor {
         up_to_ms: i64,
         overlap_ms: i64,
     ) {
-        for (id, ts) in delivered {
-            self.recent.insert(id.clone(), ts);
-        }
         self.cursor_ms = self.cursor_ms.max(up_to_ms);
         let keep_from = self.cursor_ms - overlap_ms;
+        // Only what the overlap keeps is copied in: in a backfill nearly every delivered id lies
+        // far below it, and copying each one in only to drop it again cost every lane an
+        // allocation and a tree insert and removal per event.
+        for (id, ts) in delivered {
+            if ts >= keep_from {
+                self.recent.insert(id.clone(), ts);
+            } else {
+                self.recent.remove(id);
+            }
+        }
         self.recent.retain(|_, ts| *ts >= keep_from);
     }
 }

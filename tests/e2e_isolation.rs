@@ -1,7 +1,9 @@
 //! A destination that hangs (accepts, never answers) must not hold back its siblings: the real
 //! binary runs with a file sink and an HTTP sink whose server answers nothing for a long while.
 //! New events reach the file within one poll interval (+1 s) every round; once the server
-//! answers again, the hanging lane catches up, each event exactly once.
+//! answers again, the hanging lane catches up, each event exactly once. The same bound holds
+//! beside a Kafka sink whose broker is down: a port with nothing listening, and librdkafka's mock
+//! cluster with its brokers taken down (then up again: that lane catches up exactly).
 
 #[path = "common/e2e.rs"]
 mod e2e;
@@ -11,6 +13,10 @@ use codacy_audit_forwarder::clock;
 use codacy_audit_forwarder::event::OrgRef;
 use codacy_audit_forwarder::simulator::{generate_events, GenOptions, Simulator};
 use e2e::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -142,20 +148,18 @@ async fn each_new_event_reaches_the_file_promptly(
     }
 }
 
-/// A Kafka broker that is down (nothing listening; librdkafka retries for `message_timeout`,
-/// 5 minutes by default) beside a file sink.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kafka_broker_that_is_down_does_not_delay_its_sibling() {
-    let (sim, org) = acme_with_backlog(20, 2);
-    let server = sim.serve().await.unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+/// The real binary with a file sink `a` and a Kafka sink `bus` on `brokers` (its log in
+/// `agent.log`), once the file has the 20-event backlog: the state directory, the telemetry
+/// address and the agent.
+async fn run_beside_kafka(
+    base_url: &str,
+    org: &OrgRef,
+    brokers: &str,
+) -> (tempfile::TempDir, std::net::SocketAddr, std::process::Child) {
     let dir = tempfile::tempdir().unwrap();
-    let mut text = config_text(&server.base_url, dir.path(), &[&org], &[("a", "json")], "");
+    let mut text = config_text(base_url, dir.path(), &[org], &[("a", "json")], "");
     text.push_str(&format!(
-        "\n[[sinks]]\nname = \"bus\"\ntype = \"kafka\"\nbrokers = \"{closed}\"\ntopic = \"codacy-audit\"\n"
+        "\n[[sinks]]\nname = \"bus\"\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"codacy-audit\"\n"
     ));
     let (text, telemetry) = with_telemetry(&text);
     let cfg_path = dir.path().join("config.toml");
@@ -166,6 +170,22 @@ async fn a_kafka_broker_that_is_down_does_not_delay_its_sibling() {
         read_ndjson(&file).len() == 20
     })
     .await;
+    (dir, telemetry, child)
+}
+
+/// A Kafka broker that is down (nothing listening; librdkafka retries for `message_timeout`,
+/// 5 minutes by default) beside a file sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_broker_that_is_down_does_not_delay_its_sibling() {
+    let (sim, org) = acme_with_backlog(20, 2);
+    let server = sim.serve().await.unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (dir, telemetry, child) =
+        run_beside_kafka(&server.base_url, &org, &closed.to_string()).await;
+    let file = dir.path().join("a.ndjson");
     each_new_event_reaches_the_file_promptly(&sim, &org, &file, 20).await;
     // /health names the stuck lane and the destination's own account of why.
     let health = reqwest::get(format!("http://{telemetry}/health"))
@@ -188,5 +208,84 @@ async fn a_kafka_broker_that_is_down_does_not_delay_its_sibling() {
         outage_lines <= 8,
         "{outage_lines} librdkafka lines in ~12 s:\n{log}"
     );
+    server.shutdown().await;
+}
+
+/// event_id -> count of the messages in `topic` (one partition), read from the beginning until
+/// `want` arrived, then one more second for any duplicate.
+async fn kafka_ids(brokers: &str, topic: &str, want: usize) -> BTreeMap<String, usize> {
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "e2e-isolation")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut out = BTreeMap::new();
+        let mut got = 0;
+        let start = Instant::now();
+        let mut done_at: Option<Instant> = None;
+        while start.elapsed() < Duration::from_secs(60)
+            && done_at.is_none_or(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                let m = m.unwrap();
+                let id = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "event_id").and_then(|h| h.value))
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap();
+                *out.entry(id).or_default() += 1;
+                got += 1;
+            }
+            if got >= want && done_at.is_none() {
+                done_at = Some(Instant::now());
+            }
+        }
+        out
+    })
+    .await
+    .unwrap()
+}
+
+/// A Kafka cluster whose brokers all go down (librdkafka's mock cluster: each broker drops its
+/// connections and refuses new ones; the producer retries for `message_timeout`, 5 minutes by
+/// default) beside a file sink: the file gets every round within poll_interval + 1 s, and once
+/// the brokers are back the Kafka lane catches up, each event exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_cluster_with_its_brokers_down_does_not_delay_its_sibling() {
+    const BROKERS: i32 = 3;
+    let mock = MockCluster::new(BROKERS).unwrap();
+    mock.create_topic("codacy-audit", 1, BROKERS).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let (sim, org) = acme_with_backlog(20, 3);
+    let server = sim.serve().await.unwrap();
+    let (dir, telemetry, child) = run_beside_kafka(&server.base_url, &org, &brokers).await;
+    let file = dir.path().join("a.ndjson");
+    // Both lanes are connected and caught up before the outage.
+    assert_eq!(kafka_ids(&brokers, "codacy-audit", 20).await.len(), 20);
+    for id in 1..=BROKERS {
+        mock.broker_down(id).unwrap();
+    }
+    each_new_event_reaches_the_file_promptly(&sim, &org, &file, 20).await;
+    let health = reqwest::get(format!("http://{telemetry}/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    let body = health.text().await.unwrap();
+    assert!(body.contains("-> sink bus (Kafka: "), "{body}");
+    // The brokers come back: the held batch is delivered and the lane catches up.
+    for id in 1..=BROKERS {
+        mock.broker_up(id).unwrap();
+    }
+    let want = expected_ids(&org, &sim.events(&org), i64::MIN);
+    assert_eq!(kafka_ids(&brokers, "codacy-audit", want.len()).await, want);
+    stop(child);
+    assert_eq!(delivered_ids(&read_ndjson(&file), &org), want);
     server.shutdown().await;
 }
