@@ -27,26 +27,9 @@ case "$MODE" in cpu|mem) ;; *) sed -n 2,13p "$0"; exit 2 ;; esac
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-(cd "$ROOT" && cargo build --quiet --release --bin codacy-audit-forwarder --example bench)
-BIN="$CARGO_TARGET_DIR/release/codacy-audit-forwarder"
-HELPER="$CARGO_TARGET_DIR/release/examples/bench"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/caf-profile.XXXXXX")"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [ "$KEEP" = 1 ]; then echo "work files kept in $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-export CODACY_API_TOKEN=bench-token
-wait_for() { # wait_for SECONDS CMD...
-    local deadline=$(( $(date +%s) + $1 )); shift
-    until "$@" 2>/dev/null; do
-        [ "$(date +%s)" -lt "$deadline" ] || { echo "timed out waiting for: $*" >&2; return 1; }
-        sleep 0.2
-    done
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+WORK_PREFIX=caf-profile
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
 serve() { # serve DIR ARGS...: starts the bench simulator; its URL in DIR/base_url
     local dir="$1"; shift
     mkdir -p "$dir"

@@ -44,30 +44,12 @@ for tool in jq curl /usr/bin/time; do
 done
 
 echo "building (release)..." >&2
-(cd "$ROOT" && cargo build --quiet --release --bin codacy-audit-forwarder --example bench)
-BIN="$CARGO_TARGET_DIR/release/codacy-audit-forwarder"
-HELPER="$CARGO_TARGET_DIR/release/examples/bench"
+WORK_PREFIX=caf-bench
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/caf-bench.XXXXXX")"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [ "$KEEP" = 1 ]; then echo "work files kept in $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
-export CODACY_API_TOKEN=bench-token
 NOTES=()
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # wait_for SECONDS CMD...: poll until CMD succeeds
-    local deadline=$(( $(date +%s) + $1 )); shift
-    until "$@" 2>/dev/null; do
-        [ "$(date +%s)" -lt "$deadline" ] || { echo "timed out waiting for: $*" >&2; return 1; }
-        sleep 0.2
-    done
-}
 
 # measure NAME CMD...: wall seconds, CPU seconds (user+sys, children included) and peak RSS (KB).
 declare -A WALL CPU RSS
