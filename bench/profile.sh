@@ -54,17 +54,7 @@ if [ "$MODE" = cpu ]; then
     SINKS3="$(file_sink archive json "$WORK/three/out.ndjson")
 $(file_sink archive-cef cef "$WORK/three/out.cef")"
     if command -v rsyslogd >/dev/null; then
-        port=$(free_port); mkdir -p "$WORK/rsyslog"
-        cat >"$WORK/rsyslog/rsyslog.conf" <<EOF
-global(workDirectory="$WORK/rsyslog")
-module(load="imtcp")
-template(name="raw" type="string" string="%rawmsg%\n")
-ruleset(name="out") { action(type="omfile" file="$WORK/rsyslog/received.log" template="raw") }
-input(type="imtcp" address="127.0.0.1" port="$port" ruleset="out")
-EOF
-        rsyslogd -n -f "$WORK/rsyslog/rsyslog.conf" -i "$WORK/rsyslog/pid" >"$WORK/rsyslog/log" 2>&1 &
-        PIDS+=($!)
-        wait_for 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port"
+        port=$(free_port); run_rsyslog "$port"
         SINKS3="$SINKS3
 $(printf '[[sinks]]\nname = "siem"\ntype = "syslog"\nformat = "cef"\naddress = "tcp://127.0.0.1:%s"\n' "$port")"
     fi

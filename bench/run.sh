@@ -117,17 +117,8 @@ RSYSLOG_PORT=""; KAFKA_PORT=""
 start_rsyslog() {
     command -v rsyslogd >/dev/null || { NOTES+=("rsyslogd not installed: the four-sink runs have no syslog sink"); return; }
     RSYSLOG_PORT=$(free_port)
-    mkdir -p "$WORK/rsyslog"
-    cat >"$WORK/rsyslog/rsyslog.conf" <<EOF
-global(workDirectory="$WORK/rsyslog")
-module(load="imtcp")
-template(name="raw" type="string" string="%rawmsg%\n")
-ruleset(name="out") { action(type="omfile" file="$WORK/rsyslog/received.log" template="raw") }
-input(type="imtcp" address="127.0.0.1" port="$RSYSLOG_PORT" ruleset="out")
-EOF
-    rsyslogd -n -f "$WORK/rsyslog/rsyslog.conf" -i "$WORK/rsyslog/pid" >"$WORK/rsyslog/log" 2>&1 &
-    RSYSLOG_PID=$!; PIDS+=($RSYSLOG_PID)
-    wait_for 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$RSYSLOG_PORT"
+    run_rsyslog "$RSYSLOG_PORT"
+    RSYSLOG_PID=${PIDS[-1]}
 }
 start_tansu() {
     command -v tansu >/dev/null || { NOTES+=("tansu not installed: the four-sink runs have no Kafka sink"); return; }

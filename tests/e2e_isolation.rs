@@ -148,6 +148,16 @@ async fn each_new_event_reaches_the_file_promptly(
     }
 }
 
+/// `/health` is 503 and names the stuck lane with the destination's own account of why.
+async fn health_blames_kafka(telemetry: std::net::SocketAddr) {
+    let health = reqwest::get(format!("http://{telemetry}/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    let body = health.text().await.unwrap();
+    assert!(body.contains("-> sink bus (Kafka: "), "{body}");
+}
+
 /// The real binary with a file sink `a` and a Kafka sink `bus` on `brokers` (its log in
 /// `agent.log`), once the file has the 20-event backlog: the state directory, the telemetry
 /// address and the agent.
@@ -187,13 +197,7 @@ async fn a_kafka_broker_that_is_down_does_not_delay_its_sibling() {
         run_beside_kafka(&server.base_url, &org, &closed.to_string()).await;
     let file = dir.path().join("a.ndjson");
     each_new_event_reaches_the_file_promptly(&sim, &org, &file, 20).await;
-    // /health names the stuck lane and the destination's own account of why.
-    let health = reqwest::get(format!("http://{telemetry}/health"))
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 503);
-    let body = health.text().await.unwrap();
-    assert!(body.contains("-> sink bus (Kafka: "), "{body}");
+    health_blames_kafka(telemetry).await;
     stop(child);
     assert_eq!(
         delivered_ids(&read_ndjson(&file), &org),
@@ -273,12 +277,7 @@ async fn a_kafka_cluster_with_its_brokers_down_does_not_delay_its_sibling() {
         mock.broker_down(id).unwrap();
     }
     each_new_event_reaches_the_file_promptly(&sim, &org, &file, 20).await;
-    let health = reqwest::get(format!("http://{telemetry}/health"))
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 503);
-    let body = health.text().await.unwrap();
-    assert!(body.contains("-> sink bus (Kafka: "), "{body}");
+    health_blames_kafka(telemetry).await;
     // The brokers come back: the held batch is delivered and the lane catches up.
     for id in 1..=BROKERS {
         mock.broker_up(id).unwrap();
