@@ -1,4 +1,4 @@
-//! The agent: builds sinks, runs one pipeline task per organization, handles signals (SIGTERM and
+//! The agent: builds sinks, hands every organization's pipeline to the polls, handles signals (SIGTERM and
 //! SIGINT stop after the batch in flight; SIGHUP reloads the configuration and reopens files).
 
 use crate::clock::SharedClock;
@@ -8,16 +8,15 @@ use crate::deadletter::DeadLetter;
 use crate::event::OrgRef;
 use crate::format::Encoder;
 use crate::pipeline::{
-    log_pass, run_org, OrgPipeline, PassReport, RetryPolicy, Shared, Shutdown, ShutdownTrigger,
-    SinkHandle,
+    log_pass, OrgPipeline, PassReport, PollCommand, Polls, RetryPolicy, Shared, Shutdown,
+    ShutdownTrigger, SinkHandle,
 };
 use crate::sink::{Payload, SinkContext, SinkSpec};
 use crate::telemetry::Metrics;
 use futures::StreamExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
 
 /// How long shutdown waits for batches in flight before giving up on them (uncommitted batches
 /// are simply delivered again after restart).
@@ -162,13 +161,7 @@ pub async fn once(
             (org.clone(), report)
         }
     });
-    // Passes beyond the scheduler's request slots would only wait, each holding its walk's
-    // memory: a few per slot keep the slots busy (10,000 organizations at once peaked at 232 MB).
-    let in_parallel = config
-        .codacy
-        .max_concurrent_requests
-        .saturating_mul(4)
-        .max(1);
+    let in_parallel = passes_in_parallel(&config);
     let reports: Vec<_> = futures::stream::iter(passes)
         .buffered(in_parallel)
         .collect()
@@ -179,9 +172,14 @@ pub async fn once(
     Ok(reports)
 }
 
-struct Running {
-    trigger: ShutdownTrigger,
-    task: JoinHandle<()>,
+/// Passes beyond the scheduler's request slots would only wait, each holding its walk's memory:
+/// a few per slot keep the slots busy (10,000 organizations at once peaked at 232 MB).
+fn passes_in_parallel(config: &Config) -> usize {
+    config
+        .codacy
+        .max_concurrent_requests
+        .saturating_mul(4)
+        .max(1)
 }
 
 /// The daemon's moving parts; `reload` swaps them while untouched pipelines keep running.
@@ -192,7 +190,10 @@ pub struct Agent {
     /// One Codacy client (and so one request scheduler) for every organization.
     shared: Shared,
     sinks: BTreeMap<String, Arc<SinkHandle>>,
-    orgs: BTreeMap<OrgRef, Running>,
+    /// The organizations handed to the polls.
+    orgs: BTreeSet<OrgRef>,
+    polls: Polls,
+    trigger: ShutdownTrigger,
 }
 
 impl Agent {
@@ -210,13 +211,17 @@ impl Agent {
             );
         }
         let shared = shared(config.clone(), metrics.clone(), clock.clone())?;
+        let (trigger, shutdown) = Shutdown::new();
+        let polls = Polls::start(shutdown, passes_in_parallel(&config));
         let mut agent = Agent {
             config,
             metrics,
             clock,
             shared,
             sinks,
-            orgs: BTreeMap::new(),
+            orgs: BTreeSet::new(),
+            polls,
+            trigger,
         };
         if let Some(shard) = agent.config.agent.shard {
             tracing::info!(shard = %shard, organizations = agent.config.organizations.len(),
@@ -239,21 +244,46 @@ impl Agent {
             .filter_map(|s| self.sinks.get(&s.name).cloned())
             .collect();
         let pipeline = OrgPipeline::new(org.clone(), &sinks, shared, RetryPolicy::default());
-        let (trigger, shutdown) = Shutdown::new();
-        let task = tokio::spawn(run_org(pipeline, shutdown, first_poll_after));
-        self.orgs.insert(org, Running { trigger, task });
+        let start = PollCommand::Start {
+            pipeline: Box::new(pipeline),
+            first_poll_after,
+        };
+        self.polls.commands.send(start).map_err(|_| {
+            StartError::Other("the polls stopped (a bug); restart the agent".into())
+        })?;
+        self.orgs.insert(org);
         Ok(())
     }
 
-    async fn stop_org(&mut self, org: &OrgRef) {
-        if let Some(r) = self.orgs.remove(org) {
-            stop_running(org, r).await;
+    /// Stops organizations after their batch in flight, all together, up to the deadline; past
+    /// it their passes are aborted (an uncommitted batch is delivered again after restart).
+    async fn stop_orgs(&mut self, orgs: Vec<OrgRef>) {
+        let mut waits = Vec::new();
+        for org in orgs {
+            self.orgs.remove(&org);
+            let (done, wait) = tokio::sync::oneshot::channel();
+            let stop = PollCommand::Stop {
+                org: org.clone(),
+                done,
+            };
+            if self.polls.commands.send(stop).is_ok() {
+                waits.push((org, wait));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+        for (org, mut wait) in waits {
+            if tokio::time::timeout_at(deadline, &mut wait).await.is_err() {
+                tracing::warn!(organization = %org, "pipeline did not stop in time; its last batch will be delivered again after restart");
+                let _ = self.polls.commands.send(PollCommand::Abort { org });
+                let _ = wait.await;
+            }
         }
     }
 
-    /// Whether every pipeline task is still running.
+    /// Whether the polls run and no organization was lost to a bug.
     pub fn tasks_alive(&self) -> bool {
-        self.orgs.values().all(|r| !r.task.is_finished())
+        !self.polls.task.is_finished()
+            && self.polls.lost.load(std::sync::atomic::Ordering::Relaxed) == 0
     }
 
     /// SIGHUP: re-read the configuration. Added organizations/sinks start, removed ones stop,
@@ -294,12 +324,14 @@ impl Agent {
         } else {
             self.shared.config = new.clone();
         }
-        let old_orgs: Vec<OrgRef> = self.orgs.keys().cloned().collect();
-        for org in &old_orgs {
-            if !new.organizations.contains(org) || agent_changed || sinks_changed {
-                self.stop_org(org).await;
-            }
-        }
+        let kept: BTreeSet<&OrgRef> = new.organizations.iter().collect();
+        let to_stop: Vec<OrgRef> = self
+            .orgs
+            .iter()
+            .filter(|org| !kept.contains(org) || agent_changed || sinks_changed)
+            .cloned()
+            .collect();
+        self.stop_orgs(to_stop).await;
         // Removed pipelines leave /health and the gauges.
         for org in &old.organizations {
             for name in self.sinks.keys() {
@@ -321,7 +353,7 @@ impl Agent {
         self.config = new.clone();
         let n = new.organizations.len();
         for (i, org) in new.organizations.iter().enumerate() {
-            if !self.orgs.contains_key(org) {
+            if !self.orgs.contains(org) {
                 self.start_org(org.clone(), start_offset(&new, i, n))?;
             }
         }
@@ -341,16 +373,18 @@ impl Agent {
     }
 
     /// Stops every pipeline after its batch in flight and flushes the sinks.
-    pub async fn shutdown(mut self) {
-        for r in self.orgs.values() {
-            r.trigger.trigger();
+    pub async fn shutdown(self) {
+        self.trigger.trigger();
+        // One deadline for all pipelines together, so shutdown stays within seconds; past it the
+        // passes still running are aborted with the polls.
+        let abort = self.polls.task.abort_handle();
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, self.polls.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("pipelines did not stop in time; their last batches will be delivered again after restart");
+            abort.abort();
         }
-        // One deadline for all pipelines together, so shutdown stays within seconds.
-        let running: Vec<(OrgRef, Running)> = std::mem::take(&mut self.orgs).into_iter().collect();
-        let waits = running
-            .into_iter()
-            .map(|(org, r)| async move { stop_running(&org, r).await });
-        futures::future::join_all(waits).await;
         let flushes = self
             .sinks
             .values()
@@ -366,18 +400,4 @@ fn start_offset(config: &Config, i: usize, n: usize) -> Duration {
         return Duration::ZERO;
     }
     config.agent.poll_interval.mul_f64(i as f64 / n as f64)
-}
-
-/// Signals a pipeline to stop after its batch in flight and waits for it, up to the deadline;
-/// past it the task is aborted (its uncommitted batch is delivered again after restart).
-async fn stop_running(org: &OrgRef, r: Running) {
-    r.trigger.trigger();
-    let abort = r.task.abort_handle();
-    if tokio::time::timeout(SHUTDOWN_DEADLINE, r.task)
-        .await
-        .is_err()
-    {
-        tracing::warn!(organization = %org, "pipeline did not stop in time; its last batch will be delivered again after restart");
-        abort.abort();
-    }
 }

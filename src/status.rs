@@ -25,9 +25,9 @@ fn status_path(state_dir: &Path) -> std::path::PathBuf {
 /// The pipelines' last errors, keyed "organization|sink", as the status file holds them.
 pub fn errors(metrics: &Metrics) -> BTreeMap<String, String> {
     metrics
-        .statuses()
+        .last_errors()
         .into_iter()
-        .filter_map(|((org, sink), s)| s.last_error.map(|e| (format!("{org}|{sink}"), e)))
+        .map(|((org, sink), e)| (format!("{org}|{sink}"), e))
         .collect()
 }
 

@@ -1,50 +1,327 @@
-//! The daemon's poll loop for one organization, and its log line per pass.
+//! The daemon's polls. Every organization is data here (its pipeline, its signal and when its
+//! next poll is due), not a task of its own: 10,000 idle organizations cost their pipelines and a
+//! few words each, where a task per organization held a future, a timer and a channel each. At
+//! most `in_parallel` passes run at once, each on a task of its own, in the order they fall due.
 
-use super::{OrgPipeline, PassReport, Shutdown};
+use super::{OrgPipeline, PassReport, Shutdown, ShutdownTrigger};
+use crate::event::OrgRef;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{AbortHandle, Id, JoinSet};
 
-/// Runs an organization's pipeline until shutdown: a pass, then wait for the next poll (or an
-/// earlier sink/fetch retry).
-pub async fn run_org(
-    mut pipeline: OrgPipeline,
-    mut shutdown: Shutdown,
-    first_poll_after: Duration,
-) {
-    let agent = &pipeline.shared.config.agent;
-    let (min_poll, max_poll) = (agent.poll_interval, agent.max_poll_interval);
-    let org_key = pipeline.org.key();
-    tokio::select! {
-        _ = tokio::time::sleep(first_poll_after) => {}
-        _ = shutdown.wait() => return,
+/// What the agent asks of the polls.
+pub enum PollCommand {
+    /// Poll this organization, the first time after `first_poll_after`.
+    Start {
+        pipeline: Box<OrgPipeline>,
+        first_poll_after: Duration,
+    },
+    /// Stop an organization after its batch in flight (checkpoints written); `done` fires when it
+    /// is gone.
+    Stop {
+        org: OrgRef,
+        done: oneshot::Sender<()>,
+    },
+    /// Abort an organization's pass that did not stop in time (its batch in flight is delivered
+    /// again after restart).
+    Abort { org: OrgRef },
+}
+
+/// The handle the agent keeps: commands in, and how many organizations were lost to a bug.
+pub struct Polls {
+    pub commands: mpsc::UnboundedSender<PollCommand>,
+    pub task: tokio::task::JoinHandle<()>,
+    /// Organizations whose pass panicked: they are no longer polled (the watchdog stops).
+    pub lost: Arc<AtomicUsize>,
+}
+
+impl Polls {
+    /// Starts the polls; they stop, checkpoints written, when `shutdown` is triggered.
+    pub fn start(shutdown: Shutdown, in_parallel: usize) -> Polls {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let lost = Arc::new(AtomicUsize::new(0));
+        let poller = Poller {
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_org: HashMap::new(),
+            due: BinaryHeap::new(),
+            tasks: JoinSet::new(),
+            task_slot: HashMap::new(),
+            finishing: Vec::new(),
+            in_parallel: in_parallel.max(1),
+            lost: lost.clone(),
+        };
+        let task = tokio::spawn(poller.run(rx, shutdown));
+        Polls {
+            commands,
+            task,
+            lost,
+        }
     }
-    let mut poll = min_poll;
-    loop {
-        let started = pipeline.shared.clock.now_ms();
-        // Boxed: between polls an organization's task then holds only this loop's few words, not
-        // the pass's whole state machine (10,000 idle organizations, one task each).
-        let report = Box::pin(pipeline.run_pass(&shutdown)).await;
-        log_pass(&org_key, &report);
-        if shutdown.is_triggered() {
-            break;
+}
+
+/// One organization.
+struct Slot {
+    /// Absent while a task of its own runs its pass or its finish.
+    pipeline: Option<OrgPipeline>,
+    /// This organization's stop (a child of the daemon's shutdown).
+    trigger: ShutdownTrigger,
+    shutdown: Shutdown,
+    /// The current poll interval: doubles after an empty poll, up to `max_poll_interval`.
+    poll: Duration,
+    /// The poll due, epoch ms: the one entry of `due` that counts for this slot.
+    due_ms: i64,
+    org: Arc<OrgRef>,
+    stopping: bool,
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// A task's result: the slot, its pipeline back, and the pass's start and report (`None` for a
+/// finish: checkpoints written, the organization is done).
+type Finished = (usize, OrgPipeline, Option<(i64, PassReport)>);
+
+struct Poller {
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    by_org: HashMap<Arc<OrgRef>, usize>,
+    /// (due ms, slot): a slot's entry counts only while it equals the slot's `due_ms`.
+    due: BinaryHeap<Reverse<(i64, usize)>>,
+    tasks: JoinSet<Finished>,
+    task_slot: HashMap<Id, (usize, AbortHandle)>,
+    /// Slots waiting for a task to write their checkpoints and go.
+    finishing: Vec<usize>,
+    in_parallel: usize,
+    lost: Arc<AtomicUsize>,
+}
+
+impl Poller {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<PollCommand>, shutdown: Shutdown) {
+        let mut all_stop = shutdown.clone();
+        let mut stopping_all = false;
+        loop {
+            self.start_tasks(&shutdown, stopping_all);
+            if stopping_all && self.tasks.is_empty() && self.by_org.is_empty() {
+                break;
+            }
+            let wait = self.next_wait(&shutdown, stopping_all);
+            tokio::select! {
+                _ = all_stop.wait(), if !stopping_all => {
+                    stopping_all = true;
+                    for slot in 0..self.slots.len() {
+                        self.stop(slot);
+                    }
+                }
+                cmd = commands.recv(), if !stopping_all => match cmd {
+                    Some(cmd) => self.command(cmd, &shutdown),
+                    // The agent is gone without a shutdown: stop as for one.
+                    None => {
+                        stopping_all = true;
+                        for slot in 0..self.slots.len() {
+                            self.stop(slot);
+                        }
+                    }
+                },
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.joined(joined);
+                }
+                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: PollCommand, shutdown: &Shutdown) {
+        match cmd {
+            PollCommand::Start {
+                pipeline,
+                first_poll_after,
+            } => {
+                let now = pipeline.shared.clock.now_ms();
+                let org = pipeline.org.clone();
+                let (trigger, own) = shutdown.child();
+                let slot = Slot {
+                    poll: pipeline.shared.config.agent.poll_interval,
+                    pipeline: Some(*pipeline),
+                    trigger,
+                    shutdown: own,
+                    due_ms: now + first_poll_after.as_millis() as i64,
+                    org: org.clone(),
+                    stopping: false,
+                    waiters: Vec::new(),
+                };
+                let i = match self.free.pop() {
+                    Some(i) => i,
+                    None => {
+                        self.slots.push(None);
+                        self.slots.len() - 1
+                    }
+                };
+                self.due.push(Reverse((slot.due_ms, i)));
+                self.slots[i] = Some(slot);
+                self.by_org.insert(org, i);
+            }
+            PollCommand::Stop { org, done } => match self.by_org.get(&org) {
+                Some(&i) => {
+                    if let Some(s) = self.slots[i].as_mut() {
+                        s.waiters.push(done);
+                    }
+                    self.stop(i);
+                }
+                None => {
+                    let _ = done.send(());
+                }
+            },
+            PollCommand::Abort { org } => {
+                let Some(&i) = self.by_org.get(&org) else {
+                    return;
+                };
+                for (_, abort) in self.task_slot.values().filter(|(s, _)| *s == i) {
+                    abort.abort();
+                }
+            }
+        }
+    }
+
+    /// Asks a slot to stop: a running pass stops after its batch in flight, then it finishes.
+    fn stop(&mut self, i: usize) {
+        let Some(slot) = self.slots[i].as_mut() else {
+            return;
+        };
+        slot.trigger.trigger();
+        if !slot.stopping {
+            slot.stopping = true;
+            if slot.pipeline.is_some() {
+                self.finishing.push(i);
+            }
+        }
+    }
+
+    /// Starts due passes and pending finishes, up to `in_parallel` tasks (finishes first).
+    fn start_tasks(&mut self, shutdown: &Shutdown, stopping_all: bool) {
+        while self.tasks.len() < self.in_parallel.max(64) {
+            let Some(i) = self.finishing.pop() else { break };
+            let Some(p) = self.slots[i].as_mut().and_then(|s| s.pipeline.take()) else {
+                continue;
+            };
+            let handle = self.tasks.spawn(async move {
+                let mut p = p;
+                p.write_pending_checkpoints().await;
+                (i, p, None)
+            });
+            self.task_slot.insert(handle.id(), (i, handle));
+        }
+        if stopping_all || shutdown.is_triggered() {
+            return;
+        }
+        while self.tasks.len() < self.in_parallel {
+            let Some(&Reverse((due_ms, i))) = self.due.peek() else {
+                break;
+            };
+            let Some(slot) = self.slots[i].as_mut() else {
+                self.due.pop();
+                continue;
+            };
+            if slot.due_ms != due_ms || slot.stopping || slot.pipeline.is_none() {
+                self.due.pop();
+                continue;
+            }
+            let Some(mut p) = slot.pipeline.take() else {
+                break;
+            };
+            if due_ms > p.shared.clock.now_ms() {
+                slot.pipeline = Some(p);
+                break;
+            }
+            self.due.pop();
+            let own = slot.shutdown.clone();
+            let handle = self.tasks.spawn(async move {
+                let started = p.shared.clock.now_ms();
+                let report = p.run_pass(&own).await;
+                (i, p, Some((started, report)))
+            });
+            self.task_slot.insert(handle.id(), (i, handle));
+        }
+    }
+
+    /// How long until the next poll falls due, when a pass could start now.
+    fn next_wait(&self, shutdown: &Shutdown, stopping_all: bool) -> Option<Duration> {
+        if stopping_all || shutdown.is_triggered() || self.tasks.len() >= self.in_parallel {
+            return None;
+        }
+        let Reverse((due_ms, i)) = *self.due.peek()?;
+        let now = self.slots[i]
+            .as_ref()?
+            .pipeline
+            .as_ref()?
+            .shared
+            .clock
+            .now_ms();
+        Some(Duration::from_millis((due_ms - now).max(0) as u64))
+    }
+
+    fn joined(&mut self, joined: Result<(Id, Finished), tokio::task::JoinError>) {
+        let (i, pipeline, pass) = match joined {
+            Ok((id, finished)) => {
+                self.task_slot.remove(&id);
+                finished
+            }
+            Err(e) => {
+                let Some((i, _)) = self.task_slot.remove(&e.id()) else {
+                    return;
+                };
+                if e.is_panic() {
+                    self.lost.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "an organization's pass panicked (a bug); this organization is no longer polled until restart");
+                }
+                self.remove(i);
+                return;
+            }
+        };
+        let Some(slot) = self.slots[i].as_mut() else {
+            return;
+        };
+        let Some((started, report)) = pass else {
+            drop(pipeline);
+            self.remove(i);
+            return;
+        };
+        log_pass(&pipeline.org.key(), &report);
+        if slot.stopping {
+            slot.pipeline = Some(pipeline);
+            self.finishing.push(i);
+            return;
         }
         // A quiet organization is polled less and less often (up to max_poll_interval); its
         // first new event brings it back to poll_interval.
+        let agent = &pipeline.shared.config.agent;
         let quiet = report.ok() && report.delivered.values().all(|&n| n == 0);
-        poll = if quiet {
-            (poll * 2).min(max_poll)
+        slot.poll = if quiet {
+            (slot.poll * 2).min(agent.max_poll_interval)
         } else {
-            min_poll
+            agent.poll_interval
         };
-        let next_poll = started + poll.as_millis() as i64;
-        let wake = next_poll.min(pipeline.next_retry_at_ms());
-        let wait_ms = (wake - pipeline.shared.clock.now_ms()).max(50);
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
-            _ = shutdown.wait() => break,
-        }
+        let next_poll = started + slot.poll.as_millis() as i64;
+        let now = pipeline.shared.clock.now_ms();
+        slot.due_ms = next_poll.min(pipeline.next_retry_at_ms()).max(now + 50);
+        self.due.push(Reverse((slot.due_ms, i)));
+        slot.pipeline = Some(pipeline);
     }
-    pipeline.write_pending_checkpoints().await;
-    tracing::debug!(organization = %org_key, "pipeline stopped");
+
+    /// The organization is gone: its waiters are told, its slot is free again.
+    fn remove(&mut self, i: usize) {
+        let Some(slot) = self.slots[i].take() else {
+            return;
+        };
+        self.by_org.remove(&slot.org);
+        for w in slot.waiters {
+            let _ = w.send(());
+        }
+        self.free.push(i);
+        tracing::debug!(slot = i, "pipeline stopped");
+    }
 }
 
 /// One info line per poll per organization: new events, events re-read, and the records each

@@ -17,7 +17,12 @@ impl Metrics {
     /// `/health` as of `now_ms`; see this module's docs for the policy.
     pub fn health(&self, now_ms: i64, policy: &HealthPolicy) -> Health {
         let inner = self.lock();
-        let mut h = health(&inner.status, &inner.registered, now_ms, policy);
+        let mut h = health(
+            &inner.named(&inner.status),
+            &inner.named(&inner.registered),
+            now_ms,
+            policy,
+        );
         // A lane in trouble whose destination said why: name the cause with it.
         for reason in h.reasons.iter_mut() {
             for (sink, (condition, since)) in &inner.conditions {

@@ -16,24 +16,117 @@ pub use health::{health, Health, HealthPolicy, HealthState, PipelineHealth};
 pub use render::METRICS;
 pub use server::{serve, METRICS_CONTENT_TYPE};
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use render::CHECKPOINT_TIMESTAMP;
 
-type Labels = Vec<(&'static str, String)>;
+/// Most labels a stored series has (organization and sink, or organization and status).
+const MAX_LABELS: usize = 3;
+/// An unused label slot.
+const NO_LABEL: u32 = u32::MAX;
+
+/// A series' labels: interned (name, value) pairs in the order given, unused slots [`NO_LABEL`].
+/// 12 bytes and no allocation, where a vector of strings took one allocation per label: with
+/// 10,000 organizations and a dozen series each, the labels were most of the idle agent's heap.
+type Labels = [u32; MAX_LABELS];
+
+/// Label pairs stored once, however many series and statuses carry them.
+#[derive(Debug, Default)]
+struct LabelPool {
+    ids: HashMap<&'static str, HashMap<Arc<str>, u32>>,
+    pairs: Vec<(&'static str, Arc<str>)>,
+}
+
+impl LabelPool {
+    fn intern(&mut self, name: &'static str, value: &str) -> u32 {
+        if let Some(id) = self.find(name, value) {
+            return id;
+        }
+        let id = u32::try_from(self.pairs.len()).unwrap_or(NO_LABEL - 1);
+        let value: Arc<str> = Arc::from(value);
+        self.pairs.push((name, value.clone()));
+        self.ids.entry(name).or_default().insert(value, id);
+        id
+    }
+
+    fn find(&self, name: &'static str, value: &str) -> Option<u32> {
+        self.ids.get(name)?.get(value).copied()
+    }
+
+    fn labels(&mut self, pairs: &[(&'static str, &str)]) -> Labels {
+        debug_assert!(
+            pairs.len() <= MAX_LABELS,
+            "a series has at most {MAX_LABELS} labels"
+        );
+        let mut out = [NO_LABEL; MAX_LABELS];
+        for (slot, (k, v)) in out.iter_mut().zip(pairs) {
+            *slot = self.intern(k, v);
+        }
+        out
+    }
+
+    /// The labels of a series that may not exist: `None` when a pair was never seen.
+    fn find_labels(&self, pairs: &[(&'static str, &str)]) -> Option<Labels> {
+        let mut out = [NO_LABEL; MAX_LABELS];
+        for (slot, (k, v)) in out.iter_mut().zip(pairs) {
+            *slot = self.find(k, v)?;
+        }
+        Some(out)
+    }
+
+    fn pair(&self, id: u32) -> (&'static str, &str) {
+        let (k, v) = &self.pairs[id as usize];
+        (k, v)
+    }
+
+    /// The value of an interned pair.
+    fn value(&self, id: u32) -> &str {
+        self.pair(id).1
+    }
+
+    /// A pipeline's key: the interned `organization` and `sink` pairs.
+    fn pipeline(&mut self, org: &str, sink: &str) -> Pipeline {
+        (self.intern("organization", org), self.intern("sink", sink))
+    }
+
+    fn pipeline_name(&self, key: &Pipeline) -> (String, String) {
+        (self.value(key.0).to_string(), self.value(key.1).to_string())
+    }
+}
+
+/// An (organization, sink) pipeline by its interned label pairs (sink "" is the fetch).
+type Pipeline = (u32, u32);
 
 #[derive(Debug, Default)]
 struct Inner {
+    pool: LabelPool,
     counters: BTreeMap<(&'static str, Labels), u64>,
     gauges: BTreeMap<(&'static str, Labels), f64>,
-    status: BTreeMap<(String, String), PipelineStatus>,
+    status: BTreeMap<Pipeline, PipelineStatus>,
     /// Pipelines that are running, with when they started (epoch ms): the staleness baseline
     /// until their first success.
-    registered: BTreeMap<(String, String), i64>,
+    registered: BTreeMap<Pipeline, i64>,
     /// What a destination says is wrong with it (sink -> (condition, since ms)), e.g. Kafka's
     /// "all brokers are down": named next to its lanes on /health.
     conditions: BTreeMap<String, (String, i64)>,
+}
+
+impl Inner {
+    fn series(
+        &mut self,
+        name: &'static str,
+        pairs: &[(&'static str, &str)],
+    ) -> (&'static str, Labels) {
+        (name, self.pool.labels(pairs))
+    }
+
+    /// Statuses and registrations with their names, as `/health` and the tests read them.
+    fn named<T: Clone>(&self, map: &BTreeMap<Pipeline, T>) -> BTreeMap<(String, String), T> {
+        map.iter()
+            .map(|(k, v)| (self.pool.pipeline_name(k), v.clone()))
+            .collect()
+    }
 }
 
 /// Health of one pipeline: an organization's fetch (`sink` = "") or one (organization, sink).
@@ -56,10 +149,6 @@ pub struct Metrics {
     inner: Mutex<Inner>,
 }
 
-fn labels(pairs: &[(&'static str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
-}
-
 impl Metrics {
     pub fn new() -> Self {
         let m = Metrics::default();
@@ -77,27 +166,29 @@ impl Metrics {
     }
 
     pub fn add(&self, name: &'static str, pairs: &[(&'static str, &str)], n: u64) {
-        *self
-            .lock()
-            .counters
-            .entry((name, labels(pairs)))
-            .or_default() += n;
+        let mut inner = self.lock();
+        let key = inner.series(name, pairs);
+        *inner.counters.entry(key).or_default() += n;
     }
 
     pub fn set_gauge(&self, name: &'static str, pairs: &[(&'static str, &str)], v: f64) {
-        self.lock().gauges.insert((name, labels(pairs)), v);
+        let mut inner = self.lock();
+        let key = inner.series(name, pairs);
+        inner.gauges.insert(key, v);
     }
 
     pub fn counter(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> u64 {
-        self.lock()
-            .counters
-            .get(&(name, labels(pairs)))
-            .copied()
-            .unwrap_or(0)
+        let inner = self.lock();
+        let Some(labels) = inner.pool.find_labels(pairs) else {
+            return 0;
+        };
+        inner.counters.get(&(name, labels)).copied().unwrap_or(0)
     }
 
     pub fn gauge(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> Option<f64> {
-        self.lock().gauges.get(&(name, labels(pairs))).copied()
+        let inner = self.lock();
+        let labels = inner.pool.find_labels(pairs)?;
+        inner.gauges.get(&(name, labels)).copied()
     }
 
     pub fn events_fetched(&self, org: &str, n: u64) {
@@ -165,7 +256,10 @@ impl Metrics {
 
     fn add_to_gauge(&self, name: &'static str, delta: i64) {
         let mut inner = self.lock();
-        let v = inner.gauges.entry((name, labels(&[]))).or_insert(0.0);
+        let v = inner
+            .gauges
+            .entry((name, [NO_LABEL; MAX_LABELS]))
+            .or_insert(0.0);
         *v = (*v + delta as f64).max(0.0);
     }
 
@@ -228,12 +322,8 @@ impl Metrics {
 
     fn status_mut(&self, org: &str, sink: &str, change: impl FnOnce(&mut PipelineStatus)) {
         let mut inner = self.lock();
-        change(
-            inner
-                .status
-                .entry((org.to_string(), sink.to_string()))
-                .or_default(),
-        );
+        let key = inner.pool.pipeline(org, sink);
+        change(inner.status.entry(key).or_default());
     }
 
     pub fn poll_succeeded(&self, org: &str, now_ms: i64) {
@@ -280,33 +370,69 @@ impl Metrics {
     /// A pipeline started (`sink` = "" for the organization's fetch). Until its first success,
     /// `/health` measures staleness from `now_ms`. Registering again keeps the first time.
     pub fn register(&self, org: &str, sink: &str, now_ms: i64) {
-        self.lock()
-            .registered
-            .entry((org.to_string(), sink.to_string()))
-            .or_insert(now_ms);
+        let mut inner = self.lock();
+        let key = inner.pool.pipeline(org, sink);
+        inner.registered.entry(key).or_insert(now_ms);
     }
 
     /// Registered pipelines and when they started (epoch ms).
     pub fn registered(&self) -> BTreeMap<(String, String), i64> {
-        self.lock().registered.clone()
+        let inner = self.lock();
+        inner.named(&inner.registered)
     }
 
     /// Status of every pipeline seen so far, keyed by (organization, sink).
     pub fn statuses(&self) -> BTreeMap<(String, String), PipelineStatus> {
-        self.lock().status.clone()
+        let inner = self.lock();
+        inner.named(&inner.status)
+    }
+
+    /// The pipelines' last errors, keyed (organization, sink): read without copying every
+    /// status (the daemon asks at every status update, with 10,000 organizations).
+    pub fn last_errors(&self) -> Vec<((String, String), String)> {
+        let inner = self.lock();
+        inner
+            .status
+            .iter()
+            .filter_map(|(k, s)| {
+                let e = s.last_error.as_ref()?;
+                Some((inner.pool.pipeline_name(k), e.clone()))
+            })
+            .collect()
+    }
+
+    /// For the daemon's one-line status: pipelines failing, records delivered in all.
+    pub fn summary(&self) -> (usize, u64) {
+        let inner = self.lock();
+        let failing = inner
+            .status
+            .values()
+            .filter(|s| s.last_error.is_some())
+            .count();
+        const DELIVERED: &str = "codacy_forwarder_events_delivered_total";
+        let delivered = inner
+            .counters
+            .range((DELIVERED, [0; MAX_LABELS])..)
+            .take_while(|((n, _), _)| *n == DELIVERED)
+            .map(|(_, v)| v)
+            .sum();
+        (failing, delivered)
     }
 
     /// A pipeline stopped for good (organization or sink removed): forgets its status and gauges.
     pub fn forget(&self, org: &str, sink: &str) {
         let mut inner = self.lock();
-        inner.status.remove(&(org.to_string(), sink.to_string()));
-        inner
-            .registered
-            .remove(&(org.to_string(), sink.to_string()));
+        let Some(org_id) = inner.pool.find("organization", org) else {
+            return;
+        };
+        let sink_id = inner.pool.find("sink", sink);
+        if let Some(sink_id) = sink_id {
+            inner.status.remove(&(org_id, sink_id));
+            inner.registered.remove(&(org_id, sink_id));
+        }
         // A removed pipeline's series disappear from /metrics (gauges and counters alike).
         let matches = |l: &Labels| {
-            l.iter().any(|(k, v)| *k == "organization" && v == org)
-                && (sink.is_empty() || l.iter().any(|(k, v)| *k == "sink" && v == sink))
+            l.contains(&org_id) && (sink.is_empty() || sink_id.is_some_and(|s| l.contains(&s)))
         };
         inner.gauges.retain(|(_, l), _| !matches(l));
         inner.counters.retain(|(_, l), _| !matches(l));

@@ -1,7 +1,7 @@
 //! The Prometheus text exposition: every metric's name, type and help text in one place, and the
 //! series that follow live state (a lane's lag and state) computed at scrape time.
 
-use super::{labels, Labels, Metrics, PipelineStatus};
+use super::{Labels, Metrics, PipelineStatus, MAX_LABELS, NO_LABEL};
 
 pub(super) const CHECKPOINT_TIMESTAMP: &str = "codacy_forwarder_checkpoint_timestamp_seconds";
 const CHECKPOINT_LAG: &str = "codacy_forwarder_checkpoint_lag_seconds";
@@ -118,11 +118,17 @@ impl Metrics {
         let mut out = String::new();
         for (name, kind, help) in METRICS {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            let write = |out: &mut String, l: &Labels, v: String| {
+            let pool = &inner.pool;
+            let write = |out: &mut String, l: &Labels, extra: Option<(&str, &str)>, v: &str| {
                 out.push_str(name);
-                if !l.is_empty() {
+                let pairs = l
+                    .iter()
+                    .filter(|&&id| id != NO_LABEL)
+                    .map(|&id| pool.pair(id));
+                let mut pairs = pairs.chain(extra).peekable();
+                if pairs.peek().is_some() {
                     out.push('{');
-                    for (i, (k, val)) in l.iter().enumerate() {
+                    for (i, (k, val)) in pairs.enumerate() {
                         if i > 0 {
                             out.push(',');
                         }
@@ -131,42 +137,41 @@ impl Metrics {
                     out.push('}');
                 }
                 out.push(' ');
-                out.push_str(&v);
+                out.push_str(v);
                 out.push('\n');
             };
-            let series = |map_name: &'static str| (map_name, Labels::new())..;
+            let series = |map_name: &'static str| (map_name, [0; MAX_LABELS])..;
             if *name == CHECKPOINT_LAG {
                 let stamps = inner.gauges.range(series(CHECKPOINT_TIMESTAMP));
                 for ((_, l), ts) in stamps.take_while(|((n, _), _)| *n == CHECKPOINT_TIMESTAMP) {
-                    write(
-                        &mut out,
-                        l,
-                        format_float((now_ms as f64 / 1000.0 - ts).max(0.0)),
-                    );
+                    let lag = format_float((now_ms as f64 / 1000.0 - ts).max(0.0));
+                    write(&mut out, l, None, &lag);
                 }
                 continue;
             }
             if *name == LANE_STATE {
-                for ((org, sink), st) in inner.status.iter().filter(|((_, s), _)| !s.is_empty()) {
+                let lanes = inner
+                    .status
+                    .iter()
+                    .filter(|((_, s), _)| !pool.value(*s).is_empty());
+                for (&(org, sink), st) in lanes {
                     let current = lane_state(st);
+                    let mut l = [NO_LABEL; MAX_LABELS];
+                    (l[0], l[1]) = (org, sink);
                     for state in ["caught_up", "catching_up", "failing"] {
-                        let l = labels(&[("organization", org), ("sink", sink), ("state", state)]);
-                        write(
-                            &mut out,
-                            &l,
-                            if state == current { "1" } else { "0" }.into(),
-                        );
+                        let v = if state == current { "1" } else { "0" };
+                        write(&mut out, &l, Some(("state", state)), v);
                     }
                 }
                 continue;
             }
             let counters = inner.counters.range(series(name));
             for ((_, l), v) in counters.take_while(|((n, _), _)| n == name) {
-                write(&mut out, l, v.to_string());
+                write(&mut out, l, None, &v.to_string());
             }
             let gauges = inner.gauges.range(series(name));
             for ((_, l), v) in gauges.take_while(|((n, _), _)| n == name) {
-                write(&mut out, l, format_float(*v));
+                write(&mut out, l, None, &format_float(*v));
             }
         }
         out
