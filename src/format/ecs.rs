@@ -12,6 +12,7 @@
 //! value to `codacy.audit.details_text` (a string as is, arrays/numbers/booleans as compact JSON).
 
 use super::catalog;
+use super::date;
 use super::FormatOptions;
 use crate::event::{write_json, write_json_map, write_json_str, AuditEvent, IdentifiedEvent};
 use serde_json::{Map, Value};
@@ -60,51 +61,17 @@ pub const ECS_FIELDS_USED: &[&str] = &[
 /// The checked-in subset of ECS 8.17 `fields.csv` (rows verbatim, header included).
 pub const ECS_FIELDS_CSV: &str = include_str!("ecs_fields.csv");
 
-/// RFC 3339 with milliseconds and `Z`; epoch milliseconds (which Elasticsearch's default date
-/// format also accepts) for instants outside years 0-9999, which RFC 3339 cannot write. The
-/// same text as chrono's `to_rfc3339_opts(Millis, true)` (a test compares them), written
-/// without chrono's formatting machinery: every document has two dates.
+/// RFC 3339 with milliseconds and `Z` in quotes; epoch milliseconds (which Elasticsearch's
+/// default date format also accepts) for instants outside years 0-9999, which RFC 3339 cannot
+/// write.
 fn write_date(out: &mut Vec<u8>, ms: i64) {
-    const DAY_MS: i64 = 86_400_000;
-    let (year, month, day) = civil_from_days(ms.div_euclid(DAY_MS));
-    if !(0..=9999).contains(&year) {
+    out.push(b'"');
+    if date::write_rfc3339_millis(out, ms) {
+        out.push(b'"');
+    } else {
+        out.pop();
         let _ = write!(out, "{ms}");
-        return;
     }
-    let of_day = ms.rem_euclid(DAY_MS);
-    let (hour, minute) = (of_day / 3_600_000, of_day / 60_000 % 60);
-    let (second, milli) = (of_day / 1000 % 60, of_day % 1000);
-    // Each part after the character that precedes it; the text has nothing to escape.
-    let parts = [
-        (b'"', year, 4),
-        (b'-', month, 2),
-        (b'-', day, 2),
-        (b'T', hour, 2),
-        (b':', minute, 2),
-        (b':', second, 2),
-        (b'.', milli, 3),
-    ];
-    for (before, value, width) in parts {
-        out.push(before);
-        for p in (0..width).rev() {
-            out.push(b'0' + (value / 10i64.pow(p) % 10) as u8);
-        }
-    }
-    out.extend_from_slice(b"Z\"");
-}
-
-/// The proleptic Gregorian (year, month, day) of a day counted from 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 fn nonempty(v: Option<&str>) -> Option<&str> {

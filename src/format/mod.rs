@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod cef;
 pub mod csv;
+pub(crate) mod date;
 pub mod ecs;
 pub(crate) mod envelope;
 pub mod framing;

@@ -29,8 +29,9 @@
 //! `\` and `]` (RFC 5424 6.3.3); ASCII control characters (never present in ids or organization
 //! names) are replaced by `_` so that no value can break LF framing.
 
+use crate::format::date::{civil_from_days, write_rfc3339_millis};
 use crate::sink::Record;
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::fmt;
 
@@ -159,15 +160,22 @@ pub fn pri(facility: Facility, severity: u8) -> u8 {
 /// An RFC 5424 header field: printable US-ASCII (33..=126) only, others replaced by `_`, cut to
 /// `max` octets; empty becomes the NILVALUE `-`.
 pub fn header_field(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
-        .take(max)
-        .collect();
-    if out.is_empty() {
-        out.push('-');
+    let mut out = Vec::with_capacity(s.len().min(max));
+    push_header_field(&mut out, s, max);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`header_field`] appended to `out` (once per record for the MSGID: no string of its own).
+fn push_header_field(out: &mut Vec<u8>, s: &str, max: usize) {
+    let start = out.len();
+    out.extend(
+        s.chars()
+            .map(|c| if c.is_ascii_graphic() { c as u8 } else { b'_' })
+            .take(max),
+    );
+    if out.len() == start {
+        out.push(b'-');
     }
-    out
 }
 
 /// A token for RFC 3164 (hostname, tag): letters, digits, `.`, `_`, `-` only (what rsyslog's
@@ -193,6 +201,12 @@ fn bsd_token(s: &str, max: usize, empty: &str) -> String {
 
 /// Appends an SD PARAM-VALUE with `"`, `\`, `]` escaped and control characters replaced.
 pub fn escape_param_value(s: &str, out: &mut Vec<u8>) {
+    // Ids and organization names never need it: copy them whole.
+    let plain = |b: &u8| !matches!(b, b'"' | b'\\' | b']' | 0..=0x1f | 0x7f);
+    if s.as_bytes().iter().all(plain) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
     let mut buf = [0u8; 4];
     for c in s.chars() {
         match c {
@@ -235,38 +249,72 @@ impl Header {
     }
 }
 
-/// RFC 3339 UTC with milliseconds and `Z`; the NILVALUE when the year has no four digits.
-fn rfc5424_timestamp(ms: i64) -> String {
-    match DateTime::<Utc>::from_timestamp_millis(ms) {
-        Some(t) if (0..=9999).contains(&t.year()) => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-        _ => "-".to_string(),
-    }
+/// `<PRI>`, written without a formatter.
+fn push_pri(out: &mut Vec<u8>, h: &Header, record: &Record) {
+    out.push(b'<');
+    let pri = pri(h.facility, syslog_severity(record.severity));
+    out.extend_from_slice(itoa::Buffer::new().format(pri).as_bytes());
+    out.push(b'>');
 }
 
 /// `Mmm dd hh:mm:ss` in UTC with a space-padded day. RFC 3164 has no zone (nor year): we send UTC
 /// so the value never depends on the forwarder's time zone; receivers should treat it as UTC.
-fn rfc3164_timestamp(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .format("%b %e %H:%M:%S")
-        .to_string()
+/// An instant chrono cannot represent is sent as the epoch, as before.
+fn push_rfc3164_timestamp(out: &mut Vec<u8>, ms: i64) {
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    const DAY_MS: i64 = 86_400_000;
+    let ms = if DateTime::<Utc>::from_timestamp_millis(ms).is_some() {
+        ms
+    } else {
+        0
+    };
+    let (_, month, day) = civil_from_days(ms.div_euclid(DAY_MS));
+    let of_day = ms.rem_euclid(DAY_MS);
+    out.extend_from_slice(MONTHS[(month - 1) as usize]);
+    out.push(b' ');
+    out.push(if day < 10 {
+        b' '
+    } else {
+        b'0' + (day / 10) as u8
+    });
+    out.push(b'0' + (day % 10) as u8);
+    for (before, value) in [
+        (b' ', of_day / 3_600_000),
+        (b':', of_day / 60_000 % 60),
+        (b':', of_day / 1000 % 60),
+    ] {
+        out.push(before);
+        out.push(b'0' + (value / 10) as u8);
+        out.push(b'0' + (value % 10) as u8);
+    }
 }
 
-/// Appends one RFC 5424 message (no framing) for `record`.
+/// Appends one RFC 5424 message (no framing) for `record`: written piece by piece, since a
+/// formatter and chrono's date formatting per record cost more than the payload's copy.
 pub fn rfc5424(h: &Header, record: &Record, out: &mut Vec<u8>) {
-    let pri = pri(h.facility, syslog_severity(record.severity));
-    let head = format!(
-        "<{pri}>1 {} {} {} {} {} [{SD_ID} event_id=\"",
-        rfc5424_timestamp(record.timestamp_ms),
-        h.hostname,
-        h.app_name,
-        h.procid,
-        header_field(&record.action, MSGID_MAX),
-    );
-    out.extend_from_slice(head.as_bytes());
+    push_pri(out, h, record);
+    out.extend_from_slice(b"1 ");
+    // RFC 3339 UTC with milliseconds and `Z`; the NILVALUE when the year has no four digits.
+    if !write_rfc3339_millis(out, record.timestamp_ms) {
+        out.push(b'-');
+    }
+    for field in [&h.hostname, &h.app_name, &h.procid] {
+        out.push(b' ');
+        out.extend_from_slice(field.as_bytes());
+    }
+    out.push(b' ');
+    push_header_field(out, &record.action, MSGID_MAX);
+    out.extend_from_slice(b" [");
+    out.extend_from_slice(SD_ID.as_bytes());
+    out.extend_from_slice(b" event_id=\"");
     escape_param_value(record.event_id.as_str(), out);
     out.extend_from_slice(b"\" organization=\"");
-    escape_param_value(&record.org.key(), out);
+    escape_param_value(record.org.provider.as_str(), out);
+    out.push(b'/');
+    escape_param_value(&record.org.name, out);
     out.extend_from_slice(b"\"] ");
     out.extend_from_slice(BOM);
     out.extend_from_slice(&record.payload);
@@ -274,15 +322,15 @@ pub fn rfc5424(h: &Header, record: &Record, out: &mut Vec<u8>) {
 
 /// Appends one RFC 3164 message (no framing): `<PRI>Mmm dd hh:mm:ss host tag[pid]: payload`.
 pub fn rfc3164(h: &Header, record: &Record, out: &mut Vec<u8>) {
-    let pri = pri(h.facility, syslog_severity(record.severity));
-    let head = format!(
-        "<{pri}>{} {} {}[{}]: ",
-        rfc3164_timestamp(record.timestamp_ms),
-        h.bsd_hostname,
-        h.tag,
-        h.procid,
-    );
-    out.extend_from_slice(head.as_bytes());
+    push_pri(out, h, record);
+    push_rfc3164_timestamp(out, record.timestamp_ms);
+    out.push(b' ');
+    out.extend_from_slice(h.bsd_hostname.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(h.tag.as_bytes());
+    out.push(b'[');
+    out.extend_from_slice(h.procid.as_bytes());
+    out.extend_from_slice(b"]: ");
     out.extend_from_slice(&record.payload);
 }
 
@@ -412,7 +460,6 @@ mod tests {
             &mut out,
         );
         assert!(s(&out).starts_with("<166>1 - fwd01 "), "{}", s(&out));
-        assert_eq!(rfc5424_timestamp(0), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]
@@ -498,6 +545,26 @@ mod tests {
     }
 
     proptest! {
+        /// The dates are written by hand: the same text as chrono's formats, which wrote them before.
+        #[test]
+        fn timestamps_are_chronos_text(ts in -70_000_000_000_000i64..260_000_000_000_000) {
+            use chrono::Datelike;
+            let t = DateTime::<Utc>::from_timestamp_millis(ts).unwrap();
+            let r = record("a", "x", 3, ts, "");
+            let mut msg = Vec::new();
+            rfc5424(&header(), &r, &mut msg);
+            let want = if (0..=9999).contains(&t.year()) {
+                t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+            } else {
+                "-".to_string()
+            };
+            prop_assert!(s(&msg).starts_with(&format!("<166>1 {want} fwd01 ")), "{}", s(&msg));
+            let mut msg = Vec::new();
+            rfc3164(&header(), &r, &mut msg);
+            let want = t.format("%b %e %H:%M:%S").to_string();
+            prop_assert!(s(&msg).starts_with(&format!("<166>{want} fwd01 ")), "{}", s(&msg));
+        }
+
         #[test]
         fn rfc5424_frames_parse_back(
             host in "\\PC{0,300}",
