@@ -31,6 +31,41 @@ pub(super) type Wanted = Vec<(usize, Arc<[u8]>)>;
 /// A slice's records in one format, by event index: `None` until a lane of the format wants it.
 type Records = Vec<Option<Arc<[u8]>>>;
 
+/// A slice's records in one format.
+pub(super) type Encoded = (Encoder, Records);
+
+/// The formats of a group's lanes, each once.
+pub(super) fn formats(group: &[LaneGuard]) -> Vec<Encoder> {
+    let mut out: Vec<Encoder> = Vec::new();
+    for lane in group {
+        if !out.contains(&lane.handle.encoder) {
+            out.push(lane.handle.encoder.clone());
+        }
+    }
+    out
+}
+
+/// Every event encoded in each of `formats`.
+pub(super) fn encode_all(events: &[IdentifiedEvent], formats: Vec<Encoder>) -> Vec<Encoded> {
+    let mut buf = Vec::with_capacity(1024);
+    formats
+        .into_iter()
+        .map(|encoder| {
+            let records = events
+                .iter()
+                .map(|e| Some(encode_one(&encoder, e, &mut buf)))
+                .collect();
+            (encoder, records)
+        })
+        .collect()
+}
+
+fn encode_one(encoder: &Encoder, event: &IdentifiedEvent, buf: &mut Vec<u8>) -> Arc<[u8]> {
+    buf.clear();
+    encoder.encode(event, buf);
+    Arc::from(buf.as_slice())
+}
+
 impl Walker {
     /// Dead-letters events that could not be used (each once per process) and counts them.
     /// Fails when the dead-letter file cannot be written: then no cursor may move, or the event
@@ -85,15 +120,17 @@ impl Walker {
     }
 
     /// Pairs each lane of the group with the events it wants from `events`. Each event is encoded
-    /// once per format, the first time a lane of that format wants it.
+    /// once per format, the first time a lane of that format wants it, unless `encoded` (the
+    /// prefetch's work) has it already.
     pub(super) fn encode(
         &self,
         events: Vec<IdentifiedEvent>,
         end: i64,
         group: Vec<LaneGuard>,
+        encoded: Vec<Encoded>,
     ) -> (Slice, Vec<(LaneGuard, Wanted)>) {
         let overlap = self.overlap_ms();
-        let mut records_by_format: Vec<(Encoder, Records)> = Vec::new();
+        let mut records_by_format = encoded;
         let mut buf = Vec::with_capacity(1024);
         let lanes = group
             .into_iter()
@@ -112,11 +149,8 @@ impl Walker {
                     .enumerate()
                     .filter(|(_, e)| lane.cursor.wants(&e.id, e.event.timestamp_ms, overlap))
                     .map(|(i, e)| {
-                        let record = records[i].get_or_insert_with(|| {
-                            buf.clear();
-                            encoder.encode(e, &mut buf);
-                            Arc::from(buf.as_slice())
-                        });
+                        let record =
+                            records[i].get_or_insert_with(|| encode_one(encoder, e, &mut buf));
                         (i, record.clone())
                     })
                     .collect();

@@ -3,11 +3,12 @@
 //! to every lane of the group at once, detaching a lane much slower than the others.
 
 use super::lane::{deliver_to_sink, track, LaneGuard, LaneTasks, SinkOutcome, SinkState};
-use super::slice::{InvalidSeen, Slice, Wanted};
+use super::slice::{Encoded, InvalidSeen, Slice, Wanted};
 use super::{PassReport, RetryPolicy, Shared, Shutdown, INITIAL_SLICE_MS, MAX_SLICE_MS};
 use crate::checkpoint::Cursor;
 use crate::codacy::{FetchedWindow, WindowError};
 use crate::event::{identify, IdentifiedEvent, OrgRef};
+use crate::format::Encoder;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,7 +73,7 @@ impl Walker {
             let end = (cur + slice).min(to);
             let prefetch = match next.take() {
                 Some(p) if p.from == cur && p.to == end => p,
-                _ => self.prefetch(cur, end, max_events),
+                _ => self.prefetch(cur, end, max_events, Vec::new()),
             };
             // A fetch (with its retries) holds nothing uncommitted: shutdown may cut it short.
             let mut stop = shutdown.clone();
@@ -83,7 +84,7 @@ impl Walker {
                     break;
                 }
             };
-            let (window, events) = match fetched {
+            let (window, events, encoded) = match fetched {
                 Ok(w) => w,
                 Err(WindowError::TooMany(_)) if end - cur > 1 => {
                     slice = ((end - cur) / 2).max(1);
@@ -106,9 +107,12 @@ impl Walker {
                 .await
                 .map_err(WalkError::DeadLetter)?;
             if end < to {
-                next = Some(self.prefetch(end, (end + slice).min(to), max_events));
+                // Every lane of the group will be at `end` when the next slice arrives, so it
+                // wants every event of it: encode them there, beside this slice's delivery.
+                let formats = super::slice::formats(&group);
+                next = Some(self.prefetch(end, (end + slice).min(to), max_events, formats));
             }
-            let (slice, lanes) = self.encode(events, end, group);
+            let (slice, lanes) = self.encode(events, end, group, encoded);
             let n = slice.events.len() as u64;
             group = self
                 .deliver_slice(Arc::new(slice), lanes, shutdown, report)
@@ -136,8 +140,9 @@ impl Walker {
         new
     }
 
-    /// Starts fetching and identifying `[from, to)` on its own task.
-    fn prefetch(&self, from: i64, to: i64, max_events: usize) -> Prefetch {
+    /// Starts fetching and identifying `[from, to)` on its own task, and encoding its events in
+    /// `formats`.
+    fn prefetch(&self, from: i64, to: i64, max_events: usize, formats: Vec<Encoder>) -> Prefetch {
         // A single millisecond cannot be split further: hold it whatever its size.
         let cap = if to - from <= 1 {
             usize::MAX
@@ -150,7 +155,8 @@ impl Walker {
         let task = tokio::spawn(async move {
             let mut window = source.fetch(&org, from, to, cap).await?;
             let events = identify(&org, std::mem::take(&mut window.events), clock.now_ms());
-            Ok((window, events))
+            let encoded = super::slice::encode_all(&events, formats);
+            Ok((window, events, encoded))
         });
         Prefetch {
             from,
@@ -263,7 +269,7 @@ impl Walker {
     }
 }
 
-type PrefetchResult = Result<(FetchedWindow, Vec<IdentifiedEvent>), WindowError>;
+type PrefetchResult = Result<(FetchedWindow, Vec<IdentifiedEvent>, Vec<Encoded>), WindowError>;
 
 /// A slice being fetched on its own task; dropping it cancels the fetch.
 struct Prefetch {
