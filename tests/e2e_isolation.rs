@@ -288,3 +288,92 @@ async fn a_kafka_cluster_with_its_brokers_down_does_not_delay_its_sibling() {
     assert_eq!(delivered_ids(&read_ndjson(&file), &org), want);
     server.shutdown().await;
 }
+
+/// A reload that removes an organization whose pass waits on a destination that hangs (its only
+/// sink, so there is no sibling to detach it from) stops it within the shutdown deadline (8 s,
+/// then its pass is aborted): the reload is never held hostage by a stuck destination, and the
+/// organization that stays delivers everything exactly once when the destination answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_is_not_held_up_by_a_pass_stuck_on_a_hanging_destination() {
+    let (sim, acme) = acme_with_backlog(20, 7);
+    let beta = OrgRef::new(codacy_audit_forwarder::event::Provider::Gh, "beta");
+    sim.add_org(&beta);
+    let now = clock::system().now_ms();
+    sim.push_events(
+        &beta,
+        generate_events(8, 20, now - 3_600_000, now - 60_000, &GenOptions::default()),
+    );
+    let server = sim.serve().await.unwrap();
+    let (release, hang) = watch::channel(true);
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .with_state(Hook {
+            hang,
+            bodies: bodies.clone(),
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let hook_sink = format!(
+        "\n[[sinks]]\nname = \"hook\"\ntype = \"http\"\nurl = \"http://{hook_addr}/hook\"\nformat = \"json\"\ntimeout = \"60s\"\n"
+    );
+    let cfg_path = dir.path().join("config.toml");
+    let write_config = |orgs: &[&OrgRef]| {
+        let text = config_text(&server.base_url, dir.path(), orgs, &[], "") + &hook_sink;
+        std::fs::write(&cfg_path, text).unwrap();
+    };
+    write_config(&[&acme, &beta]);
+    let log = dir.path().join("agent.log");
+    let child = spawn_run(&cfg_path, Some(&log));
+    // Both organizations' first batches are now held by the destination.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    write_config(&[&acme]);
+    let sighup = Instant::now();
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status();
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(
+        "beta's stuck pass to be aborted",
+        Duration::from_secs(20),
+        || log_text().contains("did not stop in time"),
+    )
+    .await;
+    let took = sighup.elapsed();
+    assert!(
+        took >= Duration::from_secs(7) && took < Duration::from_secs(14),
+        "the stop waited {took:?}, not the 8 s deadline: {}",
+        log_text()
+    );
+    let stuck: Vec<String> = log_text()
+        .lines()
+        .filter(|l| l.contains("did not stop in time"))
+        .map(String::from)
+        .collect();
+    assert!(
+        stuck.len() == 1 && stuck[0].contains("gh/beta"),
+        "only beta is stopped: {stuck:?}"
+    );
+    // The destination answers again: acme, which stayed, delivers every event exactly once.
+    release.send(false).unwrap();
+    let want = expected_ids(&acme, &sim.events(&acme), i64::MIN);
+    let acme_ids = |bodies: &[String]| -> BTreeMap<String, usize> {
+        hook_ids(bodies)
+            .into_iter()
+            .filter(|(id, _)| want.contains_key(id))
+            .collect()
+    };
+    wait_until(
+        "acme's events at the webhook",
+        Duration::from_secs(30),
+        || acme_ids(&bodies.lock().unwrap()).len() == want.len(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop(child);
+    assert_eq!(acme_ids(&bodies.lock().unwrap()), want);
+    server.shutdown().await;
+}
