@@ -18,7 +18,6 @@
 use super::catalog::{self, Classification};
 use super::FormatOptions;
 use crate::event::{write_json, IdentifiedEvent};
-use std::io::Write;
 
 /// Header maximum lengths (the CEF specification, as Vector.s CEF encoder applies them).
 pub const MAX_VENDOR: usize = 63;
@@ -193,7 +192,11 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
     out.push(b'|');
     push_header(out, &class.name, MAX_NAME);
     out.push(b'|');
-    let _ = write!(out, "{}", class.severity.min(10));
+    out.extend_from_slice(
+        itoa::Buffer::new()
+            .format(class.severity.min(10))
+            .as_bytes(),
+    );
     out.push(b'|');
 
     let mut x = Extensions { out, first: true };
