@@ -232,7 +232,7 @@ async fn read_once(
                         from_ms: from,
                         to_ms: to,
                     },
-                    raw: Value::Object(e.raw),
+                    raw: Value::Object(e.raw.into()),
                     position: position(),
                 }),
                 Err((error, raw)) => invalid.push(InvalidEvent {

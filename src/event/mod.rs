@@ -2,11 +2,15 @@
 //! Identity (stable ids, occurrence numbers) is in `id`, the JSON writers ids and records are
 //! built with in `json_writer`.
 
+mod fields;
 mod id;
 mod json_writer;
 
+pub use fields::Fields;
 pub use id::{identify, EventId, EventKey, IdSeed, IdentifiedEvent, StreamIdentifier};
-pub use json_writer::{write_canonical, write_json, write_json_map, write_json_str};
+pub use json_writer::{
+    write_canonical, write_json, write_json_map, write_json_str, write_json_str_parts,
+};
 
 use json_writer::write_canonical_map;
 use serde_json::{Map, Value};
@@ -123,9 +127,8 @@ pub enum EventParseError {
 /// Up to this many members, [`get`] compares names instead of hashing.
 const SCAN_FIELDS: usize = 16;
 
-/// A member of `map` by name. An event has about ten fields (its `actor` two): comparing that
-/// many short names is cheaper than hashing the one asked for (the map's hasher is SipHash),
-/// and every record reads several.
+/// A member of `map` (an `actor` object) by name. An actor has two fields: comparing that many
+/// short names is cheaper than hashing the one asked for (the map's hasher is SipHash).
 fn get<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     if map.len() <= SCAN_FIELDS {
         map.iter()
@@ -140,7 +143,7 @@ fn get<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
 /// out, so an event costs its parsed JSON and nothing more (the agent holds many at once).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEvent {
-    pub raw: Map<String, Value>,
+    pub raw: Fields,
     /// Event time, epoch milliseconds (UTC).
     pub timestamp_ms: i64,
 }
@@ -201,31 +204,34 @@ impl AuditEvent {
     }
 
     pub fn from_map(raw: Map<String, Value>) -> Result<Self, EventParseError> {
-        Self::from_map_or_back(raw).map_err(|(e, _)| e)
+        Self::from_fields(raw.into())
+    }
+
+    /// The event of fields parsed straight into [`Fields`] (`preview`).
+    pub fn from_fields(raw: Fields) -> Result<Self, EventParseError> {
+        Self::from_fields_or_back(raw).map_err(|(e, _)| e)
     }
 
     /// [`AuditEvent::from_value`] that hands the value back when it is not an event, so a
     /// caller can dead-letter it without cloning every valid event up front.
     pub fn from_value_or_back(value: Value) -> Result<Self, (EventParseError, Value)> {
         match value {
-            Value::Object(map) => {
-                Self::from_map_or_back(map).map_err(|(e, map)| (e, Value::Object(map)))
-            }
+            Value::Object(map) => Self::from_fields_or_back(map.into())
+                .map_err(|(e, fields)| (e, Value::Object(fields.into()))),
             other => Err((EventParseError::NotAnObject(type_name(&other)), other)),
         }
     }
 
-    fn from_map_or_back(
-        raw: Map<String, Value>,
-    ) -> Result<Self, (EventParseError, Map<String, Value>)> {
-        let timestamp_ms = match get(&raw, "timestamp")
+    fn from_fields_or_back(raw: Fields) -> Result<Self, (EventParseError, Fields)> {
+        let timestamp_ms = match raw
+            .get("timestamp")
             .ok_or(EventParseError::MissingTimestamp)
             .and_then(parse_timestamp)
         {
             Ok(t) => t,
             Err(e) => return Err((e, raw)),
         };
-        if !matches!(get(&raw, "action"), Some(Value::String(s)) if !s.is_empty()) {
+        if !matches!(raw.get("action"), Some(Value::String(s)) if !s.is_empty()) {
             return Err((EventParseError::MissingAction, raw));
         }
         Ok(AuditEvent { raw, timestamp_ms })
@@ -233,7 +239,7 @@ impl AuditEvent {
 
     /// A top-level field by name.
     pub fn field(&self, name: &str) -> Option<&Value> {
-        get(&self.raw, name)
+        self.raw.get(name)
     }
 
     /// `action`: a non-empty string (checked when the event was built).
@@ -291,9 +297,14 @@ impl AuditEvent {
 
     /// The event's canonical JSON: keys sorted at every level, no whitespace.
     pub fn canonical_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        write_canonical_map(&self.raw, &mut out);
+        let mut out = Vec::with_capacity(512);
+        self.write_canonical_json(&mut out);
         out
+    }
+
+    /// Appends [`AuditEvent::canonical_json`] to `out` (a buffer reused from event to event).
+    pub fn write_canonical_json(&self, out: &mut Vec<u8>) {
+        write_canonical_map(&self.raw, out);
     }
 }
 

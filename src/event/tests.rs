@@ -1,4 +1,4 @@
-use super::json_writer::{any_needs_escape, needs_escape};
+use super::json_writer::{any_needs_escape, needs_escape, next_escape};
 use super::*;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -168,6 +168,33 @@ fn the_word_check_finds_every_byte_that_needs_an_escape_wherever_it_is() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn the_first_byte_that_needs_an_escape_is_found_whatever_follows_it() {
+    // Strings of 1 to 19 bytes (full words and padded tails), one byte that needs an escape at
+    // every place, followed by bytes that need one or not (a false mark could only follow it).
+    for len in 1..20 {
+        for at in 0..len {
+            for byte in (0..=255u8).filter(|&b| needs_escape(b)) {
+                for after in [b'a', 0x00, 0x1f, 0x20, b'"', b'\\', 0xff] {
+                    let mut s = vec![b'x'; len];
+                    s[at] = byte;
+                    s[at + 1..].fill(after);
+                    assert_eq!(next_escape(&s, 0), Some(at), "{s:?}");
+                    assert_eq!(
+                        next_escape(&s, at + 1),
+                        s[at + 1..]
+                            .iter()
+                            .position(|&b| needs_escape(b))
+                            .map(|p| at + 1 + p),
+                        "{s:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(next_escape(&vec![0x21; len], 0), None);
     }
 }
 

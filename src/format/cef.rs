@@ -18,7 +18,6 @@
 use super::catalog::{self, Classification};
 use super::FormatOptions;
 use crate::event::{write_json, IdentifiedEvent};
-use std::io::Write;
 
 /// Header maximum lengths (the CEF specification, as Vector.s CEF encoder applies them).
 pub const MAX_VENDOR: usize = 63;
@@ -52,9 +51,35 @@ pub fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Whether `bytes` holds any of the four `special` bytes, 8 bytes at a time (the "has a zero
+/// byte" bit trick on the word xor each, exact about whether one matches). Most values hold none
+/// and are then copied whole.
+fn holds_any(bytes: &[u8], special: [u8; 4]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        if special
+            .iter()
+            .any(|&c| has_zero(word ^ (ONES * u64::from(c))))
+        {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|b| special.contains(b))
+}
+
 /// Appends a header field: truncated to `max` bytes, then `\` and `|` escaped and CR/LF replaced.
 pub fn push_header(out: &mut Vec<u8>, value: &str, max: usize) {
     let bytes = truncate(value, max).as_bytes();
+    if !holds_any(bytes, [b'\\', b'|', b'\r', b'\n']) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     // Bytes, not chars: every byte we touch is ASCII, and ASCII bytes never occur inside a
     // multi-byte UTF-8 sequence.
     let mut start = 0;
@@ -84,12 +109,7 @@ pub fn push_value(out: &mut Vec<u8>, value: &str, max: usize) {
     let value = truncate(value, max);
     // Work on bytes: every byte we escape is ASCII, so UTF-8 sequences pass through untouched.
     let bytes = value.as_bytes();
-    let special = |b: u8| matches!(b, b'\\' | b'=' | b'\n' | b'\r');
-    // Most values need no escape: check 16 bytes at a time (`fold` vectorises, `any` would not).
-    if bytes
-        .chunks(16)
-        .all(|c| !c.iter().fold(false, |hit, &b| hit | special(b)))
-    {
+    if !holds_any(bytes, [b'\\', b'=', b'\n', b'\r']) {
         out.extend_from_slice(bytes);
         return;
     }
@@ -193,7 +213,11 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
     out.push(b'|');
     push_header(out, &class.name, MAX_NAME);
     out.push(b'|');
-    let _ = write!(out, "{}", class.severity.min(10));
+    out.extend_from_slice(
+        itoa::Buffer::new()
+            .format(class.severity.min(10))
+            .as_bytes(),
+    );
     out.push(b'|');
 
     let mut x = Extensions { out, first: true };
@@ -268,6 +292,20 @@ mod tests {
         assert_eq!(value("a=b", 2), r"a\=");
         assert_eq!(header(r"ab|cd", 3), r"ab\|");
         assert_eq!(header("€€", 4), "€");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_word_test_finds_a_special_byte_wherever_it_is(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            for special in [*b"\\|\r\n", *b"\\=\n\r"] {
+                proptest::prop_assert_eq!(
+                    holds_any(&bytes, special),
+                    bytes.iter().any(|b| special.contains(b))
+                );
+            }
+        }
     }
 
     #[test]

@@ -29,7 +29,8 @@ pub const HEADER: &str = "actor,action,timestamp,result,source,repositoryName,de
 
 /// Appends the CSV row for `event` to `out` (no trailing line break).
 pub fn encode(event: &IdentifiedEvent, out: &mut Vec<u8>) {
-    let mut scratch = Vec::new();
+    // Room for a typical `actor` or `details` object, so it is written without regrowing.
+    let mut scratch = Vec::with_capacity(256);
     for (i, column) in COLUMNS.iter().enumerate() {
         if i > 0 {
             out.push(b',');

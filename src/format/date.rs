@@ -11,30 +11,25 @@ pub fn write_rfc3339_millis(out: &mut Vec<u8>, ms: i64) -> bool {
         return false;
     }
     let of_day = ms.rem_euclid(DAY_MS);
-    let (hour, minute) = (of_day / 3_600_000, of_day / 60_000 % 60);
-    let (second, milli) = (of_day / 1000 % 60, of_day % 1000);
-    write_digits(out, year, 4);
-    // Each part after the character that precedes it; the text has nothing to escape.
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    // Each part's digits, right-aligned in its place (divisions by the constant 10 are cheap).
     let parts = [
-        (b'-', month, 2),
-        (b'-', day, 2),
-        (b'T', hour, 2),
-        (b':', minute, 2),
-        (b':', second, 2),
-        (b'.', milli, 3),
+        (0, 4, year),
+        (5, 2, month),
+        (8, 2, day),
+        (11, 2, of_day / 3_600_000),
+        (14, 2, of_day / 60_000 % 60),
+        (17, 2, of_day / 1000 % 60),
+        (20, 3, of_day % 1000),
     ];
-    for (before, value, width) in parts {
-        out.push(before);
-        write_digits(out, value, width);
+    for (at, width, mut value) in parts {
+        for digit in text[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
     }
-    out.push(b'Z');
+    out.extend_from_slice(&text);
     true
-}
-
-fn write_digits(out: &mut Vec<u8>, value: i64, width: u32) {
-    for p in (0..width).rev() {
-        out.push(b'0' + (value / 10i64.pow(p) % 10) as u8);
-    }
 }
 
 /// The proleptic Gregorian (year, month, day) of a day counted from 1970-01-01 (Howard

@@ -14,7 +14,9 @@
 use super::catalog;
 use super::date;
 use super::FormatOptions;
-use crate::event::{write_json, write_json_map, write_json_str, AuditEvent, IdentifiedEvent};
+use crate::event::{
+    write_json, write_json_map, write_json_str, write_json_str_parts, AuditEvent, IdentifiedEvent,
+};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::io::Write;
@@ -169,8 +171,8 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
     e.strs("type", class.types);
     e.str("action", action);
     e.opt("outcome", outcome(result.as_deref()));
-    // Writing to a Vec cannot fail.
-    let _ = write!(e.key("severity"), "{}", class.severity);
+    e.key("severity")
+        .extend_from_slice(itoa::Buffer::new().format(class.severity).as_bytes());
     e.str("module", MODULE);
     e.str("dataset", DATASET);
     e.str("provider", MODULE);
@@ -200,7 +202,9 @@ pub fn encode(event: &IdentifiedEvent, options: &FormatOptions, out: &mut Vec<u8
         related.close();
     }
     let mut org = Obj::open(doc.key("organization"));
-    org.str("id", &event.org.key());
+    // `provider/name` (OrgRef::key) without building it for every document.
+    let (provider, name) = (event.org.provider.as_str(), &event.org.name);
+    write_json_str_parts(org.key("id"), &[provider, "/", name]);
     org.str("name", &event.org.name);
     org.close();
     let mut agent = Obj::open(doc.key("agent"));

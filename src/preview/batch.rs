@@ -195,7 +195,7 @@ fn encode_lines(ctx: &Ctx, batch: &mut Batch) {
     };
     let mut pos = 0;
     while pos < valid.len() {
-        let end = valid[pos..].find('\n').map_or(valid.len(), |i| pos + i);
+        let end = memchr::memchr(b'\n', &valid.as_bytes()[pos..]).map_or(valid.len(), |i| pos + i);
         let line = &valid[pos..end];
         let value = line.trim_start_matches(is_json_space);
         if !value.trim_end_matches(is_json_space).is_empty() {
@@ -251,7 +251,8 @@ fn encode_elements(ctx: &Ctx, batch: &mut Batch) {
             return;
         }
     }
-    batch.lines = text.iter().filter(|&&c| c == b'\n').count();
+    // An array is often one long line: memchr finds the few line feeds far faster than a byte loop.
+    batch.lines = memchr::memchr_iter(b'\n', text).count();
     batch.failure = batch.syntax.take();
     batch.items = Some(items);
 }

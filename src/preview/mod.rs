@@ -27,12 +27,13 @@ mod splitter;
 mod stream;
 mod whole;
 
-use crate::event::{AuditEvent, EventKey, EventParseError, IdSeed, IdentifiedEvent, OrgRef};
+use crate::event::{EventKey, EventParseError, IdSeed, IdentifiedEvent, OrgRef};
 use crate::format::Encoder;
 use batch::{read_batch, read_more};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use splitter::{envelope_data_start, stream_elements};
+use std::cell::Cell;
 use std::fmt;
 use std::io::{BufRead, Write};
 use std::sync::Arc;
@@ -141,6 +142,8 @@ struct Ctx<'a> {
     encoder: &'a Encoder,
     org: Arc<OrgRef>,
     fetched_at_ms: i64,
+    /// The canonical JSON of the event being identified: one buffer for all (per worker).
+    canonical: Cell<Vec<u8>>,
 }
 
 /// Why one event could not be encoded.
@@ -157,6 +160,7 @@ impl<'a> Ctx<'a> {
             encoder: self.encoder,
             org: Arc::new(OrgRef::clone(&self.org)),
             fetched_at_ms: self.fetched_at_ms,
+            canonical: Cell::default(),
         }
     }
 
@@ -168,9 +172,12 @@ impl<'a> Ctx<'a> {
         occurrence: impl FnOnce(EventKey) -> u32,
         out: &mut Vec<u8>,
     ) -> Result<(), Bad> {
-        let value = parse::event_value(text).map_err(Bad::Json)?;
-        let event = AuditEvent::from_value(value).map_err(Bad::Event)?;
-        let seed = IdSeed::new(&self.org, &event.canonical_json());
+        let event = parse::event(text)?;
+        let mut canonical = self.canonical.take();
+        canonical.clear();
+        event.write_canonical_json(&mut canonical);
+        let seed = IdSeed::new(&self.org, &canonical);
+        self.canonical.set(canonical);
         let (first, key) = seed.first();
         let occurrence = occurrence(key);
         let id = if occurrence == 0 {
@@ -205,6 +212,7 @@ pub fn preview(
         encoder,
         org: Arc::new(org.clone()),
         fetched_at_ms,
+        canonical: Cell::default(),
     };
     if let Some(header) = encoder.format.header() {
         out.write_all(header.as_bytes())

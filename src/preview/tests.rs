@@ -1,5 +1,5 @@
 use super::*;
-use crate::event::{identify, Provider};
+use crate::event::{identify, AuditEvent, Provider};
 use crate::format::{Format, FormatOptions};
 use serde_json::Value;
 use std::io::Read;
