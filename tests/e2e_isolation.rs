@@ -36,6 +36,27 @@ async fn hook(State(h): State<Hook>, body: String) -> &'static str {
     "ok"
 }
 
+/// A webhook on loopback that holds every request open while `release` says so (it starts
+/// holding), with the bodies it answered and its address.
+async fn start_hook() -> (
+    watch::Sender<bool>,
+    Arc<Mutex<Vec<String>>>,
+    std::net::SocketAddr,
+) {
+    let (release, hang) = watch::channel(true);
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .with_state(Hook {
+            hang,
+            bodies: bodies.clone(),
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (release, bodies, hook_addr)
+}
+
 /// event_id -> count in the webhook's NDJSON bodies.
 fn hook_ids(bodies: &[String]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
@@ -52,17 +73,7 @@ async fn a_hanging_destination_does_not_delay_its_sibling() {
     let (sim, org) = acme_with_backlog(50, 1);
     let server = sim.serve().await.unwrap();
 
-    let (release, hang) = watch::channel(true);
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(hook))
-        .with_state(Hook {
-            hang,
-            bodies: bodies.clone(),
-        });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (release, bodies, hook_addr) = start_hook().await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut text = config_text(&server.base_url, dir.path(), &[&org], &[("a", "json")], "");
@@ -304,17 +315,7 @@ async fn a_reload_is_not_held_up_by_a_pass_stuck_on_a_hanging_destination() {
         generate_events(8, 20, now - 3_600_000, now - 60_000, &GenOptions::default()),
     );
     let server = sim.serve().await.unwrap();
-    let (release, hang) = watch::channel(true);
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(hook))
-        .with_state(Hook {
-            hang,
-            bodies: bodies.clone(),
-        });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (release, bodies, hook_addr) = start_hook().await;
 
     let dir = tempfile::tempdir().unwrap();
     let hook_sink = format!(
