@@ -129,6 +129,8 @@ impl Poller {
                     self.joined(joined);
                 }
                 _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+                // Stopping with nothing left to wait for (every slot is finished or running).
+                else => break,
             }
         }
     }
