@@ -1,5 +1,6 @@
-//! The agent: builds sinks, hands every organization's pipeline to the polls, handles signals (SIGTERM and
-//! SIGINT stop after the batch in flight; SIGHUP reloads the configuration and reopens files).
+//! The agent: builds sinks, hands every organization's pipeline to the poll loop, handles signals
+//! (SIGTERM and SIGINT stop after the batch in flight; SIGHUP reloads the configuration and reopens
+//! files).
 
 use crate::clock::SharedClock;
 use crate::codacy::Client;
@@ -321,6 +322,7 @@ impl Agent {
         let new = Arc::new(new);
         if old.codacy != new.codacy {
             self.shared = shared(new.clone(), self.metrics.clone(), self.clock.clone())?;
+            let _ = (self.polls.commands).send(PollCommand::InParallel(passes_in_parallel(&new)));
         } else {
             self.shared.config = new.clone();
         }

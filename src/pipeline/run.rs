@@ -29,6 +29,8 @@ pub enum PollCommand {
     /// Abort an organization's pass that did not stop in time (its batch in flight is delivered
     /// again after restart).
     Abort { org: OrgRef },
+    /// How many passes may run at once from now on (`[codacy]` changed on reload).
+    InParallel(usize),
 }
 
 /// The handle the agent keeps: commands in, and how many organizations were lost to a bug.
@@ -176,6 +178,7 @@ impl Poller {
                     let _ = done.send(());
                 }
             },
+            PollCommand::InParallel(n) => self.in_parallel = n.max(1),
             PollCommand::Abort { org } => {
                 let Some(&i) = self.by_org.get(&org) else {
                     return;
