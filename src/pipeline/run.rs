@@ -111,21 +111,11 @@ impl Poller {
             }
             let wait = self.next_wait(&shutdown, stopping_all);
             tokio::select! {
-                _ = all_stop.wait(), if !stopping_all => {
-                    stopping_all = true;
-                    for slot in 0..self.slots.len() {
-                        self.stop(slot);
-                    }
-                }
+                _ = all_stop.wait(), if !stopping_all => stopping_all = self.stop_all(),
                 cmd = commands.recv(), if !stopping_all => match cmd {
                     Some(cmd) => self.command(cmd, &shutdown),
                     // The agent is gone without a shutdown: stop as for one.
-                    None => {
-                        stopping_all = true;
-                        for slot in 0..self.slots.len() {
-                            self.stop(slot);
-                        }
-                    }
+                    None => stopping_all = self.stop_all(),
                 },
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.joined(joined);
@@ -188,6 +178,14 @@ impl Poller {
                 }
             }
         }
+    }
+
+    /// Asks every slot to stop; true, for the loop's `stopping_all`.
+    fn stop_all(&mut self) -> bool {
+        for slot in 0..self.slots.len() {
+            self.stop(slot);
+        }
+        true
     }
 
     /// Asks a slot to stop: a running pass stops after its batch in flight, then it finishes.
